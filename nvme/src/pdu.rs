@@ -1,0 +1,1 @@
+//! NVMe/TCP PDU codec.

@@ -1,0 +1,1 @@
+//! NVMe base/fabrics wire structures.

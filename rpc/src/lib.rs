@@ -1,0 +1,1 @@
+//! JSON-RPC management (issue 4: not built yet).
