@@ -783,13 +783,11 @@ impl Local {
             iter_start = end;
             match self.state.get() {
                 LoopState::Running => {
-                    if work == 0 && end - last_work >= idle_threshold {
-                        if self.sleep(None) {
-                            let woke = Instant::now();
-                            bump(&stats.idle_ns, (woke - end).as_nanos() as u64);
-                            iter_start = woke;
-                            last_work = woke;
-                        }
+                    if work == 0 && end - last_work >= idle_threshold && self.sleep(None) {
+                        let woke = Instant::now();
+                        bump(&stats.idle_ns, (woke - end).as_nanos() as u64);
+                        iter_start = woke;
+                        last_work = woke;
                     }
                 }
                 LoopState::Draining { deadline } => {

@@ -163,11 +163,12 @@ fn timers_and_periodic_pollers_fire_while_idle() {
         .unwrap();
         assert!(reactor::cancel_timer(h));
         assert!(!reactor::cancel_timer(h));
-        reactor::register_periodic_poller("tick", Duration::from_millis(5), move || {
+        let h = reactor::register_periodic_poller("tick", Duration::from_millis(5), move || {
             t.fetch_add(1, Ordering::SeqCst);
             PollStatus::Idle
         })
         .unwrap();
+        reactor::on_shutdown(move || reactor::unregister_poller(h)).unwrap();
     })
     .unwrap();
     std::thread::sleep(Duration::from_millis(300));
