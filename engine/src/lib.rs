@@ -1,1 +1,28 @@
-//! engine (in progress)
+//! The ballast engine: the block-device (bdev) layer and its backends.
+//!
+//! A [`Bdev`] is global (any reactor may use it); I/O goes through a per-reactor
+//! [`IoChannel`], so the data path takes no locks. Completions come back through a callback on
+//! the submitting reactor, always deferred to the channel's poller (never re-entrant).
+//!
+//! ```text
+//!   registry (name/alias/UUID, open/claim, hot-remove)     buf: per-reactor aligned pools
+//!        │ open(name) → BdevDesc ── claim(owner)
+//!        ▼
+//!   BdevDesc::channel() ─► IoChannel (per reactor) ─► BackendChannel
+//!                               ▲                      ├─ malloc (RAM, mmap, memcpy)
+//!                               │ poller: reap, stats,  ├─ null   (zeros / discard)
+//!                               └── callbacks ◄─────────└─ uring  (io_uring, O_DIRECT)
+//! ```
+#![warn(missing_docs)]
+
+pub mod backend;
+pub mod bdev;
+pub mod buf;
+mod error;
+
+pub use bdev::{
+    BackendChannel, Bdev, BdevBackend, BdevDesc, BdevInfo, BdevIo, Completions, IoCallback,
+    IoChannel, IoSink, IoStat, IoStatus, IoType, SgList,
+};
+pub use buf::IoBuf;
+pub use error::{Error, Result};

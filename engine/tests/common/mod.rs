@@ -1,0 +1,245 @@
+//! Test support: drive bdev I/O synchronously from the test thread through reactors, and the
+//! one conformance body every bdev implementation must pass.
+#![allow(dead_code)]
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use ballast_engine::{bdev, BdevIo, IoBuf, IoCallback, IoChannel, IoStatus, IoType, SgList};
+use ballast_reactor::{Runtime, RuntimeConfig};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+thread_local! {
+    /// Channels (and their descriptors) kept open on each reactor between test operations.
+    static CHANNELS: RefCell<HashMap<String, (bdev::BdevDesc, IoChannel)>> = RefCell::default();
+}
+
+/// Reactors plus a synchronous I/O driver.
+pub struct Harness {
+    pub rt: Runtime,
+}
+
+impl Harness {
+    pub fn new(reactors: usize) -> Self {
+        let rt = Runtime::start(RuntimeConfig {
+            cores: (0..reactors).collect(),
+            pin: false,
+            ..Default::default()
+        })
+        .unwrap();
+        Harness { rt }
+    }
+
+    /// Runs one I/O on `core` against bdev `name`; returns its status and the bytes read.
+    /// `segments` splits the data buffer into that many pieces of random length.
+    pub fn io(
+        &self,
+        core: usize,
+        name: &str,
+        op: IoType,
+        offset_blocks: u64,
+        num_blocks: u64,
+        data: Option<Vec<u8>>,
+        read_len: usize,
+        split_seed: Option<u64>,
+    ) -> (IoStatus, Vec<u8>) {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let name = name.to_string();
+        self.rt
+            .send(core, move || {
+                let ch = CHANNELS.with(|c| {
+                    let mut c = c.borrow_mut();
+                    if !c.contains_key(&name) {
+                        let desc = bdev::open(&name, None).expect("open bdev");
+                        let ch = desc.channel().expect("channel");
+                        c.insert(name.clone(), (desc, ch));
+                    }
+                    c[&name].1.clone()
+                });
+                let bytes = data.unwrap_or_else(|| vec![0xA5; read_len]);
+                let bufs = split(&bytes, split_seed);
+                let cb = IoCallback::Fn(Box::new(move |io: BdevIo| {
+                    let mut out = Vec::new();
+                    for b in io.bufs.iter() {
+                        out.extend_from_slice(b);
+                    }
+                    let _ = tx.send((io.status, out));
+                }));
+                ch.submit(BdevIo::new(op, offset_blocks, num_blocks, bufs, 0, cb));
+            })
+            .unwrap();
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("I/O completion never arrived")
+    }
+
+    /// Drops the channels this harness kept open on every reactor.
+    pub fn close_channels(&self) {
+        for core in self.rt.cores() {
+            self.rt
+                .call(core, || CHANNELS.with(|c| c.borrow_mut().clear()))
+                .unwrap();
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.close_channels();
+    }
+}
+
+/// Splits `data` into 1..=4 heap buffers of random lengths (or one buffer if no seed).
+fn split(data: &[u8], seed: Option<u64>) -> SgList {
+    let mut out = SgList::new();
+    let Some(seed) = seed else {
+        out.push(IoBuf::from_slice(data));
+        return out;
+    };
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let pieces = rng.gen_range(1..=4usize).min(data.len().max(1));
+    let mut cuts: Vec<usize> = (1..pieces).map(|_| rng.gen_range(1..data.len())).collect();
+    cuts.sort_unstable();
+    cuts.dedup();
+    let mut start = 0;
+    for c in cuts.into_iter().chain(std::iter::once(data.len())) {
+        out.push(IoBuf::from_slice(&data[start..c]));
+        start = c;
+    }
+    out
+}
+
+/// What the bdev under test keeps.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Model {
+    /// Reads return what was written (malloc, uring, pipelines).
+    Persistent,
+    /// Writes vanish, reads are zeros (null).
+    Discard,
+}
+
+/// The shared conformance body: random writes/reads verified byte-exact against a model,
+/// flush, write-zeroes, unmap, out-of-range and length errors.
+pub fn conformance(h: &Harness, name: &str, model_kind: Model, seed: u64) {
+    let b = bdev::lookup(name).expect("bdev registered");
+    let bs = b.block_size() as usize;
+    let nb = b.num_blocks();
+    let mut model = vec![0u8; nb as usize * bs];
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let cores = h.rt.cores();
+    let check = |model: &Vec<u8>, off: u64, n: u64, got: &[u8], what: &str| {
+        let want: &[u8] = &model[off as usize * bs..(off + n) as usize * bs];
+        if model_kind == Model::Discard {
+            assert!(
+                got.iter().all(|&x| x == 0),
+                "{name}: {what}: null bdev read non-zero"
+            );
+        } else if got != want {
+            let first = got.iter().zip(want).position(|(a, b)| a != b).unwrap();
+            panic!("{name}: {what}: mismatch at byte {first} of read off={off} n={n}");
+        }
+    };
+
+    for i in 0..300u64 {
+        let core = cores[i as usize % cores.len()];
+        let n = rng.gen_range(1..=64u64.min(nb));
+        let off = rng.gen_range(0..=nb - n);
+        if rng.gen_bool(0.55) {
+            let mut data = vec![0u8; n as usize * bs];
+            rng.fill(&mut data[..]);
+            let (st, _) = h.io(
+                core,
+                name,
+                IoType::Write,
+                off,
+                n,
+                Some(data.clone()),
+                0,
+                Some(i),
+            );
+            assert_eq!(st, IoStatus::Success, "{name}: write off={off} n={n}");
+            if model_kind == Model::Persistent {
+                model[off as usize * bs..(off + n) as usize * bs].copy_from_slice(&data);
+            }
+        } else {
+            let (st, got) = h.io(
+                core,
+                name,
+                IoType::Read,
+                off,
+                n,
+                None,
+                n as usize * bs,
+                Some(i),
+            );
+            assert_eq!(st, IoStatus::Success, "{name}: read off={off} n={n}");
+            check(&model, off, n, &got, "random read");
+        }
+    }
+
+    // Flush.
+    let (st, _) = h.io(cores[0], name, IoType::Flush, 0, nb, None, 0, None);
+    assert_eq!(st, IoStatus::Success, "{name}: flush");
+
+    // Write zeroes and unmap: the ranges read back as zeros; neighbours are untouched.
+    for op in [IoType::WriteZeroes, IoType::Unmap] {
+        let n = rng.gen_range(1..=nb.min(300));
+        let off = rng.gen_range(0..=nb - n);
+        let (st, _) = h.io(cores[0], name, op, off, n, None, 0, None);
+        assert_eq!(st, IoStatus::Success, "{name}: {op:?}");
+        model[off as usize * bs..(off + n) as usize * bs].fill(0);
+        let lo = off.saturating_sub(2);
+        let hi = (off + n + 2).min(nb);
+        let (st, got) = h.io(
+            cores[0],
+            name,
+            IoType::Read,
+            lo,
+            hi - lo,
+            None,
+            (hi - lo) as usize * bs,
+            None,
+        );
+        assert_eq!(st, IoStatus::Success);
+        check(&model, lo, hi - lo, &got, "read after zeroing");
+    }
+
+    // Errors: out of range (including u64 overflow), bad lengths. The bdev is left intact.
+    let bad: &[(IoType, u64, u64, usize, IoStatus)] = &[
+        (IoType::Read, nb, 1, bs, IoStatus::OutOfRange),
+        (IoType::Read, nb - 1, 2, 2 * bs, IoStatus::OutOfRange),
+        (IoType::Write, u64::MAX, 2, 2 * bs, IoStatus::OutOfRange),
+        (IoType::WriteZeroes, nb - 1, 2, 0, IoStatus::OutOfRange),
+        (IoType::Unmap, nb, 1, 0, IoStatus::OutOfRange),
+        (IoType::Read, 0, 1, bs + 1, IoStatus::InvalidLength),
+        (IoType::Write, 0, 2, bs, IoStatus::InvalidLength),
+        (IoType::Read, 0, 0, 0, IoStatus::InvalidLength),
+    ];
+    for &(op, off, n, len, want) in bad {
+        let data = (op == IoType::Write).then(|| vec![0xEE; len]);
+        let (st, _) = h.io(cores[0], name, op, off, n, data, len, None);
+        assert_eq!(st, want, "{name}: {op:?} off={off} n={n} len={len}");
+    }
+
+    // Full read-back against the model, in chunks.
+    let chunk = 256u64.min(nb);
+    let mut off = 0;
+    while off < nb {
+        let n = chunk.min(nb - off);
+        let (st, got) = h.io(
+            cores[1 % cores.len()],
+            name,
+            IoType::Read,
+            off,
+            n,
+            None,
+            n as usize * bs,
+            None,
+        );
+        assert_eq!(st, IoStatus::Success);
+        check(&model, off, n, &got, "final verify");
+        off += n;
+    }
+}
