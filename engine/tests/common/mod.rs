@@ -34,7 +34,8 @@ impl Harness {
     }
 
     /// Runs one I/O on `core` against bdev `name`; returns its status and the bytes read.
-    /// `segments` splits the data buffer into that many pieces of random length.
+    /// `split_seed` splits the data buffer into 1-4 pieces of random length.
+    #[allow(clippy::too_many_arguments)]
     pub fn io(
         &self,
         core: usize,
