@@ -71,7 +71,7 @@ impl Workload {
             let last = self.written.borrow()[rel as usize];
             // Alternate: write a new generation, or read back the last one written (only when no
             // write to that block can be in flight: blocks are visited in a fixed cycle).
-            let (op, tag) = if n % 2 == 0 || last == 0 {
+            let (op, tag) = if n.is_multiple_of(2) || last == 0 {
                 let gen = n + 1;
                 stamp(&mut buf, self.core, block, gen);
                 self.written.borrow_mut()[rel as usize] = gen;
