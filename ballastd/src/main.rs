@@ -1,1 +1,152 @@
-fn main() {}
+//! `ballastd`: the ballast storage daemon.
+//!
+//! Starts the reactors, builds the NVMe-oF/TCP target and the embedded default (a RAM
+//! namespace in `nqn.2026-11.io.ballast:default` on 127.0.0.1:4420), then serves until
+//! SIGINT/SIGTERM, when it shuts down in order: listeners stop, controllers disconnect,
+//! in-flight I/O drains, pollers unregister, bdevs close.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ballast_engine::backend::malloc;
+use ballast_nvme::target::{Target, TransportOpts};
+use ballast_reactor::{parse_core_mask, Runtime, RuntimeConfig};
+use clap::Parser;
+
+/// The embedded default subsystem's NQN.
+pub const DEFAULT_NQN: &str = "nqn.2026-11.io.ballast:default";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ballastd",
+    version,
+    about = "ballast: a polled-mode NVMe/TCP storage engine"
+)]
+struct Args {
+    /// Reactor cores: a hex mask (0x3) or a list ([0,1], 0-1). The first is the main reactor.
+    #[arg(short = 'm', long = "cpumask", default_value = "0x1")]
+    cpumask: String,
+    /// Do not pin reactor threads to their cores.
+    #[arg(long)]
+    no_pin: bool,
+    /// Spin this long without work before a reactor sleeps (microseconds).
+    #[arg(long, default_value_t = 1000)]
+    idle_threshold_us: u64,
+    /// Listen address of the embedded default subsystem.
+    #[arg(short = 'l', long, default_value = "127.0.0.1:4420")]
+    listen: SocketAddr,
+    /// Size of the default RAM namespace in MiB (0: no default subsystem).
+    #[arg(long, default_value_t = 1024)]
+    default_size_mib: u64,
+    /// Block size of the default RAM namespace.
+    #[arg(long, default_value_t = 512)]
+    default_block_size: u32,
+    /// NQN of the default subsystem.
+    #[arg(long, default_value = DEFAULT_NQN)]
+    default_nqn: String,
+    /// Transport: maximum queue depth per queue pair.
+    #[arg(long, default_value_t = 128)]
+    max_queue_depth: u16,
+    /// Transport: in-capsule data size of I/O queues (bytes).
+    #[arg(long, default_value_t = 8192)]
+    in_capsule_data_size: u32,
+    /// Transport: maximum I/O size (bytes).
+    #[arg(long, default_value_t = 131072)]
+    max_io_size: u32,
+    /// Transport: never set the C2HData SUCCESS flag (always send a CapsuleResp).
+    #[arg(long)]
+    no_c2h_success: bool,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BALLAST_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    if let Err(e) = run(args) {
+        eprintln!("ballastd: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let cores = parse_core_mask(&args.cpumask).map_err(|e| e.to_string())?;
+    let rt = Runtime::start(RuntimeConfig {
+        cores,
+        pin: !args.no_pin,
+        idle_threshold: Duration::from_micros(args.idle_threshold_us),
+        ..Default::default()
+    })
+    .map_err(|e| e.to_string())?;
+    let opts = TransportOpts {
+        max_queue_depth: args.max_queue_depth,
+        in_capsule_data_size: args.in_capsule_data_size,
+        max_io_size: args.max_io_size,
+        max_h2c_data: args.max_io_size,
+        io_unit_size: args.max_io_size,
+        c2h_success: !args.no_c2h_success,
+        ..Default::default()
+    };
+    let target = Target::new(rt.handle(), opts).map_err(|e| e.to_string())?;
+    if args.default_size_mib > 0 {
+        setup_default(&target, &args).map_err(|e| format!("embedded default: {e}"))?;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).map_err(|e| e.to_string())?;
+    }
+    tracing::info!("ballastd ready");
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    tracing::info!("shutting down");
+    target.shutdown();
+    for core in rt.cores() {
+        let _ = rt.send_retry(core, || {
+            ballast_nvme::target::tcp::close_all_local("daemon shutting down")
+        });
+    }
+    rt.shutdown();
+    for s in target.subsystems() {
+        let _ = target.delete_subsystem(&s.nqn);
+    }
+    for b in ballast_engine::bdev::list() {
+        let _ = ballast_engine::bdev::delete(b.name());
+    }
+    tracing::info!("ballastd stopped");
+    Ok(())
+}
+
+fn setup_default(target: &Arc<Target>, args: &Args) -> Result<(), String> {
+    let bs = args.default_block_size as u64;
+    malloc::create(malloc::MallocOpts {
+        name: "Malloc0".into(),
+        num_blocks: args.default_size_mib * 1024 * 1024 / bs,
+        block_size: args.default_block_size,
+        uuid: None,
+    })
+    .map_err(|e| e.to_string())?;
+    let s = target
+        .create_subsystem(
+            &args.default_nqn,
+            "BALLAST0000000000001",
+            "ballast",
+            32,
+            true,
+        )
+        .map_err(|e| e.to_string())?;
+    s.add_ns("Malloc0", Some(1), None, None, None)
+        .map_err(|e| e.to_string())?;
+    target
+        .add_listener(&args.default_nqn, args.listen)
+        .map_err(|e| e.to_string())?;
+    tracing::info!(nqn = %args.default_nqn, listen = %args.listen,
+        size_mib = args.default_size_mib, "embedded default subsystem ready");
+    Ok(())
+}

@@ -2,11 +2,17 @@
 //! and (later) the host library.
 //!
 //! ```text
-//!   socket bytes ──► pdu::PduParser ──► capsule / data ──► controller ──► bdev channel
-//!        ▲                                                                    │
-//!        └──────────── pdu::encode_* (C2HData, CapsuleResp, R2T) ◄────────────┘
+//!   socket ─► target::tcp::Qpair (RecvState: CH → PSH → payload) ─► admin / fabrics / I/O
+//!     ▲            pdu::CommonHeader::validate, pdu::*::parse          │
+//!     │                                                                ▼
+//!     └── one sendmsg per poll ◄── pdu::{C2HData,R2t,encode_capsule_resp} ◄── bdev channel
+//!                                                       (per-reactor, no locks)
 //! ```
 #![warn(missing_docs)]
 
+mod error;
 pub mod pdu;
 pub mod spec;
+pub mod target;
+
+pub use error::{Error, Result};

@@ -1,0 +1,65 @@
+//! TCP listeners: a non-blocking listening socket polled on the main reactor; accepted
+//! connections are handed round-robin to the reactors, which own them from then on.
+
+use std::net::TcpListener;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use ballast_reactor::{PollStatus, PollerHandle};
+
+use super::config::ListenAddr;
+use super::Target;
+use crate::error::{Error, Result};
+
+/// A running listener (lives on the main reactor).
+pub(crate) struct Listener {
+    pub(crate) addr: ListenAddr,
+    poller: PollerHandle,
+    fd: std::os::fd::RawFd,
+}
+
+/// Binds `addr` and starts accepting on the current (main) reactor. `SO_REUSEADDR` is set by
+/// std on Unix so a restarted daemon can bind again at once.
+pub(crate) fn start(target: &Arc<Target>, addr: ListenAddr) -> Result<Listener> {
+    let l = TcpListener::bind(addr.0).map_err(|e| Error::Listener {
+        addr: addr.to_string(),
+        why: e.to_string(),
+    })?;
+    l.set_nonblocking(true).map_err(|e| Error::Listener {
+        addr: addr.to_string(),
+        why: e.to_string(),
+    })?;
+    let fd = l.as_raw_fd();
+    ballast_reactor::add_wake_fd(fd)?;
+    let t = Arc::downgrade(target);
+    let poller = ballast_reactor::register_poller(format!("nvmf_tcp_accept:{addr}"), move || {
+        let mut busy = false;
+        // Accept a bounded batch per poll.
+        for _ in 0..16 {
+            match l.accept() {
+                Ok((stream, peer)) => {
+                    busy = true;
+                    let Some(target) = t.upgrade() else { break };
+                    target.dispatch_connection(stream, peer, addr);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::warn!(%addr, "accept: {e}");
+                    break;
+                }
+            }
+        }
+        PollStatus::from(busy)
+    })?;
+    tracing::info!(%addr, "NVMe/TCP listener started");
+    Ok(Listener { addr, poller, fd })
+}
+
+impl Listener {
+    /// Stops accepting (on the main reactor); established connections are not affected.
+    pub(crate) fn stop(self) {
+        ballast_reactor::remove_wake_fd(self.fd);
+        ballast_reactor::unregister_poller(self.poller);
+        tracing::info!(addr = %self.addr, "NVMe/TCP listener stopped");
+    }
+}
