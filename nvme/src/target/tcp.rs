@@ -57,6 +57,36 @@ pub fn local_qpair_count() -> usize {
     QPAIRS.with(|m| m.borrow().len())
 }
 
+/// Keep-alive timeout of a discovery controller whose host asked for none.
+const DISCOVERY_DEFAULT_KATO_MS: u32 = 120_000;
+
+/// TCP keep-alive as a safety net for hosts that vanish without KATO (KATO 0): the kernel
+/// notices a dead peer after ~2 minutes and the queue pair closes.
+fn set_tcp_keepalive(fd: RawFd) {
+    let opts: [(libc::c_int, libc::c_int, libc::c_int); 4] = [
+        (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 60),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 10),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 6),
+    ];
+    for (level, name, val) in opts {
+        // SAFETY: `fd` is an open socket owned by the caller; the option value is a c_int
+        // that lives for the duration of the call, and its size is passed with it.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&val as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            tracing::debug!(name, "setsockopt: {}", std::io::Error::last_os_error());
+        }
+    }
+}
+
 /// Starts serving an accepted connection on this reactor.
 pub(crate) fn start_qpair(
     target: Arc<Target>,
@@ -72,6 +102,7 @@ pub(crate) fn start_qpair(
         return;
     }
     let fd = stream.as_raw_fd();
+    set_tcp_keepalive(fd);
     if let Err(e) = ballast_reactor::add_wake_fd(fd) {
         tracing::warn!(%peer, "cannot poll connection: {e}");
         return;
@@ -1079,7 +1110,14 @@ impl Qpair {
             let rt = self.target.runtime().clone();
             let peer = self.peer;
             let listen = self.listen;
-            let kato = Duration::from_millis(cmd.kato as u64);
+            // A discovery host may disable keep-alive (Linux does); a host that vanishes
+            // must not pin the controller forever, so discovery gets a long default.
+            let kato_ms = if cmd.kato == 0 && subsys.kind == SubsystemKind::Discovery {
+                DISCOVERY_DEFAULT_KATO_MS
+            } else {
+                cmd.kato
+            };
+            let kato = Duration::from_millis(kato_ms as u64);
             let ctrl = subsys.add_controller(|cntlid| {
                 Controller::new(
                     cntlid,
@@ -1105,7 +1143,7 @@ impl Qpair {
             *self.ctrl.borrow_mut() = Some(ctrl.clone());
             self.start_kato(&ctrl);
             tracing::info!(peer = %self.peer, subnqn = %subsys.nqn, hostnqn = %cd.hostnqn,
-                cntlid = ctrl.cntlid, kato_ms = cmd.kato, "controller created");
+                cntlid = ctrl.cntlid, kato_ms, "controller created");
             self.finish(slot, Status::SUCCESS, ctrl.cntlid as u32);
             return;
         }
