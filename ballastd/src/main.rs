@@ -1,16 +1,17 @@
 //! `ballastd`: the ballast storage daemon.
 //!
-//! Starts the reactors, builds the NVMe-oF/TCP target and the embedded default (a RAM
-//! namespace in `nqn.2026-11.io.ballast:default` on 127.0.0.1:4420), then serves until
-//! SIGINT/SIGTERM, when it shuts down in order: listeners stop, controllers disconnect,
-//! in-flight I/O drains, pollers unregister, bdevs close.
+//! Starts the reactors, builds the NVMe-oF/TCP target, applies a configuration (a file in
+//! SPDK's save_config format given with `-c`, or else the embedded default: a RAM namespace in
+//! `nqn.2026-11.io.ballast:default` on 127.0.0.1:4420), serves JSON-RPC on a Unix socket, and
+//! runs until SIGINT/SIGTERM or `spdk_kill_instance`, when it shuts down in order: RPC stops,
+//! listeners stop, controllers disconnect, in-flight I/O drains, pollers unregister, bdevs
+//! close.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ballast_engine::backend::malloc;
 use ballast_nvme::target::{Target, TransportOpts};
 use ballast_reactor::{parse_core_mask, Runtime, RuntimeConfig};
 use clap::Parser;
@@ -34,6 +35,12 @@ struct Args {
     /// Spin this long without work before a reactor sleeps (microseconds).
     #[arg(long, default_value_t = 1000)]
     idle_threshold_us: u64,
+    /// JSON-RPC socket path.
+    #[arg(short = 'r', long = "rpc-socket", default_value = ballast_rpc::DEFAULT_SOCKET)]
+    rpc_socket: std::path::PathBuf,
+    /// Configuration to apply at start (SPDK save_config JSON); replaces the embedded default.
+    #[arg(short = 'c', long = "config")]
+    config: Option<std::path::PathBuf>,
     /// Listen address of the embedded default subsystem.
     #[arg(short = 'l', long, default_value = "127.0.0.1:4420")]
     listen: SocketAddr,
@@ -94,11 +101,28 @@ fn run(args: Args) -> Result<(), String> {
         c2h_success: !args.no_c2h_success,
         ..Default::default()
     };
-    let target = Target::new(rt.handle(), opts).map_err(|e| e.to_string())?;
-    if args.default_size_mib > 0 {
-        setup_default(&target, &args).map_err(|e| format!("embedded default: {e}"))?;
-    }
+    let target = Target::new(rt.handle(), opts.clone()).map_err(|e| e.to_string())?;
     let stop = Arc::new(AtomicBool::new(false));
+    let ctx = ballast_rpc::Context::new(rt.handle(), target.clone(), stop.clone());
+    let config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("config {}: {e}", path.display()))?;
+            serde_json::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))?
+        }
+        None if args.default_size_mib > 0 => ballast_rpc::config::embedded_default(
+            &args.default_nqn,
+            args.listen,
+            args.default_size_mib,
+            args.default_block_size,
+            ballast_rpc::methods::transport_json(&opts),
+        ),
+        None => serde_json::json!({"subsystems": []}),
+    };
+    ballast_rpc::config::load(&ctx, &config)
+        .map_err(|e| format!("configuration: {}", e.message))?;
+    let server =
+        ballast_rpc::RpcServer::start(ctx.clone(), &args.rpc_socket).map_err(|e| e.to_string())?;
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).map_err(|e| e.to_string())?;
     }
@@ -107,6 +131,7 @@ fn run(args: Args) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(50));
     }
     tracing::info!("shutting down");
+    server.stop();
     target.shutdown();
     for core in rt.cores() {
         let _ = rt.send_retry(core, || {
@@ -121,33 +146,5 @@ fn run(args: Args) -> Result<(), String> {
         let _ = ballast_engine::bdev::delete(b.name());
     }
     tracing::info!("ballastd stopped");
-    Ok(())
-}
-
-fn setup_default(target: &Arc<Target>, args: &Args) -> Result<(), String> {
-    let bs = args.default_block_size as u64;
-    malloc::create(malloc::MallocOpts {
-        name: "Malloc0".into(),
-        num_blocks: args.default_size_mib * 1024 * 1024 / bs,
-        block_size: args.default_block_size,
-        uuid: None,
-    })
-    .map_err(|e| e.to_string())?;
-    let s = target
-        .create_subsystem(
-            &args.default_nqn,
-            "BALLAST0000000000001",
-            "ballast",
-            32,
-            true,
-        )
-        .map_err(|e| e.to_string())?;
-    s.add_ns("Malloc0", Some(1), None, None, None)
-        .map_err(|e| e.to_string())?;
-    target
-        .add_listener(&args.default_nqn, args.listen)
-        .map_err(|e| e.to_string())?;
-    tracing::info!(nqn = %args.default_nqn, listen = %args.listen,
-        size_mib = args.default_size_mib, "embedded default subsystem ready");
     Ok(())
 }

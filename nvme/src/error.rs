@@ -18,6 +18,9 @@ pub enum Error {
         /// What is wrong.
         why: String,
     },
+    /// The transport exists already.
+    #[error("transport {0} already exists")]
+    TransportExists(String),
     /// A parameter is invalid; names the parameter.
     #[error("invalid parameter {param}: {why}")]
     InvalidParam {

@@ -38,7 +38,10 @@ thread_local! {
 /// The NVMe-oF target of one daemon.
 pub struct Target {
     rt: RuntimeHandle,
-    opts: TransportOpts,
+    /// Options of the TCP transport once created (explicitly, or implicitly by the first
+    /// listener with `default_opts`).
+    opts: std::sync::OnceLock<TransportOpts>,
+    default_opts: TransportOpts,
     subsystems: Mutex<BTreeMap<String, Arc<Subsystem>>>,
     /// Listen address → number of subsystems using it.
     listeners: Mutex<BTreeMap<ListenAddr, usize>>,
@@ -69,7 +72,8 @@ impl Target {
         )?;
         Ok(Arc::new(Target {
             rt,
-            opts,
+            opts: std::sync::OnceLock::new(),
+            default_opts: opts,
             subsystems: Mutex::default(),
             listeners: Mutex::default(),
             rr: AtomicUsize::new(0),
@@ -80,7 +84,7 @@ impl Target {
 
     /// Transport options.
     pub fn opts(&self) -> &TransportOpts {
-        &self.opts
+        self.opts.get().unwrap_or(&self.default_opts)
     }
 
     /// The reactors.
@@ -159,6 +163,23 @@ impl Target {
         &self.discovery
     }
 
+    /// Creates the TCP transport with `opts` (SPDK's nvmf_create_transport). Fails if it
+    /// exists already (created explicitly, or implicitly by a listener).
+    pub fn create_transport(&self, opts: TransportOpts) -> Result<()> {
+        opts.validate().map_err(|why| Error::InvalidParam {
+            param: "transport",
+            why,
+        })?;
+        self.opts
+            .set(opts)
+            .map_err(|_| Error::TransportExists("TCP".into()))
+    }
+
+    /// The transport's options, if it has been created.
+    pub fn transport(&self) -> Option<&TransportOpts> {
+        self.opts.get()
+    }
+
     /// Adds a listener to a subsystem, starting the socket listener if it is new.
     pub fn add_listener(self: &Arc<Self>, nqn: &str, addr: SocketAddr) -> Result<()> {
         let s = self
@@ -172,6 +193,7 @@ impl Target {
                 why: format!("already a listener of {nqn}"),
             });
         }
+        self.opts.get_or_init(|| self.default_opts.clone());
         self.acquire_listener(addr)?;
         if let Err(e) = s.add_listener_record(addr) {
             self.release_listener(addr);

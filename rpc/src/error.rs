@@ -1,0 +1,113 @@
+//! Errors of the RPC crate: setup errors ([`Error`]) and JSON-RPC error objects
+//! ([`RpcError`]) with SPDK's codes where SPDK has them.
+
+use serde_json::{json, Value};
+
+/// Setting up the server failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The socket path is served by a live daemon.
+    #[error("{0} is in use by a running daemon (not replacing it)")]
+    SocketInUse(String),
+    /// A socket operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was attempted.
+        op: &'static str,
+        /// The socket path.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The reactors refused.
+    #[error(transparent)]
+    Reactor(#[from] ballast_reactor::Error),
+    /// A config file could not be applied.
+    #[error("config: {0}")]
+    Config(String),
+}
+
+/// JSON-RPC parse error.
+pub const PARSE_ERROR: i64 = -32700;
+/// JSON-RPC invalid request.
+pub const INVALID_REQUEST: i64 = -32600;
+/// JSON-RPC method not found.
+pub const METHOD_NOT_FOUND: i64 = -32601;
+/// JSON-RPC invalid params.
+pub const INVALID_PARAMS: i64 = -32602;
+/// JSON-RPC internal error.
+pub const INTERNAL_ERROR: i64 = -32603;
+
+/// A JSON-RPC error object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RpcError {
+    /// Code (JSON-RPC's, or a negative errno as SPDK uses).
+    pub code: i64,
+    /// Plain-language message.
+    pub message: String,
+}
+
+impl RpcError {
+    /// An error with `code` and `message`.
+    pub fn new(code: i64, message: impl Into<String>) -> Self {
+        RpcError {
+            code,
+            message: message.into(),
+        }
+    }
+    /// -32602 with a message naming the parameter.
+    pub fn params(message: impl Into<String>) -> Self {
+        Self::new(INVALID_PARAMS, message)
+    }
+    /// The error object.
+    pub fn to_json(&self) -> Value {
+        json!({"code": self.code, "message": self.message})
+    }
+}
+
+impl std::fmt::Display for RpcError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (code {})", self.message, self.code)
+    }
+}
+
+const ENODEV: i64 = -19;
+const EEXIST: i64 = -17;
+const EBUSY: i64 = -16;
+const EINVAL: i64 = -22;
+
+impl From<ballast_engine::Error> for RpcError {
+    fn from(e: ballast_engine::Error) -> Self {
+        use ballast_engine::Error as E;
+        let code = match &e {
+            E::NotFound(_) => ENODEV,
+            E::Exists(_) => EEXIST,
+            E::Claimed { .. } | E::Removing(_) => EBUSY,
+            E::InvalidParam { .. } => INVALID_PARAMS,
+            _ => INTERNAL_ERROR,
+        };
+        RpcError::new(code, e.to_string())
+    }
+}
+
+impl From<ballast_nvme::Error> for RpcError {
+    fn from(e: ballast_nvme::Error) -> Self {
+        use ballast_nvme::Error as E;
+        match e {
+            E::Bdev(b) => b.into(),
+            E::SubsystemExists(_) | E::TransportExists(_) => RpcError::new(EEXIST, e.to_string()),
+            E::SubsystemNotFound(_) => RpcError::new(ENODEV, e.to_string()),
+            E::Namespace { .. } | E::InvalidParam { .. } | E::Listener { .. } => {
+                RpcError::new(INVALID_PARAMS, e.to_string())
+            }
+            _ => RpcError::new(EINVAL, e.to_string()),
+        }
+    }
+}
+
+impl From<ballast_reactor::Error> for RpcError {
+    fn from(e: ballast_reactor::Error) -> Self {
+        RpcError::new(INTERNAL_ERROR, e.to_string())
+    }
+}

@@ -1,0 +1,431 @@
+//! The Unix-socket JSON-RPC server: a poller on the main reactor does all socket I/O and
+//! framing; a control thread executes the methods.
+//!
+//! Framing follows SPDK: requests are JSON values written back to back on the stream (no
+//! delimiter needed); each response is one JSON value followed by a newline. A value that
+//! cannot be parsed gets a -32700 response and the connection is closed (the stream cannot be
+//! resynchronised); other connections are unaffected.
+
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ballast_reactor::{PollStatus, RuntimeHandle};
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use serde_json::{json, Value};
+
+use crate::error::{Error, RpcError, INVALID_REQUEST, PARSE_ERROR};
+use crate::methods::Context;
+
+/// Largest request accepted (bytes of one JSON value).
+pub const MAX_REQUEST: usize = 16 << 20;
+/// Most simultaneous client connections.
+pub const MAX_CLIENTS: usize = 64;
+/// Requests queued for the control thread.
+const QUEUE: usize = 256;
+
+/// A running RPC server. Dropping it does not stop it; call [`RpcServer::stop`].
+pub struct RpcServer {
+    path: PathBuf,
+    rt: RuntimeHandle,
+    poller: Option<ballast_reactor::PollerHandle>,
+    worker: Option<std::thread::JoinHandle<()>>,
+    req_tx: Option<Sender<Job>>,
+}
+
+struct Job {
+    conn: u64,
+    req: Value,
+}
+
+struct Conn {
+    id: u64,
+    s: UnixStream,
+    rx: Vec<u8>,
+    tx: Vec<u8>,
+    /// Responses not yet produced by the worker.
+    pending: usize,
+    /// Close once the output is flushed.
+    closing: bool,
+    eof: bool,
+}
+
+impl RpcServer {
+    /// Binds `path` (replacing a stale socket, refusing a live one), and starts serving on
+    /// the main reactor of `ctx.rt`.
+    pub fn start(ctx: Arc<Context>, path: &Path) -> Result<RpcServer, Error> {
+        let p = path.display().to_string();
+        let io = |op, source| Error::Io {
+            op,
+            path: p.clone(),
+            source,
+        };
+        if path.exists() {
+            if UnixStream::connect(path).is_ok() {
+                return Err(Error::SocketInUse(p));
+            }
+            std::fs::remove_file(path).map_err(|e| io("removing stale socket", e))?;
+            tracing::info!(path = %p, "replaced a stale RPC socket");
+        }
+        let l = UnixListener::bind(path).map_err(|e| io("bind", e))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| io("chmod", e))?;
+        l.set_nonblocking(true)
+            .map_err(|e| io("set_nonblocking", e))?;
+
+        let (req_tx, req_rx) = bounded::<Job>(QUEUE);
+        let (resp_tx, resp_rx) = bounded::<(u64, Vec<u8>)>(QUEUE);
+        let rt = ctx.rt.clone();
+        let main = rt.main_core();
+        let wctx = ctx.clone();
+        let wrt = rt.clone();
+        let worker = std::thread::Builder::new()
+            .name("ballast-rpc".into())
+            .spawn(move || worker(wctx, req_rx, resp_tx, wrt, main))
+            .map_err(|e| io("spawning the rpc thread", e))?;
+        let tx = req_tx.clone();
+        let poller = rt.call(main, move || -> Result<_, ballast_reactor::Error> {
+            ballast_reactor::add_wake_fd(l.as_raw_fd())?;
+            let mut st = PollState {
+                l,
+                conns: Vec::new(),
+                next_id: 1,
+                req_tx: tx,
+                resp_rx,
+            };
+            ballast_reactor::register_poller("rpc", move || st.poll())
+        })??;
+        tracing::info!(path = %p, "JSON-RPC server listening");
+        Ok(RpcServer {
+            path: path.to_path_buf(),
+            rt,
+            poller: Some(poller),
+            worker: Some(worker),
+            req_tx: Some(req_tx),
+        })
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stops serving: unregisters the poller (closing client connections), stops the control
+    /// thread and removes the socket file.
+    pub fn stop(mut self) {
+        if let Some(p) = self.poller.take() {
+            let _ = self.rt.call(self.rt.main_core(), move || {
+                ballast_reactor::unregister_poller(p)
+            });
+        }
+        drop(self.req_tx.take());
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+struct PollState {
+    l: UnixListener,
+    conns: Vec<Conn>,
+    next_id: u64,
+    req_tx: Sender<Job>,
+    resp_rx: Receiver<(u64, Vec<u8>)>,
+}
+
+impl Drop for PollState {
+    fn drop(&mut self) {
+        ballast_reactor::remove_wake_fd(self.l.as_raw_fd());
+        for c in &self.conns {
+            ballast_reactor::remove_wake_fd(c.s.as_raw_fd());
+        }
+    }
+}
+
+impl PollState {
+    fn poll(&mut self) -> PollStatus {
+        let mut busy = false;
+        // Accept.
+        loop {
+            match self.l.accept() {
+                Ok((s, _)) => {
+                    busy = true;
+                    if self.conns.len() >= MAX_CLIENTS || s.set_nonblocking(true).is_err() {
+                        tracing::warn!("rpc: too many clients, refusing one");
+                        continue;
+                    }
+                    if ballast_reactor::add_wake_fd(s.as_raw_fd()).is_err() {
+                        continue;
+                    }
+                    self.conns.push(Conn {
+                        id: self.next_id,
+                        s,
+                        rx: Vec::new(),
+                        tx: Vec::new(),
+                        pending: 0,
+                        closing: false,
+                        eof: false,
+                    });
+                    self.next_id += 1;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::warn!("rpc accept: {e}");
+                    break;
+                }
+            }
+        }
+        // Responses from the worker.
+        while let Ok((id, bytes)) = self.resp_rx.try_recv() {
+            busy = true;
+            if let Some(c) = self.conns.iter_mut().find(|c| c.id == id) {
+                c.pending = c.pending.saturating_sub(1);
+                c.tx.extend_from_slice(&bytes);
+            }
+        }
+        // Read, frame, dispatch, write.
+        for c in self.conns.iter_mut() {
+            busy |= c.read_and_dispatch(&self.req_tx);
+            busy |= c.flush();
+        }
+        self.conns.retain(|c| {
+            let done = (c.closing || c.eof) && c.tx.is_empty() && (c.closing || c.pending == 0);
+            if done {
+                ballast_reactor::remove_wake_fd(c.s.as_raw_fd());
+            }
+            !done
+        });
+        // Unflushed output (a slow reader): keep polling rather than sleep on readability.
+        if self.conns.iter().any(|c| !c.tx.is_empty()) {
+            busy = true;
+        }
+        PollStatus::from(busy)
+    }
+}
+
+impl Conn {
+    fn read_and_dispatch(&mut self, req_tx: &Sender<Job>) -> bool {
+        if self.closing || self.eof {
+            return false;
+        }
+        let mut did = false;
+        let mut buf = [0u8; 16384];
+        loop {
+            match self.s.read(&mut buf) {
+                Ok(0) => {
+                    self.eof = true;
+                    did = true;
+                    break;
+                }
+                Ok(n) => {
+                    did = true;
+                    self.rx.extend_from_slice(&buf[..n]);
+                    if self.rx.len() > MAX_REQUEST {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.eof = true;
+                    break;
+                }
+            }
+        }
+        if did {
+            self.frame(req_tx);
+        }
+        did
+    }
+
+    /// Splits complete JSON values off the receive buffer and queues them for the worker.
+    fn frame(&mut self, req_tx: &Sender<Job>) {
+        let mut used = 0;
+        let mut fatal = None;
+        let mut busy = Vec::new();
+        {
+            let mut it = serde_json::Deserializer::from_slice(&self.rx).into_iter::<Value>();
+            loop {
+                match it.next() {
+                    None => {
+                        used = it.byte_offset();
+                        break;
+                    }
+                    Some(Ok(v)) => {
+                        used = it.byte_offset();
+                        match req_tx.try_send(Job {
+                            conn: self.id,
+                            req: v,
+                        }) {
+                            Ok(()) => self.pending += 1,
+                            Err(TrySendError::Full(j)) => {
+                                busy.push(j.req.get("id").cloned().unwrap_or(Value::Null));
+                            }
+                            Err(TrySendError::Disconnected(_)) => {
+                                fatal = Some(RpcError::new(-32603, "server shutting down"));
+                                break;
+                            }
+                        }
+                    }
+                    Some(Err(e)) if e.is_eof() => break,
+                    Some(Err(e)) => {
+                        fatal = Some(RpcError::new(PARSE_ERROR, format!("Parse error: {e}")));
+                        break;
+                    }
+                }
+            }
+        }
+        self.rx.drain(..used);
+        for id in busy {
+            self.respond_err(
+                id,
+                RpcError::new(-16, "server busy: too many requests queued"),
+            );
+        }
+        if fatal.is_none() && self.rx.len() > MAX_REQUEST {
+            fatal = Some(RpcError::new(
+                INVALID_REQUEST,
+                format!("request larger than {MAX_REQUEST} bytes"),
+            ));
+        }
+        if fatal.is_none() && self.eof && self.rx.iter().any(|b| !b.is_ascii_whitespace()) {
+            fatal = Some(RpcError::new(PARSE_ERROR, "Parse error: truncated request"));
+        }
+        if let Some(e) = fatal {
+            self.respond_err(Value::Null, e);
+            self.rx.clear();
+            self.closing = true;
+        }
+    }
+
+    fn respond_err(&mut self, id: Value, e: RpcError) {
+        let v = json!({"jsonrpc": "2.0", "id": id, "error": e.to_json()});
+        self.tx.extend_from_slice(v.to_string().as_bytes());
+        self.tx.push(b'\n');
+    }
+
+    fn flush(&mut self) -> bool {
+        let mut did = false;
+        while !self.tx.is_empty() {
+            match self.s.write(&self.tx) {
+                Ok(0) => break,
+                Ok(n) => {
+                    self.tx.drain(..n);
+                    did = true;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    // Peer gone: drop what we had for it.
+                    self.tx.clear();
+                    self.eof = true;
+                    self.closing = true;
+                    break;
+                }
+            }
+        }
+        did
+    }
+}
+
+fn worker(
+    ctx: Arc<Context>,
+    rx: Receiver<Job>,
+    tx: Sender<(u64, Vec<u8>)>,
+    rt: RuntimeHandle,
+    main: usize,
+) {
+    while let Ok(job) = rx.recv() {
+        let out = handle_value(&ctx, job.req);
+        let bytes = match out {
+            Some(v) => {
+                let mut b = v.to_string().into_bytes();
+                b.push(b'\n');
+                b
+            }
+            None => Vec::new(),
+        };
+        if tx.send((job.conn, bytes)).is_err() {
+            break;
+        }
+        // Wake the main reactor so its poller picks the response up.
+        let _ = rt.send_retry(main, || {});
+    }
+}
+
+/// Handles one JSON value (request, notification or batch); returns the response, if any.
+pub fn handle_value(ctx: &Context, v: Value) -> Option<Value> {
+    match v {
+        Value::Array(items) if items.is_empty() => Some(error_response(
+            Value::Null,
+            RpcError::new(INVALID_REQUEST, "Invalid request: empty batch"),
+        )),
+        Value::Array(items) => {
+            let out: Vec<Value> = items
+                .into_iter()
+                .filter_map(|r| handle_one(ctx, r))
+                .collect();
+            (!out.is_empty()).then_some(Value::Array(out))
+        }
+        r => handle_one(ctx, r),
+    }
+}
+
+fn error_response(id: Value, e: RpcError) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "error": e.to_json()})
+}
+
+fn handle_one(ctx: &Context, r: Value) -> Option<Value> {
+    let Value::Object(mut m) = r else {
+        return Some(error_response(
+            Value::Null,
+            RpcError::new(INVALID_REQUEST, "Invalid request: not an object"),
+        ));
+    };
+    let id = m.remove("id");
+    let notification = id.is_none();
+    let id = id.unwrap_or(Value::Null);
+    if !matches!(id, Value::Null | Value::Number(_) | Value::String(_)) {
+        return Some(error_response(
+            Value::Null,
+            RpcError::new(INVALID_REQUEST, "Invalid request: bad id"),
+        ));
+    }
+    if m.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return Some(error_response(
+            id,
+            RpcError::new(INVALID_REQUEST, "Invalid request: jsonrpc must be \"2.0\""),
+        ));
+    }
+    let Some(Value::String(method)) = m.remove("method") else {
+        return Some(error_response(
+            id,
+            RpcError::new(INVALID_REQUEST, "Invalid request: method must be a string"),
+        ));
+    };
+    let params = m.remove("params");
+    if !matches!(
+        params,
+        None | Some(Value::Object(_)) | Some(Value::Array(_))
+    ) {
+        return Some(error_response(
+            id,
+            RpcError::new(INVALID_REQUEST, "Invalid request: params must be an object"),
+        ));
+    }
+    let res = crate::methods::call(ctx, &method, params);
+    if notification {
+        return None;
+    }
+    Some(match res {
+        Ok(v) => json!({"jsonrpc": "2.0", "id": id, "result": v}),
+        Err(e) => {
+            tracing::info!(method, "rpc error: {e}");
+            error_response(id, e)
+        }
+    })
+}
