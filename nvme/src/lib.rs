@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod host;
 pub mod pdu;
 pub mod spec;
 pub mod target;

@@ -294,7 +294,13 @@ impl Bystander {
         Bystander { _a: a, q }
     }
     fn check(&mut self, seed: u64) {
-        roundtrip(&mut self.q, 1000 + seed * 16, 8192, seed.is_multiple_of(2), seed);
+        roundtrip(
+            &mut self.q,
+            1000 + seed * 16,
+            8192,
+            seed.is_multiple_of(2),
+            seed,
+        );
     }
 }
 
