@@ -77,7 +77,7 @@ fn discover_connect_and_verify_io() {
             assert_eq!(c.status, Status::SUCCESS);
             let want = &layout[c.tag as usize].2;
             assert!(
-                &c.buf.as_ref().unwrap()[..] == &want[..],
+                c.buf.as_ref().unwrap()[..] == want[..],
                 "read back {}",
                 c.tag
             );
