@@ -552,6 +552,8 @@ pub enum HostOp {
     Flush,
     /// Write Zeroes.
     WriteZeroes,
+    /// Dataset Management, deallocate (one range: `nlb` blocks at `slba`).
+    Deallocate,
 }
 
 /// A finished host I/O.
@@ -682,19 +684,31 @@ impl IoQpair {
             HostOp::Write => spec::IoOpcode::Write,
             HostOp::Flush => spec::IoOpcode::Flush,
             HostOp::WriteZeroes => spec::IoOpcode::WriteZeroes,
+            HostOp::Deallocate => spec::IoOpcode::DatasetManagement,
         } as u8;
         let mut sqe = Sqe::new(opcode, slot);
         sqe.set_nsid(nsid);
-        if op != HostOp::Flush {
+        let mut range = [0u8; 16];
+        if op == HostOp::Deallocate {
+            // One range (NR = 0), attribute deallocate.
+            sqe.set_cdw(10, 0).set_cdw(11, 1 << 2);
+            spec::DsmRange {
+                cattr: 0,
+                length: nlb,
+                slba,
+            }
+            .encode(&mut range);
+        } else if op != HostOp::Flush {
             sqe.set_cdw(10, slba as u32)
                 .set_cdw(11, (slba >> 32) as u32)
                 .set_cdw(12, nlb - 1);
         }
         let len = match op {
             HostOp::Read | HostOp::Write => buf.as_ref().map_or(0, |b| b.len()),
+            HostOp::Deallocate => range.len(),
             _ => 0,
         };
-        let icd = op == HostOp::Write && len as u32 <= self.icdsz;
+        let icd = (op == HostOp::Write && len as u32 <= self.icdsz) || op == HostOp::Deallocate;
         sqe.set_sgl(Sgl {
             address: 0,
             length: len as u32,
@@ -705,6 +719,7 @@ impl IoQpair {
             },
         });
         let data: &[u8] = match (&buf, icd) {
+            _ if op == HostOp::Deallocate => &range,
             (Some(b), true) => &b[..len],
             _ => &[],
         };

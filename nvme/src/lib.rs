@@ -13,6 +13,7 @@
 mod error;
 pub mod host;
 pub mod pdu;
+pub mod remote;
 pub mod spec;
 pub mod target;
 

@@ -55,10 +55,18 @@ pub fn save(ctx: &Context) -> Value {
                     }),
                 ));
             }
+            // Saved below as their controller's attach.
+            "NVMe disk" => {}
             other => {
                 tracing::warn!(bdev = %i.name, product = other, "save_config: bdev type not saved")
             }
         }
+    }
+    for r in ballast_nvme::remote::list() {
+        bcfg.push(entry(
+            "bdev_nvme_attach_controller",
+            methods::remote_json(&r),
+        ));
     }
     let t = &ctx.target;
     let mut ncfg = Vec::new();

@@ -704,3 +704,66 @@ fn live_socket_is_not_stolen_and_stale_one_is_replaced() {
     s.stop();
     assert!(!stale.exists());
 }
+
+#[test]
+fn nvme_attach_controller_loops_back_to_our_own_target() {
+    let d = Daemon::new();
+    let mut c = d.client();
+    let nqn = d.nqn("remote");
+    let m0 = d.name("RM0");
+    c.ok(
+        "bdev_malloc_create",
+        json!({"name": m0, "num_blocks": 4096, "block_size": 512}),
+    );
+    c.ok(
+        "nvmf_create_subsystem",
+        json!({"nqn": nqn, "allow_any_host": true}),
+    );
+    c.ok(
+        "nvmf_subsystem_add_ns",
+        json!({"nqn": nqn, "namespace": {"bdev_name": m0}}),
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    c.ok(
+        "nvmf_subsystem_add_listener",
+        json!({"nqn": nqn, "listen_address": {"trtype": "tcp", "traddr": "127.0.0.1", "trsvcid": port.to_string()}}),
+    );
+    let name = d.name("Nvme");
+    let bdevs = c.ok(
+        "bdev_nvme_attach_controller",
+        json!({"name": name, "trtype": "tcp", "traddr": "127.0.0.1", "trsvcid": port.to_string(),
+               "subnqn": nqn, "adrfam": "ipv4"}),
+    );
+    assert_eq!(bdevs, json!([format!("{name}n1")]));
+    let b = c.ok("bdev_get_bdevs", json!({"name": format!("{name}n1")}));
+    assert_eq!(b[0]["product_name"], json!("NVMe disk"));
+    assert_eq!(b[0]["num_blocks"], json!(4096));
+    let ctrls = c.ok("bdev_nvme_get_controllers", json!({"name": name}));
+    assert_eq!(ctrls[0]["ctrlrs"][0]["state"], json!("enabled"));
+    let cfg = c.ok("save_config", Value::Null);
+    assert!(cfg["subsystems"][0]["config"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(
+            |e| e["method"] == "bdev_nvme_attach_controller" && e["params"]["name"] == json!(name)
+        ));
+    let (code, _) = c.err(
+        "bdev_nvme_attach_controller",
+        json!({"name": name, "trtype": "tcp", "traddr": "127.0.0.1", "trsvcid": port.to_string(), "subnqn": nqn}),
+    );
+    assert_eq!(code, -17);
+    let (code, msg) = c.err(
+        "bdev_nvme_attach_controller",
+        json!({"name": d.name("Nvme2"), "trtype": "tcp", "traddr": "127.0.0.1", "trsvcid": "1", "subnqn": nqn}),
+    );
+    assert_ne!(code, 0);
+    assert!(msg.contains("127.0.0.1:1"), "{msg}");
+    c.ok("bdev_nvme_detach_controller", json!({"name": name}));
+    let (code, _) = c.err("bdev_nvme_detach_controller", json!({"name": name}));
+    assert_eq!(code, -19);
+}
