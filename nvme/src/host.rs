@@ -367,6 +367,8 @@ impl Session {
         let mut o2 = o.clone();
         o2.kato_ms = 0;
         w.connect(crate::target::DISCOVERY_NQN, &o2, 0, 0xFFFF, 32)?;
+        // Targets (Linux nvmet among them) refuse admin commands until CC.EN.
+        enable(&mut w)?;
         let mut log = Vec::new();
         for len in [1024u32, 0] {
             let want = if len == 0 {
@@ -398,12 +400,7 @@ impl Session {
     ) -> HostResult<Session> {
         let mut w = Wire::open(addr, o)?;
         let cntlid = w.connect(subnqn, o, 0, 0xFFFF, 32)?;
-        let cap = prop(&mut w, false, spec::REG_CAP, true, 0)?;
-        prop(&mut w, true, spec::REG_CC, false, 0x0046_0001)?;
-        let csts = prop(&mut w, false, spec::REG_CSTS, false, 0)?;
-        if csts & 1 == 0 {
-            return Err(w.proto("controller not ready after CC.EN".into()));
-        }
+        let cap = enable(&mut w)?;
         let mut s = Sqe::new(spec::AdminOpcode::Identify as u8, 0);
         s.set_cdw(10, spec::CNS_CONTROLLER as u32);
         let r = w.exec(s, &[], 4096)?;
@@ -494,6 +491,24 @@ impl Session {
             icdsz: self.ctrl.icdsz,
             depth: size - 1,
         })
+    }
+}
+
+/// Enables the controller (CC.EN, 64-byte SQEs, 16-byte CQEs) and waits for CSTS.RDY;
+/// returns CAP.
+fn enable(w: &mut Wire) -> HostResult<u64> {
+    let cap = prop(w, false, spec::REG_CAP, true, 0)?;
+    prop(w, true, spec::REG_CC, false, 0x0046_0001)?;
+    let t = std::time::Instant::now();
+    loop {
+        let csts = prop(w, false, spec::REG_CSTS, false, 0)?;
+        if csts & 1 == 1 {
+            return Ok(cap);
+        }
+        if csts & 2 != 0 || t.elapsed() > Duration::from_secs(5) {
+            return Err(w.proto(format!("controller not ready after CC.EN (CSTS {csts:#x})")));
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
