@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# bench/run.sh — the NVMe/TCP target benchmark table for BENCHMARKS.md.
+#
+# ballastd (1 reactor, core 0, 1 GiB malloc namespace) driven by ballast-perf (1 core, core 1)
+# vs the loopback limit (bench/src/bin/loopback_limit.rs: same message sizes, no storage
+# logic, same cores), for 4K randread/randwrite at QD1 and QD32 and 128K sequential read/
+# write. Target and limit runs are interleaved (A/B) for REPS repetitions; the table shows
+# medians and the min–max spread. Also reports the daemon's idle CPU (10 s) and RSS.
+#
+# Usage: bash bench/run.sh [REPS] [SECONDS]      (defaults 3 and 5)
+# Prints a markdown table on stdout; raw JSON lines go to ${OUT:-/tmp/ballast-bench}/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPS=${1:-3}
+SECS=${2:-5}
+OUT=${OUT:-/tmp/ballast-bench}
+mkdir -p "$OUT"
+cargo build --release -q -p ballastd -p ballast-bench --bins
+BIN=target/release
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+sock=$OUT/ballast-bench.sock
+$BIN/ballastd -m 0x1 -r "$sock" -l 127.0.0.1:"$port" --default-size-mib 1024 >"$OUT/ballastd.log" 2>&1 &
+dpid=$!
+trap 'kill $dpid 2>/dev/null; wait $dpid 2>/dev/null || true' EXIT
+for _ in $(seq 50); do
+    (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break
+    sleep 0.1
+done
+rss0_kib=$(awk '/VmRSS/{print $2}' "/proc/$dpid/status")
+target="trtype:tcp traddr:127.0.0.1 trsvcid:$port subnqn:nqn.2026-11.io.ballast:default"
+
+# name | perf args | loopback args
+cases=(
+    "4K randread QD1|-w randread -o 4096 -q 1|-w read -o 4096 -q 1"
+    "4K randread QD32|-w randread -o 4096 -q 32|-w read -o 4096 -q 32"
+    "4K randwrite QD1|-w randwrite -o 4096 -q 1|-w write -o 4096 -q 1"
+    "4K randwrite QD32|-w randwrite -o 4096 -q 32|-w write -o 4096 -q 32"
+    "128K read QD8|-w read -o 131072 -q 8|-w read -o 131072 -q 8"
+    "128K write QD8|-w write -o 131072 -q 8|-w write -o 131072 -q 8"
+)
+
+: >"$OUT/results.jsonl"
+for rep in $(seq "$REPS"); do
+    for c in "${cases[@]}"; do
+        IFS='|' read -r name pargs largs <<<"$c"
+        # shellcheck disable=SC2086
+        t=$($BIN/ballast-perf -c 0x2 -t "$SECS" --json --quiet $pargs -r "$target")
+        # shellcheck disable=SC2086
+        l=$($BIN/ballast-loopback-limit --server-core 0 --client-core 1 -t "$SECS" --json $largs)
+        python3 - "$name" "$rep" "$t" "$l" >>"$OUT/results.jsonl" <<'EOF'
+import json, sys
+name, rep, t, l = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), json.loads(sys.argv[4])
+tt = t["total"]
+print(json.dumps({"case": name, "rep": rep,
+    "t_iops": tt["iops"], "t_p50": tt["lat_us"]["p50"], "t_p99": tt["lat_us"]["p99"],
+    "l_iops": l["iops"], "l_p50": l["lat_us"]["p50"], "l_p99": l["lat_us"]["p99"]}))
+EOF
+    done
+done
+
+# Idle CPU of the daemon over 10 s (no connections), and its RSS.
+pid_ticks() { awk '{print $14+$15}' "/proc/$dpid/stat"; }
+sleep 1
+a=$(pid_ticks); sleep 10; b=$(pid_ticks)
+hz=$(getconf CLK_TCK)
+idle_pct=$(python3 -c "print(round(($b-$a)/$hz/10*100, 2))")
+rss_kib=$(awk '/VmRSS/{print $2}' "/proc/$dpid/status")
+
+python3 - "$OUT/results.jsonl" "$idle_pct" "$rss_kib" "$REPS" "$SECS" "$rss0_kib" <<'EOF'
+import json, sys, statistics as st
+rows = [json.loads(l) for l in open(sys.argv[1])]
+idle, rss, reps, secs, rss0 = sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], int(sys.argv[6])
+cases = []
+for r in rows:
+    if r["case"] not in cases:
+        cases.append(r["case"])
+def med(xs): return st.median(xs)
+def spread(xs): return f"{min(xs):.0f}–{max(xs):.0f}"
+print(f"| case | ballast IOPS (median, spread) | limit IOPS | ratio | ballast p50 / p99 µs | limit p50 / p99 µs | p50 ratio |")
+print("|---|---|---|---|---|---|---|")
+for c in cases:
+    rs = [r for r in rows if r["case"] == c]
+    ti = [r["t_iops"] for r in rs]; li = [r["l_iops"] for r in rs]
+    ratios = [r["t_iops"] / r["l_iops"] for r in rs if r["l_iops"]]
+    p50r = [r["t_p50"] / r["l_p50"] for r in rs if r["l_p50"]]
+    print(f"| {c} | {med(ti):.0f} ({spread(ti)}) | {med(li):.0f} ({spread(li)}) | {med(ratios):.2f} "
+          f"| {med([r['t_p50'] for r in rs]):.1f} / {med([r['t_p99'] for r in rs]):.1f} "
+          f"| {med([r['l_p50'] for r in rs]):.1f} / {med([r['l_p99'] for r in rs]):.1f} | {med(p50r):.2f} |")
+print()
+print(f"Daemon idle CPU over 10 s (after the runs, no connections): {idle} % of a core. "
+      f"RSS at start {rss0/1024:.1f} MiB (malloc pages are untouched then); after the runs "
+      f"{rss/1024:.1f} MiB (includes the touched part of the 1 GiB RAM namespace). "
+      f"{reps} interleaved repetitions of {secs} s each.")
+EOF
