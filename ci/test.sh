@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# ci/test.sh — every test of ballast, from a fresh Debian 12 machine (run as root).
+#
+#   1. installs what the tests need (Debian packages; the QEMU guest cache for interop);
+#   2. cargo fmt --check, cargo clippy -D warnings;
+#   3. cargo test for the whole workspace (unit, conformance, protocol tests);
+#   4. interop: the Linux kernel NVMe/TCP initiator, nvme-cli and fio in a QEMU guest
+#      against ballastd on the host (ci/interop-*.sh).
+#
+# Environment: SKIP_INTEROP=1 skips step 4 (e.g. on a laptop without root);
+#              CARGO_TEST_ARGS are passed to cargo test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+
+log() { printf '\n=== %s\n' "$*"; }
+
+if [[ ${SKIP_INTEROP:-0} != 1 ]]; then
+    log "installing interop dependencies (Debian packages, guest kernel cache)"
+    bash ci/kernel-initiator-vm.sh setup
+fi
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+log "cargo build --release (daemon and tools)"
+cargo build --release --workspace --bins
+
+log "cargo test"
+# shellcheck disable=SC2086
+cargo test --workspace ${CARGO_TEST_ARGS:-} 2>&1 | tee /tmp/ballast-cargo-test.log
+grep -q '^test result: ok' /tmp/ballast-cargo-test.log
+
+if [[ ${SKIP_INTEROP:-0} != 1 ]]; then
+    log "interop tests (kernel initiator in a QEMU guest)"
+    fail=0
+    for t in ci/interop-*.sh; do
+        [[ -f $t ]] || continue
+        log "$t"
+        bash "$t" || fail=1
+    done
+    [[ $fail == 0 ]] || { echo "interop tests failed"; exit 1; }
+fi
+log "all tests passed"
