@@ -11,6 +11,9 @@ use super::config::ListenAddr;
 use super::Target;
 use crate::error::{Error, Result};
 
+/// Shortest gap between two accept attempts of a listener.
+const ACCEPT_INTERVAL: std::time::Duration = std::time::Duration::from_micros(200);
+
 /// A running listener (lives on the main reactor).
 pub(crate) struct Listener {
     pub(crate) addr: ListenAddr,
@@ -32,7 +35,16 @@ pub(crate) fn start(target: &Arc<Target>, addr: ListenAddr) -> Result<Listener> 
     let fd = l.as_raw_fd();
     ballast_reactor::add_wake_fd(fd)?;
     let t = Arc::downgrade(target);
+    // accept4() costs a syscall; under load it would run on every reactor loop and delay the
+    // queue pairs' I/O. Poll it at most every ACCEPT_INTERVAL: after a sleep (the listener fd
+    // woke the reactor) that has always passed, so an idle daemon still accepts at once.
+    let mut last = std::time::Instant::now() - ACCEPT_INTERVAL;
     let poller = ballast_reactor::register_poller(format!("nvmf_tcp_accept:{addr}"), move || {
+        let now = std::time::Instant::now();
+        if now.duration_since(last) < ACCEPT_INTERVAL {
+            return PollStatus::Idle;
+        }
+        last = now;
         let mut busy = false;
         // Accept a bounded batch per poll.
         for _ in 0..16 {
