@@ -123,13 +123,18 @@ fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("configuration: {}", e.message))?;
     let server =
         ballast_rpc::RpcServer::start(ctx.clone(), &args.rpc_socket).map_err(|e| e.to_string())?;
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone()).map_err(|e| e.to_string())?;
-    }
+    // The main thread blocks until SIGINT/SIGTERM (spdk_kill_instance raises one too): no
+    // periodic wake-ups, so an idle daemon costs no CPU.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .map_err(|e| e.to_string())?;
     tracing::info!("ballastd ready");
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(50));
+    if let Some(sig) = signals.forever().next() {
+        tracing::info!(sig, "signal received");
     }
+    stop.store(true, Ordering::Release);
     tracing::info!("shutting down");
     server.stop();
     target.shutdown();

@@ -238,7 +238,6 @@ fn spdk_kill_instance(ctx: &Context, params: Option<Value>) -> Result<Value, Rpc
         "INT" | "2" => libc::SIGINT,
         "TERM" | "15" => libc::SIGTERM,
         "KILL" | "9" => libc::SIGKILL,
-        "USR1" | "10" => libc::SIGUSR1,
         _ => {
             return Err(RpcError::params(format!(
                 "Invalid parameters: sig_name {:?} is not one of SIGINT, SIGTERM, SIGKILL",
@@ -255,6 +254,15 @@ fn spdk_kill_instance(ctx: &Context, params: Option<Value>) -> Result<Value, Rpc
     } else {
         tracing::info!(sig_name = %p.sig_name, "shutdown requested over RPC");
         ctx.stop.store(true, Ordering::Release);
+        // Deliver the signal to ourselves once the answer is on its way: the daemon's main
+        // thread waits for exactly that.
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            // SAFETY: kill(2) on our own pid with a valid signal number has no memory effects.
+            unsafe {
+                libc::kill(libc::getpid(), sig);
+            }
+        });
     }
     Ok(json!(true))
 }
