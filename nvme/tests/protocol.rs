@@ -590,3 +590,40 @@ fn keep_alive_timeout_frees_the_controller() {
     // A new host connects fine.
     let (_a, _) = Host::admin(t.addr, &t.nqn, false, false);
 }
+
+#[test]
+fn ipv6_listener_and_two_listeners_per_subsystem() {
+    let t = TestTarget::new(1);
+    let Ok(probe) = std::net::TcpListener::bind("[::1]:0") else {
+        eprintln!("no IPv6 loopback here; skipping");
+        return;
+    };
+    let port = probe.local_addr().unwrap().port();
+    drop(probe);
+    let v6: std::net::SocketAddr = format!("[::1]:{port}").parse().unwrap();
+    t.target.add_listener(&t.nqn, v6).unwrap();
+    // Both listeners serve the subsystem; the discovery log lists both, with the right family.
+    let (mut a, cntlid) = Host::admin(v6, &t.nqn, false, false);
+    assert_eq!(
+        a.identify(spec::CNS_CONTROLLER, 0).cqe.status,
+        Status::SUCCESS
+    );
+    let mut q = Host::io(v6, &t.nqn, cntlid, 1, false, false);
+    roundtrip(&mut q, 0, 4096, true, 11);
+    let (mut d, _) = Host::admin(v6, ballast_nvme::target::DISCOVERY_NQN, false, false);
+    let log = d.get_log(spec::LOG_DISCOVERY, 3072);
+    let (_, entries) = spec::parse_discovery_log(&log.data).unwrap();
+    assert_eq!(entries.len(), 2);
+    assert!(entries.iter().any(|e| e.adrfam == spec::ADRFAM_IPV6
+        && e.traddr == "::1"
+        && e.trsvcid == port.to_string()));
+    assert!(entries.iter().any(|e| e.adrfam == spec::ADRFAM_IPV4));
+    // Removing the IPv6 listener disconnects the controllers that came through it only.
+    let (mut other, _) = Host::admin(t.addr, &t.nqn, false, false);
+    t.target.remove_listener(&t.nqn, v6).unwrap();
+    a.expect_closed();
+    assert_eq!(
+        other.admin_cmd(0x18, 0, 0, 0, 0).cqe.status,
+        Status::SUCCESS
+    );
+}
