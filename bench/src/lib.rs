@@ -5,6 +5,14 @@
 //! Everything that runs on a reactor keeps its state in thread-locals of that reactor, so the
 //! messages themselves can be zero-sized closures (no allocation per message) unless a bench
 //! asks for a capturing one on purpose.
+//!
+//! ```text
+//!  ring:  reactor A (core 1) ── send ──► reactor B (core 0) ── send ──► A   (round trip)
+//!  bdev:  poller on one reactor ─ submit QD I/Os ─► IoChannel ─► IoSink ─► resubmit
+//!  floors (baseline.rs): the same exchanges between plain pinned threads, no reactor
+//!  binaries: ballast-perf (NVMe/TCP or bdev load), ballast-loopback-limit, ballast-idle-cpu,
+//!            ballast-bdev-iops; bench/run.sh assembles the NVMe/TCP table
+//! ```
 
 use std::time::{Duration, Instant};
 
