@@ -18,6 +18,7 @@
 pub mod backend;
 pub mod bdev;
 pub mod buf;
+pub mod crypto;
 mod error;
 
 pub use bdev::{
