@@ -56,7 +56,7 @@ pub fn save(ctx: &Context) -> Value {
                 ));
             }
             // Saved below as their controller's attach.
-            "NVMe disk" => {}
+            "NVMe disk" | "crypto" => {}
             other => {
                 tracing::warn!(bdev = %i.name, product = other, "save_config: bdev type not saved")
             }
@@ -68,6 +68,24 @@ pub fn save(ctx: &Context) -> Value {
             methods::remote_json(&r),
         ));
     }
+    for (name, base, key) in ballast_engine::backend::crypto::stages() {
+        bcfg.push(entry(
+            "bdev_crypto_create",
+            json!({"base_bdev_name": base, "name": name, "key_name": key}),
+        ));
+    }
+    // Keys are saved with their material, as SPDK does: protect saved configs (0600).
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let acfg: Vec<Value> = ballast_engine::backend::crypto::keys()
+        .into_iter()
+        .filter_map(|k| {
+            let (k1, k2) = ballast_engine::backend::crypto::key_material(&k.name)?;
+            Some(entry(
+                "accel_crypto_key_create",
+                json!({"name": k.name, "cipher": k.cipher, "key": hex(&k1), "key2": hex(&k2)}),
+            ))
+        })
+        .collect();
     let t = &ctx.target;
     let mut ncfg = Vec::new();
     if let Some(o) = t.transport() {
@@ -130,6 +148,7 @@ pub fn save(ctx: &Context) -> Value {
         }
     }
     json!({"subsystems": [
+        {"subsystem": "accel", "config": acfg},
         {"subsystem": "bdev", "config": bcfg},
         {"subsystem": "nvmf", "config": ncfg},
     ]})

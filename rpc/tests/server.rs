@@ -638,10 +638,7 @@ fn save_load_save_is_identical() {
         v
     };
     let saved = only_ours(&c.ok("save_config", Value::Null), &d1.prefix);
-    assert_eq!(
-        saved["subsystems"][1]["config"].as_array().unwrap().len(),
-        6
-    );
+    assert_eq!(sub(&saved, "nvmf")["config"].as_array().unwrap().len(), 6);
     drop(c);
     drop(d1); // deletes its subsystems and bdevs, frees the port
     let d2 = Daemon::new();
@@ -678,7 +675,7 @@ fn save_load_save_is_identical() {
 }
 
 fn saved_prefix(saved: &Value) -> String {
-    let name = saved["subsystems"][0]["config"][0]["params"]["name"]
+    let name = sub(saved, "bdev")["config"][0]["params"]["name"]
         .as_str()
         .unwrap();
     name.trim_end_matches("M0").to_string()
@@ -745,7 +742,7 @@ fn nvme_attach_controller_loops_back_to_our_own_target() {
     let ctrls = c.ok("bdev_nvme_get_controllers", json!({"name": name}));
     assert_eq!(ctrls[0]["ctrlrs"][0]["state"], json!("enabled"));
     let cfg = c.ok("save_config", Value::Null);
-    assert!(cfg["subsystems"][0]["config"]
+    assert!(sub(&cfg, "bdev")["config"]
         .as_array()
         .unwrap()
         .iter()
@@ -766,4 +763,94 @@ fn nvme_attach_controller_loops_back_to_our_own_target() {
     c.ok("bdev_nvme_detach_controller", json!({"name": name}));
     let (code, _) = c.err("bdev_nvme_detach_controller", json!({"name": name}));
     assert_eq!(code, -19);
+}
+
+/// The config of subsystem `name` in a save_config document.
+fn sub<'a>(cfg: &'a Value, name: &str) -> &'a Value {
+    cfg["subsystems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["subsystem"] == name)
+        .unwrap_or_else(|| panic!("no {name} subsystem in {cfg}"))
+}
+
+#[test]
+fn crypto_keys_and_stage_over_rpc() {
+    let d = Daemon::new();
+    let mut c = d.client();
+    let base = d.name("CB");
+    let key = d.name("key");
+    let name = d.name("Crypt");
+    c.ok(
+        "bdev_malloc_create",
+        json!({"name": base, "num_blocks": 1024, "block_size": 512}),
+    );
+    let k1 = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    let k2 = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100";
+    c.ok(
+        "accel_crypto_key_create",
+        json!({"cipher": "AES_XTS", "key": k1, "key2": k2, "name": key}),
+    );
+    let (code, _) = c.err(
+        "accel_crypto_key_create",
+        json!({"cipher": "AES_XTS", "key": k1, "key2": k2, "name": key}),
+    );
+    assert_eq!(code, -17);
+    let (_, msg) = c.err(
+        "accel_crypto_key_create",
+        json!({"cipher": "AES_XTS", "key": "zz", "key2": k2, "name": d.name("k2")}),
+    );
+    assert!(msg.contains("key"), "{msg}");
+    let (_, msg) = c.err(
+        "accel_crypto_key_create",
+        json!({"cipher": "AES_XTS", "key": k1, "key2": k1, "name": d.name("k3")}),
+    );
+    assert!(msg.contains("differ"), "{msg}");
+    // Listing never shows key material.
+    let keys = c.ok("accel_crypto_keys_get", json!({"key_name": key}));
+    assert_eq!(keys[0]["key_bits"], json!(256));
+    assert!(!keys.to_string().contains(&k1[..16]));
+    assert_eq!(
+        c.ok(
+            "bdev_crypto_create",
+            json!({"base_bdev_name": base, "name": name, "key_name": key})
+        ),
+        json!(name)
+    );
+    let (code, _) = c.err(
+        "bdev_crypto_create",
+        json!({"base_bdev_name": base, "name": d.name("x"), "key_name": "nokey"}),
+    );
+    assert_eq!(code, -19);
+    let b = c.ok("bdev_get_bdevs", json!({"name": name}));
+    assert_eq!(b[0]["product_name"], json!("crypto"));
+    assert!(
+        !b.to_string().contains(&k1[..16]),
+        "bdev_get_bdevs must not show keys"
+    );
+    let (code, msg) = c.err("accel_crypto_key_destroy", json!({"key_name": key}));
+    assert_eq!(code, -16, "{msg}");
+    let (code, _) = c.err("bdev_malloc_delete", json!({"name": base}));
+    assert_eq!(code, -16);
+    // save_config carries the key (as SPDK does) in "accel", the stage after its base.
+    let cfg = c.ok("save_config", Value::Null);
+    assert!(sub(&cfg, "accel")["config"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["params"]["name"] == json!(key) && e["params"]["key"] == json!(k1)));
+    let bcfg = sub(&cfg, "bdev")["config"].as_array().unwrap().clone();
+    let pos = |m: &str, n: &str| {
+        bcfg.iter()
+            .position(|e| e["method"] == m && (e["params"]["name"] == json!(n)))
+            .unwrap()
+    };
+    assert!(pos("bdev_malloc_create", &base) < pos("bdev_crypto_create", &name));
+    c.ok("bdev_crypto_delete", json!({"name": name}));
+    wait(|| {
+        c.call("accel_crypto_key_destroy", json!({"key_name": key}))
+            .is_ok()
+    });
+    c.ok("bdev_malloc_delete", json!({"name": base}));
 }

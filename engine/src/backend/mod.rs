@@ -1,5 +1,6 @@
 //! Bdev backends: malloc (RAM), null (discard/zeros), uring (file or block device).
 
+pub mod crypto;
 pub mod malloc;
 pub mod null;
 pub mod uring;

@@ -1,0 +1,375 @@
+//! The encryption stage: a bdev that stores AES-XTS ciphertext on a base bdev (SPDK's crypto
+//! vbdev), with a key registry shaped like SPDK's `accel_crypto_key_*`.
+//!
+//! ```text
+//!  write: plaintext ─► bounce buffer (pool) ─ encrypt (tweak = LBA) ─► base write
+//!  read:  base read into the caller's buffers ─► decrypt in place ─► complete
+//!  flush / write-zeroes / unmap ─► base, unchanged (all-zero ciphertext reads as zeros)
+//! ```
+//!
+//! The base bdev is claimed while the stage exists; a key cannot be destroyed while a stage
+//! uses it. Keys never appear in logs or Debug output.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+
+use crate::bdev::{
+    self, BackendChannel, Bdev, BdevBackend, BdevDesc, BdevInfo, BdevIo, Completions, IoCallback,
+    IoChannel, IoSink, IoStatus, IoType, SgList,
+};
+use crate::buf::{self, IoBuf};
+use crate::crypto::Xts;
+use crate::error::{Error, Result};
+
+/// A named key.
+struct Key {
+    cipher: String,
+    key: Vec<u8>,
+    key2: Vec<u8>,
+    users: usize,
+}
+
+static KEYS: Mutex<BTreeMap<String, Key>> = Mutex::new(BTreeMap::new());
+
+/// What may be shown of a key (never its material).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// Name.
+    pub name: String,
+    /// Cipher ("AES_XTS").
+    pub cipher: String,
+    /// Key bits (128 or 256).
+    pub bits: u32,
+    /// Stages using it.
+    pub users: usize,
+}
+
+/// Registers key `name` (cipher "AES_XTS"; `key`/`key2` 16 or 32 bytes each).
+pub fn key_create(name: &str, cipher: &str, key: &[u8], key2: &[u8]) -> Result<()> {
+    if !cipher.eq_ignore_ascii_case("AES_XTS") {
+        return Err(Error::InvalidParam {
+            param: "cipher",
+            why: format!("{cipher:?} is not supported (only AES_XTS)"),
+        });
+    }
+    if name.is_empty() {
+        return Err(Error::InvalidParam {
+            param: "name",
+            why: "must not be empty".into(),
+        });
+    }
+    Xts::new(key, key2)?; // validates lengths and K1 != K2
+    let mut k = KEYS.lock().unwrap();
+    if k.contains_key(name) {
+        return Err(Error::Exists(format!("key {name}")));
+    }
+    k.insert(
+        name.to_string(),
+        Key {
+            cipher: "AES_XTS".into(),
+            key: key.to_vec(),
+            key2: key2.to_vec(),
+            users: 0,
+        },
+    );
+    Ok(())
+}
+
+/// Removes key `name`; refused while a stage uses it.
+pub fn key_destroy(name: &str) -> Result<()> {
+    let mut k = KEYS.lock().unwrap();
+    match k.get(name) {
+        None => Err(Error::NotFound(format!("key {name}"))),
+        Some(e) if e.users > 0 => Err(Error::Claimed {
+            bdev: format!("key {name}"),
+            by: format!("{} crypto bdev(s)", e.users),
+        }),
+        Some(_) => {
+            k.remove(name);
+            Ok(())
+        }
+    }
+}
+
+/// Every key, without material.
+pub fn keys() -> Vec<KeyInfo> {
+    KEYS.lock()
+        .unwrap()
+        .iter()
+        .map(|(n, k)| KeyInfo {
+            name: n.clone(),
+            cipher: k.cipher.clone(),
+            bits: k.key.len() as u32 * 8,
+            users: k.users,
+        })
+        .collect()
+}
+
+/// Key material for save_config (which, like SPDK's, carries it: protect that file).
+pub fn key_material(name: &str) -> Option<(Vec<u8>, Vec<u8>)> {
+    KEYS.lock()
+        .unwrap()
+        .get(name)
+        .map(|k| (k.key.clone(), k.key2.clone()))
+}
+
+/// Base and key of each crypto bdev (for save_config).
+static STAGES: Mutex<BTreeMap<String, (String, String)>> = Mutex::new(BTreeMap::new());
+
+/// Every crypto bdev: (name, base bdev, key name).
+pub fn stages() -> Vec<(String, String, String)> {
+    STAGES
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(n, (b, k))| (n.clone(), b.clone(), k.clone()))
+        .collect()
+}
+
+/// Creates crypto bdev `name` over `base` with key `key_name`.
+pub fn create(name: &str, base: &str, key_name: &str) -> Result<Arc<Bdev>> {
+    let xts = {
+        let mut k = KEYS.lock().unwrap();
+        let e = k
+            .get_mut(key_name)
+            .ok_or_else(|| Error::NotFound(format!("key {key_name}")))?;
+        let x = Xts::new(&e.key, &e.key2)?;
+        e.users += 1;
+        x
+    };
+    let release_key = || {
+        if let Some(e) = KEYS.lock().unwrap().get_mut(key_name) {
+            e.users -= 1;
+        }
+    };
+    let mut desc = match bdev::open(base, None) {
+        Ok(d) => d,
+        Err(e) => {
+            release_key();
+            return Err(e);
+        }
+    };
+    if let Err(e) = desc.claim(&format!("crypto bdev {name}")) {
+        release_key();
+        return Err(e);
+    }
+    let b = desc.bdev().clone();
+    let mut info = BdevInfo::new(name, b.block_size(), b.num_blocks());
+    info.write_cache = b.info().write_cache;
+    info.optimal_io_boundary = b.info().optimal_io_boundary;
+    let backend = CryptoBackend {
+        desc: Arc::new(Mutex::new(Some(desc))),
+        xts,
+        key_name: key_name.to_string(),
+        base: base.to_string(),
+        name: name.to_string(),
+        block_size: b.block_size() as usize,
+    };
+    match bdev::register(info, Box::new(backend)) {
+        Ok(c) => {
+            STAGES
+                .lock()
+                .unwrap()
+                .insert(name.to_string(), (base.to_string(), key_name.to_string()));
+            tracing::info!(bdev = name, base, key = key_name, "crypto bdev created");
+            Ok(c)
+        }
+        // The backend (and with it the claim and the key reference) was dropped.
+        Err(e) => Err(e),
+    }
+}
+
+struct CryptoBackend {
+    desc: Arc<Mutex<Option<BdevDesc>>>,
+    xts: Xts,
+    key_name: String,
+    base: String,
+    name: String,
+    block_size: usize,
+}
+
+impl Drop for CryptoBackend {
+    fn drop(&mut self) {
+        self.desc.lock().unwrap().take();
+        if let Some(e) = KEYS.lock().unwrap().get_mut(&self.key_name) {
+            e.users = e.users.saturating_sub(1);
+        }
+    }
+}
+
+impl BdevBackend for CryptoBackend {
+    fn product_name(&self) -> &'static str {
+        "crypto"
+    }
+    fn supports(&self, op: IoType) -> bool {
+        self.desc
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|d| d.bdev().supports(op))
+    }
+    fn create_channel(&self) -> Result<Box<dyn BackendChannel>> {
+        let base = self
+            .desc
+            .lock()
+            .unwrap()
+            .as_ref()
+            .ok_or_else(|| Error::Removing(self.base.clone()))?
+            .channel()?;
+        Ok(Box::new(CryptoChannel {
+            base,
+            xts: self.xts.clone(),
+            bs: self.block_size,
+            sink: Rc::new(Sink(RefCell::new(Vec::new()))),
+            slots: Vec::new(),
+            free: Vec::new(),
+            batch: Vec::new(),
+        }))
+    }
+    fn destroy(&self) {
+        self.desc.lock().unwrap().take();
+        STAGES.lock().unwrap().remove(&self.name);
+    }
+    fn describe(&self) -> Vec<(String, String)> {
+        vec![
+            ("base_bdev_name".into(), self.base.clone()),
+            ("key_name".into(), self.key_name.clone()),
+            ("cipher".into(), format!("AES_XTS-{}", self.xts.key_bits())),
+        ]
+    }
+}
+
+/// Base completions, delivered on this reactor by the base channel's poller.
+struct Sink(RefCell<Vec<BdevIo>>);
+
+impl IoSink for Sink {
+    fn io_done(&self, io: BdevIo) {
+        self.0.borrow_mut().push(io);
+    }
+}
+
+struct Pending {
+    io: BdevIo,
+}
+
+struct CryptoChannel {
+    base: IoChannel,
+    xts: Xts,
+    bs: usize,
+    sink: Rc<Sink>,
+    slots: Vec<Option<Pending>>,
+    free: Vec<usize>,
+    batch: Vec<BdevIo>,
+}
+
+impl CryptoChannel {
+    fn slot(&mut self, io: BdevIo) -> usize {
+        match self.free.pop() {
+            Some(s) => {
+                self.slots[s] = Some(Pending { io });
+                s
+            }
+            None => {
+                self.slots.push(Some(Pending { io }));
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    /// Encrypts or decrypts a scatter list in place, data unit by data unit from `lba`;
+    /// segments that do not hold whole blocks go through a bounce buffer.
+    fn each_unit(&mut self, bufs: &mut SgList, lba: u64, encrypt: bool) {
+        let bs = self.bs;
+        if bufs.iter().all(|b| b.len().is_multiple_of(bs)) {
+            let mut l = lba;
+            for b in bufs.iter_mut() {
+                if encrypt {
+                    self.xts.encrypt(b, bs, l);
+                } else {
+                    self.xts.decrypt(b, bs, l);
+                }
+                l += (b.len() / bs) as u64;
+            }
+            return;
+        }
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let mut tmp = buf::alloc(total).unwrap_or_else(|| IoBuf::heap(total));
+        let mut off = 0;
+        for b in bufs.iter() {
+            tmp[off..off + b.len()].copy_from_slice(b);
+            off += b.len();
+        }
+        if encrypt {
+            self.xts.encrypt(&mut tmp, bs, lba);
+        } else {
+            self.xts.decrypt(&mut tmp, bs, lba);
+        }
+        let mut off = 0;
+        for b in bufs.iter_mut() {
+            let n = b.len();
+            b.copy_from_slice(&tmp[off..off + n]);
+            off += n;
+        }
+    }
+}
+
+impl BackendChannel for CryptoChannel {
+    fn submit(&mut self, mut io: BdevIo, _done: &mut Completions) {
+        let (op, off, n) = (io.op, io.offset_blocks, io.num_blocks);
+        let bufs = match op {
+            IoType::Write => {
+                // Never encrypt the caller's plaintext in place: it gets its buffers back.
+                let total: usize = io.bufs.iter().map(|b| b.len()).sum();
+                let mut ct = buf::alloc(total).unwrap_or_else(|| IoBuf::heap(total));
+                let mut o = 0;
+                for b in io.bufs.iter() {
+                    ct[o..o + b.len()].copy_from_slice(b);
+                    o += b.len();
+                }
+                self.xts.encrypt(&mut ct, self.bs, off);
+                let mut sg = SgList::new();
+                sg.push(ct);
+                sg
+            }
+            IoType::Read => std::mem::take(&mut io.bufs),
+            _ => SgList::new(),
+        };
+        let slot = self.slot(io);
+        let sink: Rc<dyn IoSink> = self.sink.clone();
+        self.base.submit(BdevIo::new(
+            op,
+            off,
+            n,
+            bufs,
+            slot as u64,
+            IoCallback::Sink(sink),
+        ));
+    }
+
+    fn poll(&mut self, done: &mut Completions) -> bool {
+        std::mem::swap(&mut *self.sink.0.borrow_mut(), &mut self.batch);
+        if self.batch.is_empty() {
+            return false;
+        }
+        let mut batch = std::mem::take(&mut self.batch);
+        for mut sub in batch.drain(..) {
+            let slot = sub.tag as usize;
+            let Some(Pending { mut io }) = self.slots.get_mut(slot).and_then(Option::take) else {
+                continue;
+            };
+            self.free.push(slot);
+            if io.op == IoType::Read {
+                io.bufs = std::mem::take(&mut sub.bufs);
+                if sub.status == IoStatus::Success {
+                    let lba = io.offset_blocks;
+                    self.each_unit(&mut io.bufs, lba, false);
+                }
+            }
+            done.complete(io, sub.status);
+        }
+        self.batch = batch;
+        true
+    }
+}
