@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # ci/interop-rpc.sh -- JSON-RPC end to end with the real Linux initiator:
 #   1. ballastd starts with no subsystem at all (an empty config);
-#   2. everything is configured over JSON-RPC with ballast-rpc only: a malloc bdev, the TCP
-#      transport, a subsystem, a namespace, a listener;
-#   3. in the guest: nvme discover finds it, nvme connect, fio crc32c verify on namespace 1;
+#   2. everything is configured over JSON-RPC with ballast-rpc only: malloc bdevs, a crypto key
+#      and an encryption stage, the TCP transport, a subsystem, a namespace, a listener;
+#   3. in the guest: nvme discover finds it, nvme connect, fio crc32c verify on namespace 1,
+#      which is an AES-XTS encrypted volume (crypto stage over a malloc bdev);
 #   4. while the guest stays connected, the host adds a second namespace over RPC (triggered
 #      when the controller shows up in nvmf_subsystem_get_controllers); the guest sees it in
 #      `nvme list-ns` and as a block device without reconnecting (the AEN path), and reads it;
@@ -52,14 +53,18 @@ if rpc bdev_malloc_create -b Rpc0 64 512 >/dev/null &&
     rpc bdev_malloc_create -b Rpc1 32 4096 >/dev/null &&
     rpc nvmf_create_transport -t TCP -c 8192 -i 131072 >/dev/null &&
     rpc nvmf_create_subsystem "$NVMF_NQN" -a -s RPC0000001 -d ballast-rpc-e2e >/dev/null &&
-    rpc nvmf_subsystem_add_ns "$NVMF_NQN" Rpc0 >/dev/null &&
+    rpc call accel_crypto_key_create '{"cipher": "AES_XTS", "name": "k0",
+        "key": "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
+        "key2": "f0e0d0c0b0a090807060504030201000f0e0d0c0b0a090807060504030201000"}' >/dev/null &&
+    rpc call bdev_crypto_create '{"base_bdev_name": "Rpc0", "name": "Crypt0", "key_name": "k0"}' >/dev/null &&
+    rpc nvmf_subsystem_add_ns "$NVMF_NQN" Crypt0 >/dev/null &&
     rpc nvmf_subsystem_add_listener "$NVMF_NQN" -t tcp -a 127.0.0.1 -s "$NVMF_PORT" -f ipv4 >/dev/null; then
     interop_pass configure-over-rpc
 else
     interop_fail configure-over-rpc "an RPC failed (see above)"
 fi
 # Deleting a bdev in use fails clearly, and changes nothing.
-if out=$(rpc bdev_malloc_delete Rpc0 2>&1); then
+if out=$(rpc bdev_malloc_delete Rpc0 2>&1); then   # claimed by the crypto stage
     interop_fail delete-in-use "deleting an exported bdev succeeded"
 elif grep -q "claimed" <<<"$out"; then
     interop_pass delete-in-use

@@ -59,7 +59,7 @@ struct Args {
     /// Target: 'trtype:tcp traddr:A trsvcid:P subnqn:N [hostnqn:H] [ns:1]'.
     #[arg(short = 'r', long)]
     target: Option<String>,
-    /// In-process bdev instead of a target: null or malloc.
+    /// In-process bdev instead of a target: null, malloc, or crypto (AES-XTS over malloc).
     #[arg(long)]
     bdev: Option<String>,
     /// Size of the in-process bdev in MiB.
@@ -254,7 +254,26 @@ fn run(args: Args) -> Result<(), String> {
                     },
                 )
                 .map_err(|e| e.to_string())?,
-                k => return Err(format!("--bdev {k:?}: want null or malloc")),
+                "crypto" => {
+                    // AES-XTS-256 stage over a malloc bdev (issue 6's "crypto volume").
+                    let base = format!("{name}_base");
+                    ballast_engine::backend::malloc::create(
+                        ballast_engine::backend::malloc::MallocOpts {
+                            name: base.clone(),
+                            num_blocks: nb,
+                            block_size: bs,
+                            uuid: None,
+                        },
+                    )
+                    .map_err(|e| e.to_string())?;
+                    let k1: Vec<u8> = (0..32u8).collect();
+                    let k2: Vec<u8> = (0..32u8).map(|x| x ^ 0x5A).collect();
+                    ballast_engine::backend::crypto::key_create("perf_key", "AES_XTS", &k1, &k2)
+                        .map_err(|e| e.to_string())?;
+                    ballast_engine::backend::crypto::create(&name, &base, "perf_key")
+                        .map_err(|e| e.to_string())?
+                }
+                k => return Err(format!("--bdev {k:?}: want null, malloc or crypto")),
             };
             let desc =
                 Arc::new(ballast_engine::bdev::open(&name, None).map_err(|e| e.to_string())?);
