@@ -141,7 +141,7 @@ fn crypto_stores_ciphertext_and_guards_its_key_and_base() {
     let (k1, k2) = crypto::key_material(&key).unwrap();
     let mut x = ballast_engine::crypto::Xts::new(&k1, &k2).unwrap();
     let mut dec = raw.clone();
-    x.decrypt(&mut dec, 512, 8);
+    assert!(x.decrypt(&mut dec, 512, 8));
     assert_eq!(dec, pt);
     // Reads through the stage return plaintext; unwritten blocks read as zeros.
     let (_, got) = h.io(core, &name, IoType::Read, 8, 8, None, 4096, None);

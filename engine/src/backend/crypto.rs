@@ -130,15 +130,15 @@ pub fn stages() -> Vec<(String, String, String)> {
 
 /// Creates crypto bdev `name` over `base` with key `key_name`.
 pub fn create(name: &str, base: &str, key_name: &str) -> Result<Arc<Bdev>> {
-    let xts = {
+    let (key, key2) = {
         let mut k = KEYS.lock().unwrap();
         let e = k
             .get_mut(key_name)
             .ok_or_else(|| Error::NotFound(format!("key {key_name}")))?;
-        let x = Xts::new(&e.key, &e.key2)?;
         e.users += 1;
-        x
+        (e.key.clone(), e.key2.clone())
     };
+    let bits = key.len() as u32 * 8;
     let release_key = || {
         if let Some(e) = KEYS.lock().unwrap().get_mut(key_name) {
             e.users -= 1;
@@ -161,7 +161,9 @@ pub fn create(name: &str, base: &str, key_name: &str) -> Result<Arc<Bdev>> {
     info.optimal_io_boundary = b.info().optimal_io_boundary;
     let backend = CryptoBackend {
         desc: Arc::new(Mutex::new(Some(desc))),
-        xts,
+        key,
+        key2,
+        bits,
         key_name: key_name.to_string(),
         base: base.to_string(),
         name: name.to_string(),
@@ -183,7 +185,10 @@ pub fn create(name: &str, base: &str, key_name: &str) -> Result<Arc<Bdev>> {
 
 struct CryptoBackend {
     desc: Arc<Mutex<Option<BdevDesc>>>,
-    xts: Xts,
+    /// Key material; each channel builds its own cipher context from it.
+    key: Vec<u8>,
+    key2: Vec<u8>,
+    bits: u32,
     key_name: String,
     base: String,
     name: String,
@@ -192,6 +197,8 @@ struct CryptoBackend {
 
 impl Drop for CryptoBackend {
     fn drop(&mut self) {
+        self.key.fill(0);
+        self.key2.fill(0);
         self.desc.lock().unwrap().take();
         if let Some(e) = KEYS.lock().unwrap().get_mut(&self.key_name) {
             e.users = e.users.saturating_sub(1);
@@ -220,7 +227,7 @@ impl BdevBackend for CryptoBackend {
             .channel()?;
         Ok(Box::new(CryptoChannel {
             base,
-            xts: self.xts.clone(),
+            xts: Xts::new(&self.key, &self.key2)?,
             bs: self.block_size,
             sink: Rc::new(Sink(RefCell::new(Vec::new()))),
             slots: Vec::new(),
@@ -236,7 +243,7 @@ impl BdevBackend for CryptoBackend {
         vec![
             ("base_bdev_name".into(), self.base.clone()),
             ("key_name".into(), self.key_name.clone()),
-            ("cipher".into(), format!("AES_XTS-{}", self.xts.key_bits())),
+            ("cipher".into(), format!("AES_XTS-{}", self.bits)),
         ]
     }
 }
@@ -280,19 +287,20 @@ impl CryptoChannel {
 
     /// Encrypts or decrypts a scatter list in place, data unit by data unit from `lba`;
     /// segments that do not hold whole blocks go through a bounce buffer.
-    fn each_unit(&mut self, bufs: &mut SgList, lba: u64, encrypt: bool) {
+    fn each_unit(&mut self, bufs: &mut SgList, lba: u64, encrypt: bool) -> bool {
         let bs = self.bs;
         if bufs.iter().all(|b| b.len().is_multiple_of(bs)) {
             let mut l = lba;
+            let mut ok = true;
             for b in bufs.iter_mut() {
-                if encrypt {
-                    self.xts.encrypt(b, bs, l);
+                ok &= if encrypt {
+                    self.xts.encrypt(b, bs, l)
                 } else {
-                    self.xts.decrypt(b, bs, l);
-                }
+                    self.xts.decrypt(b, bs, l)
+                };
                 l += (b.len() / bs) as u64;
             }
-            return;
+            return ok;
         }
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         let mut tmp = buf::alloc(total).unwrap_or_else(|| IoBuf::heap(total));
@@ -301,22 +309,23 @@ impl CryptoChannel {
             tmp[off..off + b.len()].copy_from_slice(b);
             off += b.len();
         }
-        if encrypt {
-            self.xts.encrypt(&mut tmp, bs, lba);
+        let ok = if encrypt {
+            self.xts.encrypt(&mut tmp, bs, lba)
         } else {
-            self.xts.decrypt(&mut tmp, bs, lba);
-        }
+            self.xts.decrypt(&mut tmp, bs, lba)
+        };
         let mut off = 0;
         for b in bufs.iter_mut() {
             let n = b.len();
             b.copy_from_slice(&tmp[off..off + n]);
             off += n;
         }
+        ok
     }
 }
 
 impl BackendChannel for CryptoChannel {
-    fn submit(&mut self, mut io: BdevIo, _done: &mut Completions) {
+    fn submit(&mut self, mut io: BdevIo, done: &mut Completions) {
         let (op, off, n) = (io.op, io.offset_blocks, io.num_blocks);
         let bufs = match op {
             IoType::Write => {
@@ -328,7 +337,10 @@ impl BackendChannel for CryptoChannel {
                     ct[o..o + b.len()].copy_from_slice(b);
                     o += b.len();
                 }
-                self.xts.encrypt(&mut ct, self.bs, off);
+                if !self.xts.encrypt(&mut ct, self.bs, off) {
+                    done.complete(io, IoStatus::Failed(libc::EIO));
+                    return;
+                }
                 let mut sg = SgList::new();
                 sg.push(ct);
                 sg
@@ -360,14 +372,17 @@ impl BackendChannel for CryptoChannel {
                 continue;
             };
             self.free.push(slot);
+            let mut status = sub.status;
             if io.op == IoType::Read {
                 io.bufs = std::mem::take(&mut sub.bufs);
-                if sub.status == IoStatus::Success {
+                if status == IoStatus::Success {
                     let lba = io.offset_blocks;
-                    self.each_unit(&mut io.bufs, lba, false);
+                    if !self.each_unit(&mut io.bufs, lba, false) {
+                        status = IoStatus::Failed(libc::EIO);
+                    }
                 }
             }
-            done.complete(io, sub.status);
+            done.complete(io, status);
         }
         self.batch = batch;
         true
