@@ -6,7 +6,7 @@
 //! * AES-XTS-128 and -256, data unit (DU) 4096 B and 512 B, tweak = LBA of the data unit,
 //!   little-endian (SPDK, dm-crypt `plain64`):
 //!   - `xts-mode` over RustCrypto `aes` (pure Rust, AES-NI by run-time detection);
-//!   - `aes` with the XTS loop written here ([`AesBatched`]): the tweaks of a data unit are
+//!   - `aes` with the XTS loop written here (`ballast_engine::crypto::Xts::portable`): the tweaks of a data unit are
 //!     computed first, so `aes` encrypts 8 blocks in parallel instead of one at a time;
 //!   - `openssl` (the system libssl through the safe `CipherCtx` API);
 //!   - `aws-lc-sys` (AWS-LC's `EVP_aes_256_xts`: AWS-LC has no AES-128-XTS, and `aws-lc-rs`
@@ -27,7 +27,7 @@
 
 use std::time::Instant;
 
-use aes::cipher::{Block, BlockCipher, BlockDecrypt, BlockEncrypt, KeyInit};
+use aes::cipher::{BlockCipher, BlockDecrypt, BlockEncrypt, KeyInit};
 use aes::{Aes128, Aes256};
 use ballast_bench::baseline::pin_current;
 use ballast_bench::bench_core;
@@ -118,81 +118,6 @@ impl<C: BlockEncrypt + BlockDecrypt + BlockCipher> Xts for XtsModeCrate<C> {
     }
 }
 
-/// RustCrypto `aes` with XTS written here: per data unit, the tweak sequence is computed
-/// first, then the whole unit goes through `encrypt_blocks`/`decrypt_blocks`, which the
-/// AES-NI backend pipelines 8 blocks at a time. Data units must be multiples of 16 bytes
-/// (no ciphertext stealing: block sizes are).
-struct AesBatched<C: BlockEncrypt + BlockDecrypt + BlockCipher> {
-    k1: C,
-    k2: C,
-    scratch: Vec<Block<C>>,
-    tweaks: Vec<u128>,
-}
-
-/// Multiplication by α in GF(2^128), on the little-endian value (IEEE 1619 §5.2).
-fn mul_alpha(t: u128) -> u128 {
-    (t << 1) ^ ((t >> 127) * 0x87)
-}
-
-impl<C: BlockEncrypt + BlockDecrypt + BlockCipher + KeyInit> AesBatched<C> {
-    fn new(key: &[u8]) -> Self {
-        let (k1, k2) = key.split_at(key.len() / 2);
-        Self {
-            k1: C::new_from_slice(k1).expect("key length"),
-            k2: C::new_from_slice(k2).expect("key length"),
-            scratch: Vec::new(),
-            tweaks: Vec::new(),
-        }
-    }
-
-    fn process(&mut self, buf: &mut [u8], du: usize, lba: u64, encrypt: bool) {
-        assert!(
-            du.is_multiple_of(16) && buf.len().is_multiple_of(du),
-            "whole 16-byte blocks only"
-        );
-        let n = du / 16;
-        self.scratch.resize(n, Block::<C>::default());
-        self.tweaks.resize(n, 0);
-        for (i, unit) in buf.chunks_exact_mut(du).enumerate() {
-            let mut t = Block::<C>::clone_from_slice(&tweak(lba + i as u64));
-            self.k2.encrypt_block(&mut t);
-            let mut tw = u128::from_le_bytes(t.as_slice().try_into().expect("16 bytes"));
-            for ((blk, s), slot) in unit
-                .chunks_exact(16)
-                .zip(self.scratch.iter_mut())
-                .zip(self.tweaks.iter_mut())
-            {
-                *slot = tw;
-                let x = u128::from_le_bytes(blk.try_into().expect("16 bytes")) ^ tw;
-                s.copy_from_slice(&x.to_le_bytes());
-                tw = mul_alpha(tw);
-            }
-            if encrypt {
-                self.k1.encrypt_blocks(&mut self.scratch);
-            } else {
-                self.k1.decrypt_blocks(&mut self.scratch);
-            }
-            for ((blk, s), tw) in unit
-                .chunks_exact_mut(16)
-                .zip(self.scratch.iter())
-                .zip(self.tweaks.iter())
-            {
-                let x = u128::from_le_bytes(s.as_slice().try_into().expect("16 bytes")) ^ tw;
-                blk.copy_from_slice(&x.to_le_bytes());
-            }
-        }
-    }
-}
-
-impl<C: BlockEncrypt + BlockDecrypt + BlockCipher + KeyInit> Xts for AesBatched<C> {
-    fn encrypt(&mut self, buf: &mut [u8], du: usize, lba: u64) {
-        self.process(buf, du, lba, true);
-    }
-    fn decrypt(&mut self, buf: &mut [u8], du: usize, lba: u64) {
-        self.process(buf, du, lba, false);
-    }
-}
-
 /// `openssl` crate: one `EVP_CIPHER_CTX` per direction, keyed once; per data unit only the
 /// IV (tweak) is set, then one in-place update.
 struct OpensslXts {
@@ -237,101 +162,30 @@ impl Xts for OpensslXts {
     }
 }
 
-/// AWS-LC through `aws-lc-sys` (raw FFI: `aws-lc-rs` exposes no XTS). Same scheme as
-/// [`OpensslXts`].
-struct AwsLcXts {
-    enc: *mut aws_lc_sys::EVP_CIPHER_CTX,
-    dec: *mut aws_lc_sys::EVP_CIPHER_CTX,
-}
+/// ballast's own AES-XTS (`ballast_engine::crypto::Xts`): `portable` is the batched loop over
+/// RustCrypto `aes` (tweaks of a data unit first, then 8-block AES-NI pipelining); `new` uses
+/// AWS-LC's AES-256-XTS through `aws-lc-sys` for 32-byte keys. The engine's code is measured
+/// here, not a copy of it.
+struct EngineXts(ballast_engine::crypto::Xts);
 
-impl AwsLcXts {
-    fn new(key: &[u8]) -> Self {
-        // AWS-LC implements XTS with AES-256 only.
-        assert_eq!(key.len(), 64, "AWS-LC has AES-256-XTS only");
-        // SAFETY: EVP_aes_256_xts returns a pointer to a static cipher table.
-        let cipher = unsafe { aws_lc_sys::EVP_aes_256_xts() };
-        // SAFETY: EVP_CIPHER_CTX_new has no preconditions; null is checked below.
-        let (enc, dec) = unsafe {
-            (
-                aws_lc_sys::EVP_CIPHER_CTX_new(),
-                aws_lc_sys::EVP_CIPHER_CTX_new(),
-            )
+impl EngineXts {
+    fn new(key: &[u8], aws_lc: bool) -> Self {
+        let (k1, k2) = key.split_at(key.len() / 2);
+        let x = if aws_lc {
+            ballast_engine::crypto::Xts::new(k1, k2)
+        } else {
+            ballast_engine::crypto::Xts::portable(k1, k2)
         };
-        assert!(!enc.is_null() && !dec.is_null(), "EVP_CIPHER_CTX_new");
-        let this = Self { enc, dec };
-        // SAFETY: both contexts are live; `key` holds the cipher's key length (64 bytes,
-        // asserted above) and is only read during the call; a null IV is allowed.
-        let ok = unsafe {
-            aws_lc_sys::EVP_EncryptInit_ex(
-                this.enc,
-                cipher,
-                std::ptr::null_mut(),
-                key.as_ptr(),
-                std::ptr::null(),
-            ) == 1
-                && aws_lc_sys::EVP_DecryptInit_ex(
-                    this.dec,
-                    cipher,
-                    std::ptr::null_mut(),
-                    key.as_ptr(),
-                    std::ptr::null(),
-                ) == 1
-        };
-        assert!(ok, "EVP_*InitInit_ex");
-        this
-    }
-
-    fn process(&mut self, buf: &mut [u8], du: usize, lba: u64, encrypt: bool) {
-        let len = std::os::raw::c_int::try_from(du).expect("data unit size");
-        for (i, unit) in buf.chunks_exact_mut(du).enumerate() {
-            let iv = tweak(lba + i as u64);
-            let mut out_len: std::os::raw::c_int = 0;
-            let p = unit.as_mut_ptr();
-            // SAFETY: the context is live and keyed (new); `iv` is the cipher's 16-byte IV;
-            // input and output are the same `du` bytes of `unit`, which EVP allows (exact
-            // in-place operation), and the XTS update writes exactly `du` bytes.
-            let ok = unsafe {
-                if encrypt {
-                    aws_lc_sys::EVP_EncryptInit_ex(
-                        self.enc,
-                        std::ptr::null(),
-                        std::ptr::null_mut(),
-                        std::ptr::null(),
-                        iv.as_ptr(),
-                    ) == 1
-                        && aws_lc_sys::EVP_EncryptUpdate(self.enc, p, &mut out_len, p, len) == 1
-                } else {
-                    aws_lc_sys::EVP_DecryptInit_ex(
-                        self.dec,
-                        std::ptr::null(),
-                        std::ptr::null_mut(),
-                        std::ptr::null(),
-                        iv.as_ptr(),
-                    ) == 1
-                        && aws_lc_sys::EVP_DecryptUpdate(self.dec, p, &mut out_len, p, len) == 1
-                }
-            };
-            assert!(ok && out_len == len, "AWS-LC XTS update");
-        }
+        Self(x.expect("valid XTS key"))
     }
 }
 
-impl Drop for AwsLcXts {
-    fn drop(&mut self) {
-        // SAFETY: both contexts came from EVP_CIPHER_CTX_new and are freed once, here.
-        unsafe {
-            aws_lc_sys::EVP_CIPHER_CTX_free(self.enc);
-            aws_lc_sys::EVP_CIPHER_CTX_free(self.dec);
-        }
-    }
-}
-
-impl Xts for AwsLcXts {
+impl Xts for EngineXts {
     fn encrypt(&mut self, buf: &mut [u8], du: usize, lba: u64) {
-        self.process(buf, du, lba, true);
+        assert!(self.0.encrypt(buf, du, lba));
     }
     fn decrypt(&mut self, buf: &mut [u8], du: usize, lba: u64) {
-        self.process(buf, du, lba, false);
+        assert!(self.0.decrypt(buf, du, lba));
     }
 }
 
@@ -348,11 +202,10 @@ fn make_xts(idx: usize, key: &[u8]) -> Option<Box<dyn Xts>> {
     Some(match (idx, aes256) {
         (0, false) => Box::new(XtsModeCrate::<Aes128>::new(key)),
         (0, true) => Box::new(XtsModeCrate::<Aes256>::new(key)),
-        (1, false) => Box::new(AesBatched::<Aes128>::new(key)),
-        (1, true) => Box::new(AesBatched::<Aes256>::new(key)),
+        (1, _) => Box::new(EngineXts::new(key, false)),
         (2, _) => Box::new(OpensslXts::new(key)),
         (3, false) => return None,
-        (3, true) => Box::new(AwsLcXts::new(key)),
+        (3, true) => Box::new(EngineXts::new(key, true)),
         _ => unreachable!(),
     })
 }
@@ -876,12 +729,6 @@ mod tests {
     #[test]
     fn xts_candidates_pass_ieee1619_and_agree() {
         verify_xts(16 << 10);
-    }
-
-    #[test]
-    fn mul_alpha_carries_into_0x87() {
-        assert_eq!(mul_alpha(1), 2);
-        assert_eq!(mul_alpha(1 << 127), 0x87);
     }
 
     #[test]
