@@ -6,27 +6,16 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ballast_engine::IoBuf;
-use ballast_nvme::host::{HostCompletion, HostOp, HostOpts, IoQpair, Session};
+use ballast_nvme::host::{HostOp, HostOpts, IoQpair, Session};
 use ballast_nvme::spec::Status;
 
 fn target() -> (SocketAddr, String) {
     let a = std::env::var("BALLAST_EXT_TARGET").expect("BALLAST_EXT_TARGET=ip:port");
     let n = std::env::var("BALLAST_EXT_NQN").expect("BALLAST_EXT_NQN");
     (a.parse().expect("ip:port"), n)
-}
-
-fn run_until(qp: &mut IoQpair, out: &mut Vec<HostCompletion>, n: usize) {
-    let t = Instant::now();
-    while out.len() < n {
-        qp.poll(out);
-        assert!(t.elapsed() < Duration::from_secs(60), "I/O timed out");
-        if out.len() < n {
-            std::thread::sleep(Duration::from_micros(200));
-        }
-    }
 }
 
 #[test]
@@ -82,7 +71,7 @@ fn external_target_discover_connect_verify() {
             layout.push((lba, nlb, data));
             lba += nlb as u64 + 7;
         }
-        run_until(&mut qp, &mut out, sizes.len());
+        common::run_until(&mut qp, &mut out, sizes.len(), Duration::from_secs(60));
         assert!(out.iter().all(|c| c.status == Status::SUCCESS), "{out:?}");
         out.clear();
         for (i, (lba, nlb, _)) in layout.iter().enumerate() {
@@ -96,7 +85,7 @@ fn external_target_discover_connect_verify() {
             )
             .unwrap();
         }
-        run_until(&mut qp, &mut out, sizes.len());
+        common::run_until(&mut qp, &mut out, sizes.len(), Duration::from_secs(60));
         for c in &out {
             assert_eq!(c.status, Status::SUCCESS);
             assert!(
@@ -109,7 +98,7 @@ fn external_target_discover_connect_verify() {
         qp.submit(HostOp::Flush, 1, 0, 1, None, 1).unwrap();
         qp.submit(HostOp::Read, 1, ns.blocks, 1, Some(IoBuf::heap(bs)), 2)
             .unwrap();
-        run_until(&mut qp, &mut out, 2);
+        common::run_until(&mut qp, &mut out, 2, Duration::from_secs(60));
         out.sort_by_key(|c| c.tag);
         assert_eq!(out[0].status, Status::SUCCESS, "flush");
         // ballast answers LBA Out of Range; Linux nvmet's block backend leaves the check to

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use ballast_engine::IoBuf;
-use ballast_nvme::host::{HostCompletion, HostOp, HostOpts, IoQpair, Session};
+use ballast_nvme::host::{HostOp, HostOpts, IoQpair, Session};
 use ballast_nvme::spec::Status;
 use common::*;
 
@@ -17,14 +17,6 @@ fn opts(hd: bool, dd: bool) -> HostOpts {
         ddgst: dd,
         queue_size: 32,
         ..Default::default()
-    }
-}
-
-fn run_until(qp: &mut IoQpair, out: &mut Vec<HostCompletion>, n: usize) {
-    let t = Instant::now();
-    while out.len() < n {
-        qp.poll(out);
-        assert!(t.elapsed() < Duration::from_secs(20), "I/O timed out");
     }
 }
 
@@ -64,7 +56,7 @@ fn discover_connect_and_verify_io() {
             layout.push((lba, nlb, data));
             lba += nlb as u64 + 3;
         }
-        run_until(&mut qp, &mut out, sizes.len());
+        run_until(&mut qp, &mut out, sizes.len(), Duration::from_secs(20));
         assert!(out.iter().all(|c| c.status == Status::SUCCESS), "{out:?}");
         out.clear();
         for (i, (lba, nlb, _)) in layout.iter().enumerate() {
@@ -72,7 +64,7 @@ fn discover_connect_and_verify_io() {
             qp.submit(HostOp::Read, 1, *lba, *nlb, Some(buf), i as u64)
                 .unwrap();
         }
-        run_until(&mut qp, &mut out, sizes.len());
+        run_until(&mut qp, &mut out, sizes.len(), Duration::from_secs(20));
         for c in &out {
             assert_eq!(c.status, Status::SUCCESS);
             let want = &layout[c.tag as usize].2;
@@ -88,7 +80,7 @@ fn discover_connect_and_verify_io() {
             .unwrap();
         qp.submit(HostOp::WriteZeroes, 1, 0, 8, None, 8).unwrap();
         qp.submit(HostOp::Flush, 1, 0, 1, None, 9).unwrap();
-        run_until(&mut qp, &mut out, 3);
+        run_until(&mut qp, &mut out, 3, Duration::from_secs(20));
         out.sort_by_key(|c| c.tag);
         assert_eq!(out[0].status, Status::LBA_OUT_OF_RANGE);
         assert_eq!(out[1].status, Status::SUCCESS);
@@ -103,7 +95,7 @@ fn discover_connect_and_verify_io() {
         }
         assert_eq!(n as usize, qp.depth());
         out.clear();
-        run_until(&mut qp, &mut out, n as usize);
+        run_until(&mut qp, &mut out, n as usize, Duration::from_secs(20));
     }
 }
 
@@ -116,7 +108,7 @@ fn dead_target_fails_outstanding_io() {
     // Make sure the queue works, then kill the subsystem under it.
     qp.submit(HostOp::Read, 1, 0, 8, Some(IoBuf::heap(4096)), 1)
         .unwrap();
-    run_until(&mut qp, &mut out, 1);
+    run_until(&mut qp, &mut out, 1, Duration::from_secs(20));
     t.target.delete_subsystem(&t.nqn).unwrap();
     std::thread::sleep(Duration::from_millis(100));
     out.clear();

@@ -313,11 +313,7 @@ fn nvmf_methods_and_live_changes() {
     assert_eq!(code, -32602);
     assert!(msg.contains("nguid"), "{msg}");
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let la = json!({"trtype": "tcp", "adrfam": "ipv4", "traddr": "127.0.0.1", "trsvcid": port.to_string()});
     c.ok(
         "nvmf_subsystem_add_listener",
@@ -425,6 +421,15 @@ fn nvmf_methods_and_live_changes() {
         json!({"nqn": "nqn.2014-08.org.nvmexpress.discovery"}),
     );
     assert_eq!(code, -32602);
+}
+
+/// A free loopback TCP port (bind, read, drop).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn wait(mut f: impl FnMut() -> bool) {
@@ -614,11 +619,7 @@ fn save_load_save_is_identical() {
         "nvmf_subsystem_add_host",
         json!({"nqn": nqn, "host": "nqn.2014-08.org.nvmexpress:uuid:9"}),
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     c.ok(
         "nvmf_subsystem_add_listener",
         json!({"nqn": nqn, "listen_address": {"trtype": "TCP", "traddr": "127.0.0.1", "trsvcid": port.to_string()}}),
@@ -720,11 +721,7 @@ fn nvme_attach_controller_loops_back_to_our_own_target() {
         "nvmf_subsystem_add_ns",
         json!({"nqn": nqn, "namespace": {"bdev_name": m0}}),
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     c.ok(
         "nvmf_subsystem_add_listener",
         json!({"nqn": nqn, "listen_address": {"trtype": "tcp", "traddr": "127.0.0.1", "trsvcid": port.to_string()}}),

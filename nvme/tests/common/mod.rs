@@ -529,6 +529,23 @@ impl Host {
     }
 }
 
+/// Polls a host queue until `n` completions are in `out` (panics after `limit`); naps briefly
+/// when a poll brought nothing, so a slow (emulated) target is not spun against.
+pub fn run_until(
+    qp: &mut ballast_nvme::host::IoQpair,
+    out: &mut Vec<ballast_nvme::host::HostCompletion>,
+    n: usize,
+    limit: Duration,
+) {
+    let t = Instant::now();
+    while out.len() < n {
+        if !qp.poll(out) {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        assert!(t.elapsed() < limit, "I/O timed out");
+    }
+}
+
 /// Deterministic pseudo-random bytes.
 pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
