@@ -206,3 +206,30 @@ fn conformance_on_four_reactors() {
     .unwrap();
     conformance(&h, "conc_conf", Model::Persistent, 9);
 }
+
+#[test]
+fn compress_several_reactors_then_shutdown_in_flight() {
+    // Neighbouring blocks share 16 KiB chunks: every write is a read-modify-write racing
+    // others on its chunk, from three reactors, until shutdown with I/O in flight.
+    use ballast_engine::backend::compress;
+    let h = Harness::new(1);
+    malloc::create(malloc::MallocOpts {
+        name: "conc_zbase".into(),
+        num_blocks: 32768,
+        block_size: 512,
+        uuid: None,
+    })
+    .unwrap();
+    compress::create(
+        &h.rt.handle(),
+        compress::CompressOpts {
+            name: Some("conc_comp".into()),
+            base: "conc_zbase".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    run_workloads("conc_comp", 3, 32);
+    drop(h);
+    bdev::delete("conc_comp").unwrap();
+}

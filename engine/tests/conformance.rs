@@ -3,7 +3,7 @@
 mod common;
 
 use ballast_engine::backend::{malloc, null, uring};
-use common::{conformance, Harness, Model};
+use common::{conformance, malloc_named, Harness, Model};
 
 #[test]
 fn malloc_512() {
@@ -175,4 +175,57 @@ fn crypto_stores_ciphertext_and_guards_its_key_and_base() {
         "key destroyed after the stage"
     );
     ballast_engine::bdev::delete(&base).unwrap();
+}
+
+fn compress_over(base: &str, name: &str, algorithm: &str, chunk: u32, h: &Harness) {
+    use ballast_engine::backend::compress;
+    compress::create(
+        &h.rt.handle(),
+        compress::CompressOpts {
+            name: Some(name.into()),
+            base: base.into(),
+            algorithm: Some(algorithm.into()),
+            level: None,
+            chunk_size: Some(chunk),
+        },
+    )
+    .unwrap();
+}
+
+#[test]
+fn compress_lz4_over_malloc_512() {
+    let h = Harness::new(2);
+    malloc_named("conf_zbase_a", 512, 16384);
+    compress_over("conf_zbase_a", "conf_comp_a", "lz4", 16384, &h);
+    conformance(&h, "conf_comp_a", Model::Persistent, 11);
+}
+
+#[test]
+fn compress_zstd_over_malloc_4096() {
+    let h = Harness::new(2);
+    malloc_named("conf_zbase_b", 4096, 4096);
+    compress_over("conf_zbase_b", "conf_comp_b", "zstd", 32768, &h);
+    conformance(&h, "conf_comp_b", Model::Persistent, 12);
+}
+
+#[test]
+fn compress_over_crypto_over_malloc() {
+    // The stack: namespace ← compress ← crypto ← malloc (compress, then encrypt).
+    let h = Harness::new(2);
+    let (crypto, _, _) = crypto_over_malloc("z", 512, 16384, 32);
+    compress_over(&crypto, "conf_comp_z", "lz4", 8192, &h);
+    conformance(&h, "conf_comp_z", Model::Persistent, 13);
+}
+
+#[test]
+fn crypto_over_compress_over_malloc() {
+    let h = Harness::new(2);
+    malloc_named("conf_zbase_y", 4096, 4096);
+    compress_over("conf_zbase_y", "conf_comp_y", "lz4", 16384, &h);
+    let key = "conf_key_y";
+    let k1: Vec<u8> = (0..16u8).collect();
+    let k2: Vec<u8> = (0..16u8).map(|x| x ^ 0x5A).collect();
+    ballast_engine::backend::crypto::key_create(key, "AES_XTS", &k1, &k2).unwrap();
+    ballast_engine::backend::crypto::create("conf_crypto_y", "conf_comp_y", key).unwrap();
+    conformance(&h, "conf_crypto_y", Model::Persistent, 14);
 }

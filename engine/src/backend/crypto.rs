@@ -10,11 +10,11 @@
 //! The base bdev is claimed while the stage exists; a key cannot be destroyed while a stage
 //! uses it. Keys never appear in logs or Debug output.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
+use super::Collect;
 use crate::bdev::{
     self, BackendChannel, Bdev, BdevBackend, BdevDesc, BdevInfo, BdevIo, Completions, IoCallback,
     IoChannel, IoSink, IoStatus, IoType, SgList,
@@ -229,7 +229,7 @@ impl BdevBackend for CryptoBackend {
             base,
             xts: Xts::new(&self.key, &self.key2)?,
             bs: self.block_size,
-            sink: Rc::new(Sink(RefCell::new(Vec::new()))),
+            sink: Rc::default(),
             slots: Vec::new(),
             free: Vec::new(),
             batch: Vec::new(),
@@ -248,15 +248,6 @@ impl BdevBackend for CryptoBackend {
     }
 }
 
-/// Base completions, delivered on this reactor by the base channel's poller.
-struct Sink(RefCell<Vec<BdevIo>>);
-
-impl IoSink for Sink {
-    fn io_done(&self, io: BdevIo) {
-        self.0.borrow_mut().push(io);
-    }
-}
-
 struct Pending {
     io: BdevIo,
 }
@@ -265,7 +256,7 @@ struct CryptoChannel {
     base: IoChannel,
     xts: Xts,
     bs: usize,
-    sink: Rc<Sink>,
+    sink: Rc<Collect>,
     slots: Vec<Option<Pending>>,
     free: Vec<usize>,
     batch: Vec<BdevIo>,

@@ -112,6 +112,46 @@ fn split(data: &[u8], seed: Option<u64>) -> SgList {
     out
 }
 
+/// Fills `data` with compressible, text-like bytes (words from a small vocabulary), so
+/// compressing stages take their compressed path as well as their raw one.
+pub fn text_like(rng: &mut SmallRng, data: &mut [u8]) {
+    const WORDS: &[&[u8]] = &[
+        b"block ",
+        b"volume ",
+        b"chunk ",
+        b"the ",
+        b"of ",
+        b"nvme ",
+        b"reactor ",
+        b"queue ",
+        b"write ",
+        b"read ",
+        b"\n",
+        b"ballast ",
+        b"compress ",
+        b"0123 ",
+        b"and ",
+    ];
+    let mut at = 0;
+    while at < data.len() {
+        let w = WORDS[rng.gen_range(0..WORDS.len())];
+        let n = w.len().min(data.len() - at);
+        data[at..at + n].copy_from_slice(&w[..n]);
+        at += n;
+    }
+}
+
+/// Creates malloc bdev `name`.
+pub fn malloc_named(name: &str, bs: u32, blocks: u64) {
+    ballast_engine::backend::malloc::create(ballast_engine::backend::malloc::MallocOpts {
+        name: name.into(),
+        num_blocks: blocks,
+        block_size: bs,
+        uuid: None,
+    })
+    .unwrap();
+}
+
 /// What the bdev under test keeps.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Model {
@@ -149,7 +189,11 @@ pub fn conformance(h: &Harness, name: &str, model_kind: Model, seed: u64) {
         let off = rng.gen_range(0..=nb - n);
         if rng.gen_bool(0.55) {
             let mut data = vec![0u8; n as usize * bs];
-            rng.fill(&mut data[..]);
+            if rng.gen_bool(0.5) {
+                rng.fill(&mut data[..]);
+            } else {
+                text_like(&mut rng, &mut data);
+            }
             let (st, _) = h.io(
                 core,
                 name,
