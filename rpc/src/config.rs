@@ -7,8 +7,10 @@
 //!                                    {"method": "nvmf_create_subsystem", ...}, ...]}]}
 //! ```
 //!
-//! `save` renders the live state deterministically (sorted by name, NQN, NSID), so saving,
-//! replaying the file into a fresh daemon and saving again gives the same document. `load`
+//! `save` renders the live state deterministically (sorted by name, NQN, NSID; a stage after
+//! the bdev it is built on), so saving, replaying the file into a fresh daemon and saving
+//! again gives the same document. The document holds crypto keys with their material, as
+//! SPDK's does: `ballast-rpc save_config` writes it with mode 0600. `load`
 //! replays a document method by method, skipping methods of SPDK subsystems ballast does not
 //! have (logged), and stops at the first failing method with an error naming it.
 
@@ -22,11 +24,81 @@ fn entry(method: &str, params: Value) -> Value {
     json!({"method": method, "params": params})
 }
 
-/// The live configuration.
-pub fn save(ctx: &Context) -> Value {
+/// One entry of the "bdev" config and how it stacks: the bdevs it creates and the bdev it is
+/// built on. [`dependency_order`] sorts these.
+#[derive(Debug, Clone)]
+pub(crate) struct BdevEntry {
+    /// Names of the bdevs the entry creates (a controller attach creates one per namespace).
+    pub provides: Vec<String>,
+    /// The bdev it is built on (a stage's base), if any.
+    pub base: Option<String>,
+    /// The `{"method", "params"}` entry.
+    pub entry: Value,
+}
+
+impl BdevEntry {
+    fn base(name: &str, entry: Value) -> Self {
+        BdevEntry {
+            provides: vec![name.to_string()],
+            base: None,
+            entry,
+        }
+    }
+
+    fn stage(name: &str, base: &str, entry: Value) -> Self {
+        BdevEntry {
+            provides: vec![name.to_string()],
+            base: Some(base.to_string()),
+            entry,
+        }
+    }
+}
+
+/// Orders bdev entries so that each comes after the entry creating its base, for any
+/// stacking (crypto on compress on malloc, compress on crypto on an NVMe namespace, ...).
+///
+/// Kahn's algorithm in waves: first every entry without a base, then the stages whose base is
+/// already emitted, and so on; within a wave the given order is kept, so the output is as
+/// deterministic as the input. A base no entry creates (a bdev type save_config does not
+/// save) does not hold its stage back: replaying fails at that stage, naming the base.
+/// A cycle cannot exist (a stage claims its base), but would not lose entries either: they
+/// are appended, with a warning.
+pub(crate) fn dependency_order(entries: Vec<BdevEntry>) -> Vec<Value> {
+    use std::collections::HashSet;
+    let saved: HashSet<String> = entries
+        .iter()
+        .flat_map(|e| e.provides.iter().cloned())
+        .collect();
+    let mut emitted: HashSet<String> = HashSet::new();
+    let mut out = Vec::with_capacity(entries.len());
+    let mut pending = entries;
+    while !pending.is_empty() {
+        let ready = |e: &BdevEntry| {
+            e.base
+                .as_ref()
+                .is_none_or(|b| emitted.contains(b) || !saved.contains(b))
+        };
+        let (wave, rest): (Vec<_>, Vec<_>) = pending.into_iter().partition(|e| ready(e));
+        if wave.is_empty() {
+            let names: Vec<&String> = rest.iter().flat_map(|e| &e.provides).collect();
+            tracing::warn!(?names, "save_config: bdevs stacked in a cycle");
+            out.extend(rest.into_iter().map(|e| e.entry));
+            break;
+        }
+        for e in wave {
+            emitted.extend(e.provides);
+            out.push(e.entry);
+        }
+        pending = rest;
+    }
+    out
+}
+
+/// The "bdev" config: every bdev save_config can recreate, bases before what is built on them.
+fn bdev_config() -> Vec<Value> {
     let mut bdevs = ballast_engine::bdev::list();
     bdevs.sort_by(|a, b| a.name().cmp(b.name()));
-    let mut bcfg = Vec::new();
+    let mut bases = Vec::new();
     for b in bdevs {
         let i = b.info();
         let common = json!({
@@ -35,9 +107,9 @@ pub fn save(ctx: &Context) -> Value {
             "block_size": i.block_size,
             "uuid": i.uuid.to_string(),
         });
-        match b.product_name() {
-            "Malloc disk" => bcfg.push(entry("bdev_malloc_create", common)),
-            "Null disk" => bcfg.push(entry("bdev_null_create", common)),
+        let entry = match b.product_name() {
+            "Malloc disk" => entry("bdev_malloc_create", common),
+            "Null disk" => entry("bdev_null_create", common),
             "URING bdev" => {
                 let filename = b
                     .describe()
@@ -45,7 +117,7 @@ pub fn save(ctx: &Context) -> Value {
                     .find(|(k, _)| k == "filename")
                     .map(|(_, v)| v)
                     .unwrap_or_default();
-                bcfg.push(entry(
+                entry(
                     "bdev_uring_create",
                     json!({
                         "name": i.name,
@@ -53,27 +125,42 @@ pub fn save(ctx: &Context) -> Value {
                         "block_size": i.block_size,
                         "uuid": i.uuid.to_string(),
                     }),
-                ));
+                )
             }
-            // Saved below as their controller's attach.
-            "NVMe disk" | "crypto" => {}
+            // Saved below: as their controller's attach, or as stages over their base.
+            "NVMe disk" | "crypto" | "compress" => continue,
             other => {
-                tracing::warn!(bdev = %i.name, product = other, "save_config: bdev type not saved")
+                tracing::warn!(bdev = %i.name, product = other, "save_config: bdev type not saved");
+                continue;
             }
-        }
+        };
+        bases.push(BdevEntry::base(&i.name, entry));
     }
     for r in ballast_nvme::remote::list() {
-        bcfg.push(entry(
-            "bdev_nvme_attach_controller",
-            methods::remote_json(&r),
-        ));
+        bases.push(BdevEntry {
+            provides: r.bdevs.clone(),
+            base: None,
+            entry: entry("bdev_nvme_attach_controller", methods::remote_json(&r)),
+        });
     }
+    let mut stages: Vec<(String, BdevEntry)> = Vec::new();
     for (name, base, key) in ballast_engine::backend::crypto::stages() {
-        bcfg.push(entry(
-            "bdev_crypto_create",
-            json!({"base_bdev_name": base, "name": name, "key_name": key}),
-        ));
+        let params = json!({"base_bdev_name": base, "name": name, "key_name": key});
+        let e = BdevEntry::stage(&name, &base, entry("bdev_crypto_create", params));
+        stages.push((name, e));
     }
+    for s in ballast_engine::backend::compress::stages() {
+        let e = entry("bdev_compress_create", methods::compress_json(&s));
+        stages.push((s.name.clone(), BdevEntry::stage(&s.name, &s.base, e)));
+    }
+    stages.sort_by(|a, b| a.0.cmp(&b.0));
+    bases.extend(stages.into_iter().map(|(_, e)| e));
+    dependency_order(bases)
+}
+
+/// The live configuration.
+pub fn save(ctx: &Context) -> Value {
+    let bcfg = bdev_config();
     // Keys are saved with their material, as SPDK does: protect saved configs (0600).
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     let acfg: Vec<Value> = ballast_engine::backend::crypto::keys()
@@ -268,4 +355,95 @@ pub fn embedded_default(
             }},
         ]},
     ]})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(entries: &[Value]) -> Vec<&str> {
+        entries
+            .iter()
+            .map(|e| e["params"]["name"].as_str().unwrap())
+            .collect()
+    }
+
+    fn base(name: &str) -> BdevEntry {
+        BdevEntry::base(name, entry("bdev_malloc_create", json!({"name": name})))
+    }
+
+    fn crypto(name: &str, on: &str) -> BdevEntry {
+        let params = json!({"name": name, "base_bdev_name": on});
+        BdevEntry::stage(name, on, entry("bdev_crypto_create", params))
+    }
+
+    fn compress(name: &str, on: &str) -> BdevEntry {
+        let params = json!({"name": name, "base_bdev_name": on});
+        BdevEntry::stage(name, on, entry("bdev_compress_create", params))
+    }
+
+    /// Every entry comes after the one creating its base, and none is lost.
+    fn assert_bases_first(order: &[Value], count: usize) {
+        assert_eq!(order.len(), count, "{order:?}");
+        for (i, e) in order.iter().enumerate() {
+            if let Some(b) = e["params"]["base_bdev_name"].as_str() {
+                let at = order.iter().position(|x| x["params"]["name"] == b);
+                assert!(at.is_none_or(|at| at < i), "{b} after its stage: {order:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn crypto_over_compress_and_compress_over_crypto() {
+        // Listed stage-first and named so that sorting by name would be wrong.
+        for (stages, expected) in [
+            (
+                [crypto("A_crypt", "COMP_M0"), compress("COMP_M0", "M0")],
+                ["M0", "COMP_M0", "A_crypt"],
+            ),
+            (
+                [compress("A_comp", "Z_crypt"), crypto("Z_crypt", "M0")],
+                ["M0", "Z_crypt", "A_comp"],
+            ),
+        ] {
+            let order = dependency_order([vec![base("M0")], stages.to_vec()].concat());
+            assert_eq!(names(&order), expected);
+            assert_bases_first(&order, 3);
+        }
+    }
+
+    #[test]
+    fn deep_and_wide_stacks_keep_bases_first() {
+        // crypto on compress on crypto on malloc, and stages on an NVMe controller's namespace.
+        let nvme = BdevEntry {
+            provides: vec!["Nvme0n1".into(), "Nvme0n2".into()],
+            base: None,
+            entry: entry("bdev_nvme_attach_controller", json!({"name": "Nvme0"})),
+        };
+        let order = dependency_order(vec![
+            base("Malloc0"),
+            base("Null0"),
+            nvme,
+            crypto("c1", "Malloc0"),
+            compress("c2", "c1"),
+            crypto("c3", "c2"),
+            compress("n1", "Nvme0n2"),
+            crypto("n2", "n1"),
+        ]);
+        assert_eq!(
+            names(&order),
+            ["Malloc0", "Null0", "Nvme0", "c1", "n1", "c2", "n2", "c3"]
+        );
+        assert_bases_first(&order, 8);
+    }
+
+    #[test]
+    fn unsaved_base_and_cycles_lose_no_entry() {
+        // The base is a bdev type save_config does not write: the stage is still saved.
+        let order = dependency_order(vec![crypto("x", "Unsaved0"), base("Malloc0")]);
+        assert_eq!(names(&order), ["x", "Malloc0"]);
+        // Impossible live (a stage claims its base), but nothing may vanish.
+        let order = dependency_order(vec![base("M"), crypto("a", "b"), compress("b", "a")]);
+        assert_eq!(names(&order), ["M", "a", "b"]);
+    }
 }

@@ -604,3 +604,130 @@ fn each_method_has_help() {
         );
     }
 }
+
+/// A saved config as the daemon returns it: it holds key material.
+fn config_with_a_key() -> Value {
+    json!({"subsystems": [
+        {"subsystem": "accel", "config": [{"method": "accel_crypto_key_create",
+            "params": {"name": "k0", "cipher": "AES_XTS", "key": "00112233", "key2": "44556677"}}]},
+        {"subsystem": "bdev", "config": []}]})
+}
+
+/// A file in `dir` with `text` and mode `mode` (set explicitly: the umask does not matter).
+fn file_with_mode(dir: &TempDir, name: &str, text: &str, mode: u32) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.0.join(name);
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn save_config_output_file_is_private_even_if_it_existed_wider() {
+    let config = config_with_a_key();
+    let expected = serde_json::to_string_pretty(&config).unwrap() + "\n";
+    let dir = TempDir::new();
+    // An existing 0644 file, longer than the config: made 0600, old content gone.
+    let old = file_with_mode(&dir, "old.json", &"x".repeat(expected.len() * 2), 0o644);
+    let new = dir.0.join("new.json");
+    for (path, flag) in [(&old, "-o"), (&new, "--output")] {
+        let mut server = FakeServer::replying(ok(config.clone()));
+        let out = run(
+            &server.socket(),
+            &["save_config", flag, path.to_str().unwrap()],
+        );
+        assert_eq!(server.request()["method"], json!("save_config"));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(stdout(&out), "", "the config goes to the file only");
+        assert_eq!(std::fs::read_to_string(path).unwrap(), expected);
+        assert_eq!(mode(path), 0o600, "{}", path.display());
+    }
+}
+
+#[test]
+fn save_config_output_file_is_untouched_when_the_call_fails() {
+    let dir = TempDir::new();
+    let path = file_with_mode(&dir, "keep.json", "previous", 0o644);
+    let mut server = FakeServer::replying(json!({"jsonrpc": "2.0", "id": 1,
+        "error": {"code": -32603, "message": "boom"}}));
+    let out = run(
+        &server.socket(),
+        &["save_config", "-o", path.to_str().unwrap()],
+    );
+    server.request();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "previous");
+}
+
+/// Runs the client with stdout redirected to `file`, as `ballast-rpc ARGS > file` does.
+fn run_to_file(socket: &Path, args: &[&str], file: &Path) -> Output {
+    let stdout = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(file)
+        .unwrap();
+    Command::new(BIN)
+        .arg("-s")
+        .arg(socket)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn save_config_redirected_to_a_file_makes_it_private() {
+    let config = config_with_a_key();
+    let dir = TempDir::new();
+    // What `> cfg.json` gives with a 022 umask.
+    let path = file_with_mode(&dir, "cfg.json", "", 0o644);
+    let mut server = FakeServer::replying(ok(config.clone()));
+    let out = run_to_file(&server.socket(), &["save_config"], &path);
+    server.request();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        serde_json::to_string_pretty(&config).unwrap() + "\n"
+    );
+    assert_eq!(mode(&path), 0o600);
+    // Other methods leave a redirect's mode alone.
+    let other = file_with_mode(&dir, "bdevs.json", "", 0o644);
+    let mut server = FakeServer::replying(ok(json!([])));
+    let out = run_to_file(&server.socket(), &["bdev_get_bdevs"], &other);
+    server.request();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(mode(&other), 0o644);
+}
+
+#[test]
+fn compress_create_sends_spdk_params() {
+    let mut server = FakeServer::replying(ok(json!("COMP_Malloc0")));
+    let out = run(
+        &server.socket(),
+        &[
+            "bdev_compress_create",
+            "-b",
+            "Malloc0",
+            "-a",
+            "zstd",
+            "-l",
+            "3",
+            "-c",
+            "32768",
+        ],
+    );
+    assert_eq!(
+        server.request()["params"],
+        json!({"base_bdev_name": "Malloc0", "algorithm": "zstd", "level": 3,
+               "chunk_size": 32768})
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "COMP_Malloc0\n");
+}

@@ -1,141 +1,17 @@
 //! JSON-RPC server tests: every method with valid and invalid params, framing and protocol
 //! errors, concurrent clients, misbehaving clients, live changes, save → load → save.
 
+mod common;
+
 use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ballast_nvme::target::{Target, TransportOpts};
-use ballast_reactor::{Runtime, RuntimeConfig};
 use ballast_rpc::{Context, RpcServer};
+use common::{free_port, sub, wait, Daemon};
 use serde_json::{json, Value};
-
-static SEQ: AtomicUsize = AtomicUsize::new(0);
-
-struct Daemon {
-    _rt: Runtime,
-    ctx: Arc<Context>,
-    server: Option<RpcServer>,
-    path: PathBuf,
-    prefix: String,
-}
-
-impl Daemon {
-    fn new() -> Self {
-        let rt = Runtime::start(RuntimeConfig {
-            cores: vec![0, 1],
-            pin: false,
-            ..Default::default()
-        })
-        .unwrap();
-        let n = SEQ.fetch_add(1, Ordering::Relaxed);
-        let pid = std::process::id();
-        let path = PathBuf::from(format!("/tmp/ballast-rpc-test-{pid}-{n}.sock"));
-        let target = Target::new(rt.handle(), TransportOpts::default()).unwrap();
-        let ctx = Context::new(rt.handle(), target, Arc::new(AtomicBool::new(false)));
-        let server = RpcServer::start(ctx.clone(), &path).unwrap();
-        Daemon {
-            _rt: rt,
-            ctx,
-            server: Some(server),
-            path,
-            prefix: format!("t{pid}x{n}"),
-        }
-    }
-
-    /// A bdev name unique to this test.
-    fn name(&self, s: &str) -> String {
-        format!("{}{s}", self.prefix)
-    }
-
-    fn nqn(&self, s: &str) -> String {
-        format!("nqn.2026-11.io.ballast:{}-{s}", self.prefix)
-    }
-
-    fn client(&self) -> Client {
-        let s = UnixStream::connect(&self.path).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        Client { s, id: 0 }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let t = &self.ctx.target;
-        for s in t.subsystems() {
-            if s.nqn.contains(&self.prefix) {
-                let _ = t.delete_subsystem(&s.nqn);
-            }
-        }
-        for b in ballast_engine::bdev::list() {
-            if b.name().starts_with(&self.prefix) {
-                let _ = ballast_engine::bdev::delete(b.name());
-            }
-        }
-        if let Some(s) = self.server.take() {
-            s.stop();
-        }
-    }
-}
-
-struct Client {
-    s: UnixStream,
-    id: u64,
-}
-
-impl Client {
-    fn send_raw(&mut self, b: &[u8]) {
-        self.s.write_all(b).unwrap();
-    }
-
-    /// Reads one newline-terminated response.
-    fn recv(&mut self) -> Value {
-        let mut buf = Vec::new();
-        let mut b = [0u8; 1];
-        loop {
-            let n = self.s.read(&mut b).unwrap();
-            assert!(n > 0, "connection closed before a response");
-            if b[0] == b'\n' {
-                break;
-            }
-            buf.push(b[0]);
-        }
-        serde_json::from_slice(&buf).unwrap()
-    }
-
-    fn call(&mut self, method: &str, params: Value) -> Result<Value, (i64, String)> {
-        self.id += 1;
-        let mut req = json!({"jsonrpc": "2.0", "id": self.id, "method": method});
-        if !params.is_null() {
-            req["params"] = params;
-        }
-        self.send_raw(req.to_string().as_bytes());
-        let r = self.recv();
-        assert_eq!(r["id"], json!(self.id));
-        if let Some(e) = r.get("error") {
-            return Err((
-                e["code"].as_i64().unwrap(),
-                e["message"].as_str().unwrap().to_string(),
-            ));
-        }
-        Ok(r["result"].clone())
-    }
-
-    fn ok(&mut self, method: &str, params: Value) -> Value {
-        self.call(method, params)
-            .unwrap_or_else(|e| panic!("{method} failed: {e:?}"))
-    }
-
-    fn err(&mut self, method: &str, params: Value) -> (i64, String) {
-        match self.call(method, params) {
-            Ok(v) => panic!("{method} should fail, returned {v}"),
-            Err(e) => e,
-        }
-    }
-}
 
 #[test]
 fn framework_methods() {
@@ -421,25 +297,6 @@ fn nvmf_methods_and_live_changes() {
         json!({"nqn": "nqn.2014-08.org.nvmexpress.discovery"}),
     );
     assert_eq!(code, -32602);
-}
-
-/// A free loopback TCP port (bind, read, drop).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait(mut f: impl FnMut() -> bool) {
-    for _ in 0..500 {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("condition not reached");
 }
 
 const HOSTNQN: &str = "nqn.2014-08.org.nvmexpress:uuid:1";
@@ -762,16 +619,6 @@ fn nvme_attach_controller_loops_back_to_our_own_target() {
     assert_eq!(code, -19);
 }
 
-/// The config of subsystem `name` in a save_config document.
-fn sub<'a>(cfg: &'a Value, name: &str) -> &'a Value {
-    cfg["subsystems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["subsystem"] == name)
-        .unwrap_or_else(|| panic!("no {name} subsystem in {cfg}"))
-}
-
 #[test]
 fn crypto_keys_and_stage_over_rpc() {
     let d = Daemon::new();
@@ -850,4 +697,90 @@ fn crypto_keys_and_stage_over_rpc() {
             .is_ok()
     });
     c.ok("bdev_malloc_delete", json!({"name": base}));
+}
+
+#[test]
+fn compress_create_params_are_checked_before_the_engine() {
+    let d = Daemon::new();
+    let mut c = d.client();
+    let base = d.name("ZB");
+    c.malloc(&base, 1024, 512);
+    // Each refused with -32602 and a message naming what is wrong; the base stays unclaimed.
+    for (p, needle) in [
+        (
+            json!({"base_bdev_name": base, "algorithm": "lz5"}),
+            "algorithm \"lz5\"",
+        ),
+        (
+            json!({"base_bdev_name": base, "comp_algo": "deflate"}),
+            "algorithm \"deflate\"",
+        ),
+        (
+            json!({"base_bdev_name": base, "algorithm": "lz4", "level": 3}),
+            "level",
+        ),
+        (
+            json!({"base_bdev_name": base, "comp_algo": "LZ4", "comp_level": 1}),
+            "level",
+        ),
+        (
+            json!({"base_bdev_name": base, "algorithm": "zstd", "level": 20}),
+            "level 20",
+        ),
+        (json!({"base_bdev_name": base, "level": 0}), "level 0"),
+        (
+            json!({"base_bdev_name": base, "chunk_size": 12288}),
+            "chunk_size 12288",
+        ),
+        (
+            json!({"base_bdev_name": base, "chunk_size": 2048}),
+            "chunk_size 2048",
+        ),
+        (
+            json!({"base_bdev_name": base, "chunk_size": 262144}),
+            "chunk_size 262144",
+        ),
+        (
+            json!({"base_bdev_name": base, "chunk_size": -1}),
+            "chunk_size",
+        ),
+        (
+            json!({"name": "x", "algorithm": "lz4"}),
+            "missing field `base_bdev_name`",
+        ),
+        (json!({"base_bdev_name": base, "colour": "red"}), "colour"),
+        (
+            json!({"base_bdev_name": base, "algorithm": "lz4", "comp_algo": "lz4"}),
+            "duplicate field",
+        ),
+    ] {
+        let (code, msg) = c.err("bdev_compress_create", p.clone());
+        assert_eq!(code, -32602, "{p}: {msg}");
+        assert!(msg.contains(needle), "{p}: {msg}");
+    }
+    let b = c.ok("bdev_get_bdevs", json!({"name": base}));
+    assert_eq!(b[0]["claimed"], json!(false));
+    // SPDK's pm_path and lb_size are accepted (and ignored): whatever the engine answers, it
+    // is not an unknown-field error.
+    if let Err((_, msg)) = c.call(
+        "bdev_compress_create",
+        json!({"base_bdev_name": d.name("nobase"), "pm_path": "/mnt/pmem", "lb_size": 4096}),
+    ) {
+        assert!(!msg.contains("unknown field"), "{msg}");
+    }
+    let (code, _) = c.err("bdev_compress_get_stats", json!({"name": d.name("none")}));
+    assert_eq!(code, -19);
+    let (code, msg) = c.err("bdev_compress_get_stats", json!({"base": "x"}));
+    assert_eq!(code, -32602);
+    assert!(msg.contains("base"), "{msg}");
+    let (code, _) = c.err("bdev_compress_delete", json!({"name": d.name("none")}));
+    assert_eq!(code, -19);
+    let methods = c.ok("rpc_get_methods", Value::Null);
+    for m in [
+        "bdev_compress_create",
+        "bdev_compress_delete",
+        "bdev_compress_get_stats",
+    ] {
+        assert!(methods.as_array().unwrap().contains(&json!(m)), "{m}");
+    }
 }

@@ -6,6 +6,7 @@
 //! ballast-rpc bdev_malloc_create -b Malloc0 64 512
 //! ballast-rpc call METHOD ['{"json":"params"}' | -]
 //! ballast-rpc load_config < config.json
+//! ballast-rpc save_config -o config.json    # mode 0600: it holds key material
 //! ```
 //!
 //! A result is printed to stdout as pretty JSON, except a bare string (a created bdev's name),
@@ -22,6 +23,8 @@
 mod client;
 #[path = "cli/methods.rs"]
 mod methods;
+#[path = "cli/output.rs"]
+mod output;
 
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
@@ -93,7 +96,18 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
         verbose: cli.verbose,
     };
     match client::call(&opts, &method, params) {
-        Ok(Reply::Result(result)) => print_result(&result),
+        Ok(Reply::Result(result)) => match cli.method.output_file() {
+            Some(path) => {
+                output::write_private_file(path, &render(&result)?)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            None => {
+                if cli.method.result_is_private() {
+                    output::make_stdout_private()?;
+                }
+                print_result(&result)
+            }
+        },
         Ok(Reply::Error(error)) => {
             eprintln!("error: {error}");
             Ok(ExitCode::FAILURE)
@@ -106,11 +120,16 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
     }
 }
 
+/// A result as printed: a bare string unquoted, anything else as pretty JSON.
+fn render(result: &Value) -> Result<String, String> {
+    match result {
+        Value::String(s) => Ok(s.clone()),
+        other => serde_json::to_string_pretty(other).map_err(|e| e.to_string()),
+    }
+}
+
 fn print_result(result: &Value) -> Result<ExitCode, String> {
-    let text = match result {
-        Value::String(s) => s.clone(),
-        other => serde_json::to_string_pretty(other).map_err(|e| e.to_string())?,
-    };
+    let text = render(result)?;
     match writeln!(io::stdout().lock(), "{text}") {
         // `ballast-rpc … | head` is not a failure of the call.
         Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {

@@ -4,6 +4,8 @@
 //! Keys that the operator did not give are left out rather than sent as `null`, as rpc.py does,
 //! so the daemon applies its own defaults; a method whose params would be `{}` sends none.
 
+use std::path::{Path, PathBuf};
+
 use clap::{ArgGroup, Subcommand};
 use serde_json::{Map, Value};
 
@@ -32,9 +34,19 @@ pub enum Method {
     /// Wait until the daemon has finished initialising.
     #[command(name = "framework_wait_init")]
     FrameworkWaitInit,
-    /// Print the current configuration in SPDK's JSON config format.
-    #[command(name = "save_config")]
-    SaveConfig,
+    /// Print the current configuration in SPDK's JSON config format. It holds crypto keys
+    /// with their material, so it is written private: mode 0600 (also when stdout is
+    /// redirected to a file).
+    #[command(
+        name = "save_config",
+        after_help = "Examples:\n  ballast-rpc save_config -o ballast.json\n  \
+                      ballast-rpc save_config > ballast.json"
+    )]
+    SaveConfig {
+        /// Write the configuration to FILE (created or replaced with mode 0600), not stdout.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Apply a JSON config (SPDK's format, as save_config prints it) read from stdin.
     #[command(
         name = "load_config",
@@ -135,6 +147,48 @@ pub enum Method {
     BdevUringDelete {
         /// Name of the uring bdev.
         name: String,
+    },
+
+    /// Create a compressed bdev over a base bdev; prints its name. Opens the compressed
+    /// volume the base holds, or formats the base as one.
+    #[command(
+        name = "bdev_compress_create",
+        after_help = "Example: ballast-rpc bdev_compress_create -b Malloc0 -a zstd -l 3\n\n\
+                      ballast keeps the volume's metadata on the base bdev: SPDK's pm_path is \
+                      accepted and ignored."
+    )]
+    BdevCompressCreate {
+        /// Name of the base bdev.
+        #[arg(short = 'b', long)]
+        base_bdev_name: String,
+        /// Name of the compressed bdev (default: COMP_<base>).
+        #[arg(short, long)]
+        name: Option<String>,
+        /// Compression algorithm: lz4 (default) or zstd.
+        #[arg(short, long, alias = "comp-algo", value_parser = ["lz4", "zstd"])]
+        algorithm: Option<String>,
+        /// Zstd level, 1 (fastest) to 19.
+        #[arg(short, long, alias = "comp-level")]
+        level: Option<i32>,
+        /// Chunk size in bytes: a power of two from 4096 to 131072 (default 16384).
+        #[arg(short, long)]
+        chunk_size: Option<u32>,
+        /// Accepted for rpc.py compatibility and ignored by ballast.
+        #[arg(short, long)]
+        pm_path: Option<String>,
+    },
+    /// Delete a compressed bdev (the compressed data stays on its base).
+    #[command(name = "bdev_compress_delete")]
+    BdevCompressDelete {
+        /// Name of the compressed bdev.
+        name: String,
+    },
+    /// Show compressed bdevs and their space figures (all, or the one named).
+    #[command(name = "bdev_compress_get_stats")]
+    BdevCompressGetStats {
+        /// Name of the compressed bdev.
+        #[arg(short, long)]
+        name: Option<String>,
     },
 
     /// Create an NVMe-oF transport (TCP).
@@ -336,6 +390,19 @@ pub struct Listener {
 }
 
 impl Method {
+    /// The file the result goes to instead of stdout (`save_config -o FILE`).
+    pub fn output_file(&self) -> Option<&Path> {
+        match self {
+            Method::SaveConfig { output } => output.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Whether the result may hold secrets (keys), so that it is written with mode 0600.
+    pub fn result_is_private(&self) -> bool {
+        matches!(self, Method::SaveConfig { .. })
+    }
+
     /// Whether this invocation takes input from stdin (read by the caller, handed to
     /// [`params_for`]), so the mapping itself stays pure.
     pub fn reads_stdin(&self) -> bool {
@@ -361,7 +428,7 @@ pub fn params_for(method: &Method, stdin: Option<&str>) -> Result<(String, Optio
         M::FrameworkGetReactors => ("framework_get_reactors", Params::new()),
         M::ThreadGetStats => ("thread_get_stats", Params::new()),
         M::FrameworkWaitInit => ("framework_wait_init", Params::new()),
-        M::SaveConfig => ("save_config", Params::new()),
+        M::SaveConfig { output: _ } => ("save_config", Params::new()),
         M::LoadConfig => {
             let text = stdin.unwrap_or_default();
             if text.trim().is_empty() {
@@ -452,6 +519,31 @@ pub fn params_for(method: &Method, stdin: Option<&str>) -> Result<(String, Optio
         M::BdevUringDelete { name } => (
             "bdev_uring_delete",
             Params::new().set("name", name.as_str()),
+        ),
+        M::BdevCompressCreate {
+            base_bdev_name,
+            name,
+            algorithm,
+            level,
+            chunk_size,
+            pm_path,
+        } => {
+            let params = Params::new()
+                .set("base_bdev_name", base_bdev_name.as_str())
+                .opt("name", name.as_deref())
+                .opt("algorithm", algorithm.as_deref())
+                .opt("level", *level)
+                .opt("chunk_size", *chunk_size)
+                .opt("pm_path", pm_path.as_deref());
+            ("bdev_compress_create", params)
+        }
+        M::BdevCompressDelete { name } => (
+            "bdev_compress_delete",
+            Params::new().set("name", name.as_str()),
+        ),
+        M::BdevCompressGetStats { name } => (
+            "bdev_compress_get_stats",
+            Params::new().opt("name", name.as_deref()),
         ),
 
         M::NvmfCreateTransport {
@@ -685,6 +777,7 @@ mod tests {
             ("thread_get_stats", "thread_get_stats", None),
             ("framework_wait_init", "framework_wait_init", None),
             ("save_config", "save_config", None),
+            ("save_config -o /tmp/cfg.json", "save_config", None),
             (
                 "spdk_kill_instance SIGTERM",
                 "spdk_kill_instance",
@@ -773,6 +866,39 @@ mod tests {
                 "bdev_uring_delete Uring0",
                 "bdev_uring_delete",
                 Some(json!({"name": "Uring0"})),
+            ),
+            (
+                "bdev_compress_create -b Malloc0",
+                "bdev_compress_create",
+                Some(json!({"base_bdev_name": "Malloc0"})),
+            ),
+            (
+                "bdev_compress_create -b Malloc0 -n Comp0 -a zstd -l 3 -c 65536 -p /mnt/pm",
+                "bdev_compress_create",
+                Some(
+                    json!({"base_bdev_name": "Malloc0", "name": "Comp0", "algorithm": "zstd",
+                            "level": 3, "chunk_size": 65536, "pm_path": "/mnt/pm"}),
+                ),
+            ),
+            (
+                "bdev_compress_create --base-bdev-name M1 --name C1 --comp-algo lz4 \
+                 --chunk-size 4096",
+                "bdev_compress_create",
+                Some(
+                    json!({"base_bdev_name": "M1", "name": "C1", "algorithm": "lz4",
+                            "chunk_size": 4096}),
+                ),
+            ),
+            (
+                "bdev_compress_delete COMP_Malloc0",
+                "bdev_compress_delete",
+                Some(json!({"name": "COMP_Malloc0"})),
+            ),
+            ("bdev_compress_get_stats", "bdev_compress_get_stats", None),
+            (
+                "bdev_compress_get_stats -n COMP_Malloc0",
+                "bdev_compress_get_stats",
+                Some(json!({"name": "COMP_Malloc0"})),
             ),
             (
                 "nvmf_create_transport -t TCP",
@@ -1048,6 +1174,13 @@ mod tests {
             "bdev_uring_create /dev/x",
             "bdev_uring_create /dev/x U 4k",
             "bdev_malloc_delete",
+            "bdev_compress_create",
+            "bdev_compress_create Malloc0",
+            "bdev_compress_create -b Malloc0 -a lz5",
+            "bdev_compress_create -b Malloc0 -l fast",
+            "bdev_compress_create -b Malloc0 -c 16k",
+            "bdev_compress_delete",
+            "save_config -o",
             "spdk_kill_instance",
             "bdev_get_bdevs -t 500",
             "bdev_get_bdevs -b Malloc0 -t soon",
