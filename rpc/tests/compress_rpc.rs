@@ -27,7 +27,7 @@ fn with_malloc(tag: &str, block_size: u32) -> (Daemon, Client, String) {
 }
 
 #[test]
-#[ignore = "needs the compress engine"]
+
 fn create_stats_save_delete_on_malloc() {
     let (_d, mut c, base) = with_malloc("CM", 512);
     let comp = c.ok("bdev_compress_create", json!({"base_bdev_name": base}));
@@ -77,7 +77,7 @@ fn create_stats_save_delete_on_malloc() {
 }
 
 #[test]
-#[ignore = "needs the compress engine"]
+
 fn zstd_with_spdk_spellings_and_level_in_stats() {
     let (d, mut c, base) = with_malloc("ZM", 4096);
     let name = d.name("Zc");
@@ -96,7 +96,7 @@ fn zstd_with_spdk_spellings_and_level_in_stats() {
 }
 
 #[test]
-#[ignore = "needs the compress engine"]
+
 fn crypto_over_compress_is_saved_after_it() {
     let (d, mut c, base) = with_malloc("SM", 512);
     let (comp, key, crypt) = (d.name("Sc"), d.name("Sk"), d.name("Scrypt"));
@@ -125,7 +125,7 @@ fn crypto_over_compress_is_saved_after_it() {
 }
 
 #[test]
-#[ignore = "needs the compress engine"]
+
 fn create_on_a_missing_base_is_enodev() {
     let d = Daemon::new();
     let mut c = d.client();

@@ -71,6 +71,10 @@ struct Args {
     /// Data digests.
     #[arg(long)]
     ddgst: bool,
+    /// Data written: fill (one byte value per buffer), text (text-like, lz4 ≈ 2.5×) or
+    /// random (incompressible). Matters for compressing volumes.
+    #[arg(long, default_value = "fill")]
+    data: String,
     /// Machine-readable summary.
     #[arg(long)]
     json: bool,
@@ -180,6 +184,9 @@ fn run(args: Args) -> Result<(), String> {
     };
     if args.size == 0 || args.depth == 0 {
         return Err("size and depth must be > 0".into());
+    }
+    if Data::parse(&args.data).is_none() {
+        return Err(format!("--data {:?}: want fill, text or random", args.data));
     }
     let cores = ballast_reactor::parse_core_mask(&args.cores).map_err(|e| e.to_string())?;
     let rt = Runtime::start(RuntimeConfig {
@@ -357,9 +364,87 @@ fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
+/// What write buffers hold.
+#[derive(Clone, Copy, PartialEq)]
+enum Data {
+    Fill,
+    Text,
+    Random,
+}
+
+impl Data {
+    fn parse(s: &str) -> Option<Data> {
+        match s {
+            "fill" => Some(Data::Fill),
+            "text" => Some(Data::Text),
+            "random" => Some(Data::Random),
+            _ => None,
+        }
+    }
+
+    /// A buffer of `len` bytes for queue slot `slot`.
+    fn buf(self, len: usize, slot: usize) -> IoBuf {
+        const WORDS: &[&[u8]] = &[
+            b"volume ",
+            b"reactor ",
+            b"the ",
+            b"of ",
+            b"chunk ",
+            b"queue ",
+            b"GET /api/v1/",
+            b"200 ",
+            b"nvme ",
+            b"write ",
+            b"read ",
+            b"INFO ",
+            b"\n",
+            b"block=",
+            b"latency_us=",
+            b"and ",
+        ];
+        let mut b = IoBuf::heap(len);
+        let mut x =
+            0x2545_F491_4F6C_DD1D_u64 ^ (slot as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        match self {
+            Data::Fill => b.fill(slot as u8),
+            Data::Random => b.chunks_mut(8).for_each(|c| {
+                let v = next().to_le_bytes();
+                c.copy_from_slice(&v[..c.len()])
+            }),
+            Data::Text => {
+                let mut at = 0;
+                while at < len {
+                    let r = next();
+                    // Words from a small vocabulary, and now and then a number.
+                    let w: &[u8] = if r % 5 == 0 {
+                        let digits = format!("{} ", (r >> 8) % 100_000);
+                        let n = digits.len().min(len - at);
+                        b[at..at + n].copy_from_slice(&digits.as_bytes()[..n]);
+                        at += n;
+                        continue;
+                    } else {
+                        WORDS[(r >> 3) as usize % WORDS.len()]
+                    };
+                    let n = w.len().min(len - at);
+                    b[at..at + n].copy_from_slice(&w[..n]);
+                    at += n;
+                }
+            }
+        }
+        b
+    }
+}
+
 struct CoreCfg {
     depth: usize,
     size: usize,
+    data: Data,
     load: Load,
     core: usize,
 }
@@ -370,6 +455,7 @@ impl CoreCfg {
         CoreCfg {
             depth: a.depth,
             size: nlb as usize * bs as usize,
+            data: Data::parse(&a.data).unwrap_or(Data::Fill),
             load: Load {
                 pattern,
                 readpct,
@@ -459,10 +545,9 @@ fn start_tcp_core(
     let depth = cfg.depth.min(qp.depth());
     ballast_reactor::add_wake_fd(qp.fd()).map_err(|e| e.to_string())?;
     let mut meter = Some(Meter::new(depth, live, measuring));
-    let mut bufs: Vec<Option<IoBuf>> = (0..depth).map(|_| Some(IoBuf::heap(cfg.size))).collect();
-    for (i, b) in bufs.iter_mut().enumerate() {
-        b.as_mut().expect("fresh").fill(i as u8);
-    }
+    let mut bufs: Vec<Option<IoBuf>> = (0..depth)
+        .map(|i| Some(cfg.data.buf(cfg.size, i)))
+        .collect();
     let mut comps: Vec<HostCompletion> = Vec::with_capacity(depth);
     let mut inflight = 0usize;
     let core = cfg.core;
@@ -546,9 +631,9 @@ fn start_bdev_core(
     });
     let mut meter = Some(Meter::new(depth, live, measuring));
     let mut bufs: Vec<Option<SgList>> = (0..depth)
-        .map(|_| {
+        .map(|i| {
             let mut v = SgList::new();
-            v.push(IoBuf::heap(cfg.size));
+            v.push(cfg.data.buf(cfg.size, i));
             Some(v)
         })
         .collect();

@@ -153,7 +153,7 @@ pub enum Method {
     /// volume the base holds, or formats the base as one.
     #[command(
         name = "bdev_compress_create",
-        after_help = "Example: ballast-rpc bdev_compress_create -b Malloc0 -a zstd -l 3\n\n\
+        after_help = "Example: ballast-rpc bdev_compress_create -b Malloc0 -a zstd -L 3\n\n\
                       ballast keeps the volume's metadata on the base bdev: SPDK's pm_path is \
                       accepted and ignored."
     )]
@@ -168,14 +168,18 @@ pub enum Method {
         #[arg(short, long, alias = "comp-algo", value_parser = ["lz4", "zstd"])]
         algorithm: Option<String>,
         /// Zstd level, 1 (fastest) to 19.
-        #[arg(short, long, alias = "comp-level")]
+        #[arg(short = 'L', long, alias = "comp-level")]
         level: Option<i32>,
         /// Chunk size in bytes: a power of two from 4096 to 131072 (default 16384).
-        #[arg(short, long)]
+        #[arg(long)]
         chunk_size: Option<u32>,
         /// Accepted for rpc.py compatibility and ignored by ballast.
         #[arg(short, long)]
         pm_path: Option<String>,
+        /// rpc.py's logical block size: accepted and ignored (the compressed bdev has its
+        /// base's block size).
+        #[arg(short = 'l', long)]
+        lb_size: Option<u32>,
     },
     /// Delete a compressed bdev (the compressed data stays on its base).
     #[command(name = "bdev_compress_delete")]
@@ -527,6 +531,7 @@ pub fn params_for(method: &Method, stdin: Option<&str>) -> Result<(String, Optio
             level,
             chunk_size,
             pm_path,
+            lb_size: _,
         } => {
             let params = Params::new()
                 .set("base_bdev_name", base_bdev_name.as_str())
@@ -873,7 +878,7 @@ mod tests {
                 Some(json!({"base_bdev_name": "Malloc0"})),
             ),
             (
-                "bdev_compress_create -b Malloc0 -n Comp0 -a zstd -l 3 -c 65536 -p /mnt/pm",
+                "bdev_compress_create -b Malloc0 -n Comp0 -a zstd -L 3 --chunk-size 65536 -p /mnt/pm -l 4096",
                 "bdev_compress_create",
                 Some(
                     json!({"base_bdev_name": "Malloc0", "name": "Comp0", "algorithm": "zstd",
