@@ -12,10 +12,12 @@ use common::{malloc_named, text_like, Harness};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+/// 16 KiB chunks (the tests' figures assume them).
 fn opts(base: &str, name: &str) -> compress::CompressOpts {
     compress::CompressOpts {
         name: Some(name.into()),
         base: base.into(),
+        chunk_size: Some(16384),
         ..Default::default()
     }
 }

@@ -12,7 +12,8 @@
 //!  flush ─► base flush (every completed write already has its data and map on the base)
 //! ```
 //!
-//! Layout: the logical volume is cut into chunks (default 16 KiB). A written chunk is
+//! Layout: the logical volume is cut into chunks (default 4 KiB on 512-byte-block bases, 16 KiB
+//! on 4 KiB ones). A written chunk is
 //! compressed (lz4 or zstd) and stored in whole *units* (chunk/8, at least one base block)
 //! anywhere in the data area; a chunk that does not compress to fewer units than it has is
 //! stored raw. An unwritten (or unmapped, or all-zero) chunk has an empty entry and no units
@@ -62,7 +63,10 @@ const MAX_UNITS: usize = 12;
 const UNITS_PER_CHUNK: u32 = 8;
 /// Chunk rewrites that may hold new units before their old ones are freed (spare units).
 const SPARE_CHUNKS: u64 = 64;
-const DEFAULT_CHUNK: u32 = 16 * 1024;
+/// Default chunk size on bases with 512-byte blocks (512-byte units: 4 KiB I/O needs no
+/// read-modify-write and reads decompress 4 KiB) and with 4 KiB blocks (4 KiB units).
+const DEFAULT_CHUNK_512: u32 = 4096;
+const DEFAULT_CHUNK_4K: u32 = 16 * 1024;
 const MIN_CHUNK: u32 = 4096;
 const MAX_CHUNK: u32 = 128 * 1024;
 /// How long the control path waits for one metadata I/O.
@@ -115,7 +119,8 @@ impl Algorithm {
 }
 
 /// Parameters of [`create`]. `None` fields take the on-disk value when the base already holds
-/// a compressed volume, else the default (lz4, 16 KiB chunks).
+/// a compressed volume, else the default (lz4; 4 KiB chunks on 512-byte-block bases, 16 KiB on
+/// 4 KiB ones).
 #[derive(Debug, Clone, Default)]
 pub struct CompressOpts {
     /// Name of the new bdev (default "COMP_<base>").
@@ -126,7 +131,8 @@ pub struct CompressOpts {
     pub algorithm: Option<String>,
     /// Zstd level (1..=19; default 1); refused with lz4.
     pub level: Option<i32>,
-    /// Chunk size in bytes (power of two, 4 KiB ..= 128 KiB; default 16 KiB).
+    /// Chunk size in bytes (power of two, 4 KiB ..= 128 KiB; default 4 KiB on 512-byte-block
+    /// bases, 16 KiB on 4 KiB-block bases).
     pub chunk_size: Option<u32>,
 }
 
@@ -853,7 +859,11 @@ pub fn create(rt: &RuntimeHandle, opts: CompressOpts) -> Result<Arc<Bdev>> {
             (sb, entries, units)
         }
         None => {
-            let chunk = opts.chunk_size.unwrap_or(DEFAULT_CHUNK);
+            let chunk = opts.chunk_size.unwrap_or(if bs == 512 {
+                DEFAULT_CHUNK_512
+            } else {
+                DEFAULT_CHUNK_4K
+            });
             if chunk < bs {
                 return Err(bad(
                     "chunk_size",
@@ -994,6 +1004,17 @@ impl BdevBackend for CompressBackend {
     }
 }
 
+extern "C" {
+    // liblz4 (built and linked by lz4-sys, which does not declare this one).
+    fn LZ4_decompress_safe_partial(
+        src: *const libc::c_char,
+        dst: *mut libc::c_char,
+        src_size: libc::c_int,
+        target_output_size: libc::c_int,
+        dst_capacity: libc::c_int,
+    ) -> libc::c_int;
+}
+
 /// Per-channel compressor state.
 struct Codec {
     algo: Algorithm,
@@ -1022,8 +1043,25 @@ impl Codec {
     }
 
     /// Decompresses `src` (algorithm `code`) into exactly `dst.len()` bytes.
-    fn decompress(&mut self, code: u8, src: &[u8], dst: &mut [u8]) -> bool {
+    /// Decompresses `src` (algorithm `code`), a whole chunk of `dst.len()` bytes, of which at
+    /// least the first `need` must be produced (lz4 stops there: a read of the chunk's head
+    /// does not pay for its tail).
+    fn decompress(&mut self, code: u8, src: &[u8], dst: &mut [u8], need: usize) -> bool {
         let n = match code {
+            1 if need < dst.len() => {
+                // SAFETY: src and dst are valid for their lengths; liblz4 reads at most
+                // src.len() bytes and writes at most dst.len() bytes.
+                let r = unsafe {
+                    LZ4_decompress_safe_partial(
+                        src.as_ptr().cast(),
+                        dst.as_mut_ptr().cast(),
+                        src.len() as libc::c_int,
+                        need as libc::c_int,
+                        dst.len() as libc::c_int,
+                    )
+                };
+                return r >= 0 && r as usize >= need;
+            }
             1 => lz4::block::decompress_to_buffer(src, Some(dst.len() as i32), dst).ok(),
             2 => {
                 if self.zd.is_none() {
@@ -1394,7 +1432,8 @@ impl CompressChannel {
             stored
         } else {
             let mut p = pooled(cs);
-            ok = ok && self.codec.decompress(e.algo, data, &mut p[..cs]);
+            let need = if op.kind == Kind::Read { op.off + op.len } else { cs };
+            ok = ok && self.codec.decompress(e.algo, data, &mut p[..cs], need);
             p
         };
         if !ok {
