@@ -4,7 +4,10 @@
 #   2. everything is configured over JSON-RPC with ballast-rpc only: malloc bdevs, a crypto key
 #      and an encryption stage, the TCP transport, a subsystem, a namespace, a listener;
 #   3. in the guest: nvme discover finds it, nvme connect, fio crc32c verify on namespace 1,
-#      which is an AES-XTS encrypted volume (crypto stage over a malloc bdev);
+#      which is a compressed, encrypted volume (namespace <- compress (lz4, 16 KiB chunks, so
+#      4 KiB writes are read-modify-writes and larger ones straddle chunks) <- crypto
+#      (AES-XTS) <- malloc), with incompressible and with compressible data; the host then
+#      checks the volume's compression figures over RPC;
 #   4. while the guest stays connected, the host adds a second namespace over RPC (triggered
 #      when the controller shows up in nvmf_subsystem_get_controllers); the guest sees it in
 #      `nvme list-ns` and as a block device without reconnecting (the AEN path), and reads it;
@@ -57,14 +60,15 @@ if rpc bdev_malloc_create -b Rpc0 64 512 >/dev/null &&
         "key": "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
         "key2": "f0e0d0c0b0a090807060504030201000f0e0d0c0b0a090807060504030201000"}' >/dev/null &&
     rpc call bdev_crypto_create '{"base_bdev_name": "Rpc0", "name": "Crypt0", "key_name": "k0"}' >/dev/null &&
-    rpc nvmf_subsystem_add_ns "$NVMF_NQN" Crypt0 >/dev/null &&
+    rpc bdev_compress_create -b Crypt0 -n Comp0 --chunk-size 16384 >/dev/null &&
+    rpc nvmf_subsystem_add_ns "$NVMF_NQN" Comp0 >/dev/null &&
     rpc nvmf_subsystem_add_listener "$NVMF_NQN" -t tcp -a 127.0.0.1 -s "$NVMF_PORT" -f ipv4 >/dev/null; then
     interop_pass configure-over-rpc
 else
     interop_fail configure-over-rpc "an RPC failed (see above)"
 fi
 # Deleting a bdev in use fails clearly, and changes nothing.
-if out=$(rpc bdev_malloc_delete Rpc0 2>&1); then   # claimed by the crypto stage
+if out=$(rpc call bdev_crypto_delete '{"name": "Crypt0"}' 2>&1); then   # claimed by compress
     interop_fail delete-in-use "deleting an exported bdev succeeded"
 elif grep -q "claimed" <<<"$out"; then
     interop_pass delete-in-use
@@ -96,10 +100,15 @@ step "connect"
 nvmf_connect -l 5
 ctrl=$(nvmf_ctrl) || fail "no controller"
 [ "$(cat /sys/class/nvme/$ctrl/model | sed 's/ *$//')" = ballast-rpc-e2e ] || fail "model number"
-step "fio crc32c verify on namespace 1"
+step "fio crc32c verify on namespace 1 (compress <- crypto <- malloc): 4k random writes"
 fio --name=v --filename=$NVMF_DEV --ioengine=libaio --direct=1 --rw=randwrite --bs=4k \
     --iodepth=8 --size=4m --verify=crc32c --do_verify=1 --verify_fatal=1 >/tmp/fio.out 2>&1 \
     || { cat /tmp/fio.out; fail "fio verify"; }
+step "fio crc32c verify, compressible data, 512 B..40 KiB writes straddling chunks"
+fio --name=c --filename=$NVMF_DEV --ioengine=libaio --direct=1 --rw=randwrite \
+    --bsrange=512-40k --iodepth=8 --offset=8m --size=8m --buffer_compress_percentage=70 \
+    --refill_buffers --verify=crc32c --do_verify=1 --verify_fatal=1 >/tmp/fio.out 2>&1 \
+    || { cat /tmp/fio.out; fail "fio verify (compressible)"; }
 step "wait for namespace 2 (added over RPC while connected)"
 i=0
 until nvme list-ns /dev/$ctrl 2>/dev/null | grep -Eq '\]:0x2$|:2$|0x2'; do
@@ -121,6 +130,14 @@ step "disconnect"
 nvmf_disconnect
 GUEST
 wait "$adder" 2>/dev/null || true
+
+# The volume holds data, compressed (fio's 70 %-compressible buffers): figures over RPC.
+if st=$(rpc bdev_compress_get_stats -n Comp0) &&
+    python3 -c 'import json,sys; s=json.load(sys.stdin)[0]; assert s["mapped_bytes"] >= 8<<20 and s["compression_ratio"] > 1.2, s' <<<"$st"; then
+    interop_pass compress-stats
+else
+    interop_fail compress-stats "unexpected: $st"
+fi
 
 # save → restart with -c → save must be identical.
 rpc save_config >"$LOGDIR/saved1.json"
