@@ -53,7 +53,7 @@ use crate::error::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"BLSTCMP1";
 const VERSION: u32 = 1;
-/// Bytes of the superblock (and the map's alignment).
+/// Bytes of the superblock region (the map starts after it).
 const SB_BYTES: u64 = 4096;
 /// Bytes of a chunk map entry.
 const ENTRY_BYTES: usize = 64;
@@ -203,8 +203,10 @@ impl Geometry {
         self.chunk / self.unit
     }
 
+    /// The map is written a base block at a time (an atomic sector write; 8 entries on
+    /// 512-byte blocks, 64 on 4 KiB ones).
     fn map_block_bytes(&self) -> u64 {
-        SB_BYTES.max(self.block_size as u64)
+        self.block_size as u64
     }
 
     fn entries_per_map_block(&self) -> u64 {
@@ -220,8 +222,8 @@ impl Geometry {
     fn for_base(block_size: u32, base_bytes: u64, chunk: u32) -> Result<Geometry> {
         let unit = (chunk / UNITS_PER_CHUNK).max(block_size);
         let upc = (chunk / unit) as u64;
-        let mbb = SB_BYTES.max(block_size as u64);
-        let map_off = mbb;
+        let mbb = block_size as u64;
+        let map_off = SB_BYTES.max(mbb);
         let spare = SPARE_CHUNKS * upc * unit as u64;
         let need = |n: u64| {
             let map_bytes = (n * ENTRY_BYTES as u64).next_multiple_of(mbb);
@@ -333,7 +335,7 @@ impl Superblock {
             && geo.chunk.is_multiple_of(geo.unit)
             && geo.units_per_chunk() as usize <= MAX_UNITS
             && geo.num_chunks > 0
-            && geo.map_off == geo.map_block_bytes()
+            && geo.map_off == SB_BYTES.max(block_size as u64)
             && geo.map_bytes >= geo.num_chunks * ENTRY_BYTES as u64
             && geo.map_bytes.is_multiple_of(geo.map_block_bytes())
             && geo.data_off == geo.map_off + geo.map_bytes
@@ -1005,7 +1007,16 @@ impl BdevBackend for CompressBackend {
 }
 
 extern "C" {
-    // liblz4 (built and linked by lz4-sys, which does not declare this one).
+    // liblz4 (built and linked by lz4-sys, which does not declare these).
+    fn LZ4_sizeofState() -> libc::c_int;
+    fn LZ4_compress_fast_extState_fastReset(
+        state: *mut libc::c_void,
+        src: *const libc::c_char,
+        dst: *mut libc::c_char,
+        src_size: libc::c_int,
+        dst_capacity: libc::c_int,
+        acceleration: libc::c_int,
+    ) -> libc::c_int;
     fn LZ4_decompress_safe_partial(
         src: *const libc::c_char,
         dst: *mut libc::c_char,
@@ -1018,6 +1029,8 @@ extern "C" {
 /// Per-channel compressor state.
 struct Codec {
     algo: Algorithm,
+    /// liblz4's compression state, reused (reset cheaply) for every chunk.
+    lz4_state: Vec<u64>,
     zc: Option<zstd::bulk::Compressor<'static>>,
     zd: Option<zstd::bulk::Decompressor<'static>>,
 }
@@ -1031,13 +1044,37 @@ impl Codec {
             ),
             Algorithm::Lz4 => None,
         };
-        Ok(Codec { algo, zc, zd: None })
+        // SAFETY: a pure function of liblz4's build.
+        let state_bytes = unsafe { LZ4_sizeofState() }.max(0) as usize;
+        Ok(Codec {
+            algo,
+            // Zeroed memory is an initialised LZ4 state (what LZ4_initStream does).
+            lz4_state: vec![0u64; state_bytes.div_ceil(8)],
+            zc,
+            zd: None,
+        })
     }
 
-    /// Compresses `src` into `dst`; `None` if it does not fit.
+    /// Compresses `src` into `dst`; `None` if it does not fit (so a `dst` no larger than
+    /// worth storing makes incompressible data give up early).
     fn compress(&mut self, src: &[u8], dst: &mut [u8]) -> Option<usize> {
         match self.algo {
-            Algorithm::Lz4 => lz4::block::compress_to_buffer(src, None, false, dst).ok(),
+            Algorithm::Lz4 => {
+                // SAFETY: the state is LZ4_sizeofState() bytes, 8-aligned, initialised (zeroed,
+                // then only used by liblz4); src and dst are valid for their lengths and
+                // liblz4 writes at most dst.len() bytes.
+                let n = unsafe {
+                    LZ4_compress_fast_extState_fastReset(
+                        self.lz4_state.as_mut_ptr().cast(),
+                        src.as_ptr().cast(),
+                        dst.as_mut_ptr().cast(),
+                        src.len() as libc::c_int,
+                        dst.len() as libc::c_int,
+                        1,
+                    )
+                };
+                (n > 0).then_some(n as usize)
+            }
             Algorithm::Zstd { .. } => self.zc.as_mut()?.compress_to_buffer(src, dst).ok(),
         }
     }
@@ -1432,7 +1469,11 @@ impl CompressChannel {
             stored
         } else {
             let mut p = pooled(cs);
-            let need = if op.kind == Kind::Read { op.off + op.len } else { cs };
+            let need = if op.kind == Kind::Read {
+                op.off + op.len
+            } else {
+                cs
+            };
             ok = ok && self.codec.decompress(e.algo, data, &mut p[..cs], need);
             p
         };
@@ -1488,10 +1529,11 @@ impl CompressChannel {
             self.update_entry(i, Entry::default(), done);
             return;
         }
-        let mut comp = pooled(cs + cs / 255 + 64);
-        let cap = comp.capacity();
-        comp.set_len(cap);
-        let n = self.codec.compress(&plain, &mut comp[..]);
+        // Worth storing compressed only in fewer units than the chunk has.
+        let worth = (upc - 1) * unit;
+        let mut comp = pooled(cs);
+        comp.set_len(cs);
+        let n = self.codec.compress(&plain, &mut comp[..worth]);
         let (stored, len, raw) = match n {
             Some(n) if n.div_ceil(unit) < upc => {
                 comp[n..n.next_multiple_of(unit)].fill(0);
