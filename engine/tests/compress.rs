@@ -307,3 +307,72 @@ fn concurrent_writes_sharing_chunks_lose_nothing() {
         );
     }
 }
+
+#[test]
+fn refuses_to_format_data_it_does_not_recognise_such_as_the_wrong_key() {
+    use ballast_engine::backend::crypto;
+    let h = Harness::new(1);
+    let core = h.rt.cores()[0];
+    // A base holding someone's data: refused, unless forced.
+    malloc_named("cz_base4", 512, 8192);
+    let (st, _) = h.io(
+        core,
+        "cz_base4",
+        IoType::Write,
+        0,
+        1,
+        Some(vec![0x42; 512]),
+        0,
+        None,
+    );
+    assert_eq!(st, IoStatus::Success);
+    h.close_channels();
+    let e = compress::create(&h.rt.handle(), opts("cz_base4", "cz4"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("holds data but no compressed volume"), "{e}");
+    let mut o = opts("cz_base4", "cz4");
+    o.force = true;
+    compress::create(&h.rt.handle(), o).unwrap();
+    h.close_channels();
+    bdev::delete("cz4").unwrap();
+
+    // compress ← crypto ← malloc, written; then the crypto stage is re-created with another
+    // key: the compressed volume is not found, and it is not formatted over.
+    malloc_named("cz_base5", 512, 8192);
+    let (k1, k2): (Vec<u8>, Vec<u8>) = ((0..32).collect(), (32..64).collect());
+    crypto::key_create("cz_k_right", "AES_XTS", &k1, &k2).unwrap();
+    crypto::key_create("cz_k_wrong", "AES_XTS", &k2, &k1).unwrap();
+    crypto::create("cz_crypt5", "cz_base5", "cz_k_right").unwrap();
+    compress::create(&h.rt.handle(), opts("cz_crypt5", "cz5")).unwrap();
+    let (st, _) = h.io(
+        core,
+        "cz5",
+        IoType::Write,
+        64,
+        8,
+        Some(vec![9; 4096]),
+        0,
+        None,
+    );
+    assert_eq!(st, IoStatus::Success);
+    h.close_channels();
+    bdev::delete("cz5").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    bdev::delete("cz_crypt5").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    crypto::create("cz_crypt5w", "cz_base5", "cz_k_wrong").unwrap();
+    let e = compress::create(&h.rt.handle(), opts("cz_crypt5w", "cz5"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("wrong key"), "{e}");
+    h.close_channels();
+    bdev::delete("cz_crypt5w").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    // With the right key it is all there.
+    crypto::create("cz_crypt5r", "cz_base5", "cz_k_right").unwrap();
+    compress::create(&h.rt.handle(), opts("cz_crypt5r", "cz5")).unwrap();
+    let (st, got) = h.io(core, "cz5", IoType::Read, 64, 8, None, 4096, None);
+    assert_eq!(st, IoStatus::Success);
+    assert!(got.iter().all(|&b| b == 9));
+}

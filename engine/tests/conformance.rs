@@ -185,8 +185,8 @@ fn compress_over(base: &str, name: &str, algorithm: &str, chunk: u32, h: &Harnes
             name: Some(name.into()),
             base: base.into(),
             algorithm: Some(algorithm.into()),
-            level: None,
             chunk_size: Some(chunk),
+            ..Default::default()
         },
     )
     .unwrap();

@@ -619,6 +619,9 @@ fn bdev_compress_create(ctx: &Context, params: Option<Value>) -> Result<Value, R
         pm_path: Option<String>,
         #[serde(default)]
         lb_size: Option<u32>,
+        /// Format a base holding data but no compressed volume (ballast's; not saved).
+        #[serde(default)]
+        force: bool,
     }
     let p: P = parse(params)?;
     // Checked here as well as in the engine, so a bad request never reaches the base bdev.
@@ -661,6 +664,7 @@ fn bdev_compress_create(ctx: &Context, params: Option<Value>) -> Result<Value, R
             algorithm,
             level: p.level,
             chunk_size: p.chunk_size,
+            force: p.force,
         },
     )?;
     Ok(json!(b.name()))

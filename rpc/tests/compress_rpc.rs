@@ -44,7 +44,11 @@ fn create_stats_save_delete_on_malloc() {
     assert_eq!(s["base_bdev_name"], json!(base));
     assert_eq!(s["algorithm"], json!("lz4"));
     assert!(s.get("level").is_none(), "level is zstd only: {s}");
-    assert_eq!(s["chunk_size"], json!(4096), "default on a 512-byte-block base");
+    assert_eq!(
+        s["chunk_size"],
+        json!(4096),
+        "default on a 512-byte-block base"
+    );
     assert_eq!(s["mapped_bytes"], json!(0));
     assert!(s["logical_bytes"].as_u64().unwrap() > 0, "{s}");
     assert!(s["allocated_bytes"].is_u64(), "{s}");

@@ -134,6 +134,9 @@ pub struct CompressOpts {
     /// Chunk size in bytes (power of two, 4 KiB ..= 128 KiB; default 4 KiB on 512-byte-block
     /// bases, 16 KiB on 4 KiB-block bases).
     pub chunk_size: Option<u32>,
+    /// Format a base that holds data but no compressed volume (by default that is refused:
+    /// it may be a volume seen through the wrong key, or someone's data).
+    pub force: bool,
 }
 
 /// Figures of a compressed volume.
@@ -859,6 +862,17 @@ pub fn create(rt: &RuntimeHandle, opts: CompressOpts) -> Result<Arc<Bdev>> {
             tracing::info!(bdev = %name, base = %opts.base, chunks = sb.geo.num_chunks,
                 used_units = units.used, "compressed volume opened");
             (sb, entries, units)
+        }
+        None if !opts.force && !all_zero(&head) => {
+            return Err(bad(
+                "base_bdev_name",
+                format!(
+                    "{} holds data but no compressed volume (a volume under a crypto stage \
+                     with the wrong key looks like this); refusing to format it: pass force \
+                     to format it anyway",
+                    opts.base
+                ),
+            ));
         }
         None => {
             let chunk = opts.chunk_size.unwrap_or(if bs == 512 {

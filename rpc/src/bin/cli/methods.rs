@@ -180,6 +180,9 @@ pub enum Method {
         /// base's block size).
         #[arg(short = 'l', long)]
         lb_size: Option<u32>,
+        /// Format the base even if it holds data but no compressed volume.
+        #[arg(long)]
+        force: bool,
     },
     /// Delete a compressed bdev (the compressed data stays on its base).
     #[command(name = "bdev_compress_delete")]
@@ -532,6 +535,7 @@ pub fn params_for(method: &Method, stdin: Option<&str>) -> Result<(String, Optio
             chunk_size,
             pm_path,
             lb_size: _,
+            force,
         } => {
             let params = Params::new()
                 .set("base_bdev_name", base_bdev_name.as_str())
@@ -539,7 +543,8 @@ pub fn params_for(method: &Method, stdin: Option<&str>) -> Result<(String, Optio
                 .opt("algorithm", algorithm.as_deref())
                 .opt("level", *level)
                 .opt("chunk_size", *chunk_size)
-                .opt("pm_path", pm_path.as_deref());
+                .opt("pm_path", pm_path.as_deref())
+                .opt("force", force.then_some(true));
             ("bdev_compress_create", params)
         }
         M::BdevCompressDelete { name } => (
