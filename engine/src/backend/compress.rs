@@ -20,13 +20,18 @@
 //! (thin allocation) and reads as zeros.
 //!
 //! Crash consistency without a journal: data is never overwritten in place. A chunk's new
-//! units are written before its map entry points at them, and its old units are reused only
-//! after the map block that stops pointing at them is on the base. A write completes only
-//! when its map block is on the base, so after a crash (or `kill -9`) the map holds, for each
-//! chunk, either the old or the new version of every write in flight, and every completed
-//! write (made durable by Flush for bases with a volatile cache). Each entry carries a CRC of
+//! units are durable before its map entry points at them, and its old units are reused only
+//! after the map block that stops pointing at them is durable. On a base without a volatile
+//! write cache "durable" is "completed"; on one with a cache (io_uring files and devices) the
+//! stage waits for base flushes, in epochs: one flush covers every operation that started
+//! waiting before it was submitted (`Step::DataFlush` for new units, `Vol::durable_free` for
+//! old ones). A write completes when its map block write has completed, so a Flush through the
+//! stage (a base flush) makes every completed write durable. After a crash, `kill -9` or power
+//! loss, the map holds for each chunk either the old or the new version of every write in
+//! flight, and every write completed before a completed Flush. Each entry carries a CRC of
 //! itself and of the stored data: a torn or stale entry is detected and reads fail with EIO
-//! instead of returning garbage.
+//! instead of returning garbage. Tested by tests/power_loss.rs (a base whose cache loses any
+//! subset of unflushed writes) and ballastd's tests/crash.rs (`kill -9` mid-storm).
 //!
 //! Concurrency: the chunk map, the unit allocator and the per-chunk locks are shared by the
 //! volume's channels behind one mutex, held for a few hundred nanoseconds at each step of a
@@ -522,6 +527,18 @@ struct Vol {
     locks: Vec<u64>,
     blocks: Vec<MapBlock>,
     mapped_chunks: u64,
+    /// The base has a volatile write cache: a completed write is durable only after a later
+    /// base Flush completes, so the ordering rules wait for flushes ("epochs").
+    cache: bool,
+    /// Base flushes submitted (the epoch of the newest), and the newest completed.
+    flush_submitted: u64,
+    flush_done: u64,
+    /// The epoch somebody waits for (a flush submitted after they started waiting).
+    flush_need: u64,
+    /// A base flush failed: operations waiting for durability fail.
+    flush_failed: bool,
+    /// Units dropped by a map write that completed, freed once `flush_done` reaches the epoch.
+    durable_free: Vec<(u64, SmallVec<[u32; MAX_UNITS]>)>,
 }
 
 impl Vol {
@@ -592,9 +609,55 @@ impl Vol {
         }
         blk.persisted_gen = blk.persisted_gen.max(gen);
         let p = blk.persisted_gen;
-        let mut freed = Vec::new();
+        let mut freed: SmallVec<[u32; MAX_UNITS]> = SmallVec::new();
         blk.to_free.retain(|(g, units)| {
             if *g <= p {
+                freed.extend_from_slice(units);
+                false
+            } else {
+                true
+            }
+        });
+        if freed.is_empty() {
+            return;
+        }
+        if self.cache {
+            // The map write that dropped them is not durable yet: free after a later flush.
+            let epoch = self.want_epoch();
+            self.durable_free.push((epoch, freed));
+        } else {
+            for u in freed {
+                self.units.free(u as u64);
+            }
+        }
+    }
+
+    /// The epoch of a flush submitted from now on (and asks for one).
+    fn want_epoch(&mut self) -> u64 {
+        let e = self.flush_submitted + 1;
+        self.flush_need = self.flush_need.max(e);
+        e
+    }
+
+    /// If a flush is wanted and not yet submitted, takes its epoch.
+    fn take_flush(&mut self) -> Option<u64> {
+        (self.flush_need > self.flush_submitted).then(|| {
+            self.flush_submitted += 1;
+            self.flush_submitted
+        })
+    }
+
+    /// Base flush `epoch` finished.
+    fn flushed(&mut self, epoch: u64, ok: bool) {
+        if !ok {
+            self.flush_failed = true;
+            return;
+        }
+        self.flush_done = self.flush_done.max(epoch);
+        let done = self.flush_done;
+        let mut freed: SmallVec<[u32; 16]> = SmallVec::new();
+        self.durable_free.retain(|(e, units)| {
+            if *e <= done {
                 freed.extend_from_slice(units);
                 false
             } else {
@@ -911,6 +974,12 @@ pub fn create(rt: &RuntimeHandle, opts: CompressOpts) -> Result<Arc<Bdev>> {
         units,
         locks: vec![0; geo.num_chunks.div_ceil(64) as usize],
         blocks: (0..geo.map_blocks()).map(|_| MapBlock::default()).collect(),
+        cache: b.info().write_cache,
+        flush_submitted: 0,
+        flush_done: 0,
+        flush_need: 0,
+        flush_failed: false,
+        durable_free: Vec::new(),
     }));
     let mut info = BdevInfo::new(&name, bs, geo.num_chunks * geo.chunk as u64 / bs as u64);
     info.uuid = sb.uuid;
@@ -999,6 +1068,7 @@ impl BdevBackend for CompressBackend {
             lock_wait: Vec::new(),
             space_wait: Vec::new(),
             persist_wait: Vec::new(),
+            flush_wait: Vec::new(),
         }))
     }
 
@@ -1151,6 +1221,22 @@ impl MapWriter {
         }
     }
 
+    /// Submits the base flush somebody waits for, if not submitted yet.
+    fn kick_flush(&self) {
+        let e = self.vol.lock().unwrap().take_flush();
+        if let (Some(e), Some(me)) = (e, self.me.upgrade()) {
+            let sink: Rc<dyn IoSink> = me;
+            self.base.submit(BdevIo::new(
+                IoType::Flush,
+                0,
+                0,
+                SgList::new(),
+                EPOCH_TAG | e,
+                IoCallback::Sink(sink),
+            ));
+        }
+    }
+
     fn write(&self, block: u64, b: IoBuf) {
         let Some(me) = self.me.upgrade() else { return };
         let bs = self.geo.block_size as u64;
@@ -1172,8 +1258,16 @@ impl MapWriter {
 
 impl IoSink for MapWriter {
     fn io_done(&self, io: BdevIo) {
-        let block = io.tag;
         let ok = io.status.is_ok();
+        if io.tag & EPOCH_TAG != 0 {
+            if !ok {
+                tracing::error!(status = ?io.status, "compressed volume: base flush failed");
+            }
+            self.vol.lock().unwrap().flushed(io.tag & !EPOCH_TAG, ok);
+            self.kick_flush();
+            return;
+        }
+        let block = io.tag;
         if !ok {
             tracing::error!(block, status = ?io.status, "compressed volume: map write failed");
         }
@@ -1189,8 +1283,12 @@ impl IoSink for MapWriter {
         if let Some(b) = next {
             self.write(block, b);
         }
+        self.kick_flush();
     }
 }
+
+/// Tag bit of a base flush that ends a durability epoch (the low bits hold the epoch).
+const EPOCH_TAG: u64 = 1 << 62;
 
 /// A caller's I/O, split into chunk operations.
 struct Parent {
@@ -1218,6 +1316,8 @@ enum Step {
     Space,
     /// Writing the new units.
     WriteNew,
+    /// Waiting for a base flush to make the new units durable (bases with a write cache).
+    DataFlush { epoch: u64 },
     /// Waiting for the map block holding the new entry to reach the base.
     Persist { block: u64, gen: u64 },
 }
@@ -1261,6 +1361,8 @@ struct CompressChannel {
     lock_wait: Vec<usize>,
     space_wait: Vec<usize>,
     persist_wait: Vec<usize>,
+    /// Ops whose units wait for a base flush before their map entry is set.
+    flush_wait: Vec<usize>,
     maps: Rc<MapWriter>,
 }
 
@@ -1619,6 +1721,48 @@ impl CompressChannel {
         self.check_persisted(done);
     }
 
+    /// Sets the map entries of ops whose new units a base flush has made durable.
+    fn check_flushed(&mut self, done: &mut Completions) -> bool {
+        if self.flush_wait.is_empty() {
+            return false;
+        }
+        let (flushed, failed) = {
+            let v = self.vol.lock().unwrap();
+            (v.flush_done, v.flush_failed)
+        };
+        let mut ready: SmallVec<[usize; 16]> = SmallVec::new();
+        let ops = &self.ops;
+        self.flush_wait
+            .retain(|&i| match ops[i].as_ref().map(|o| o.step) {
+                Some(Step::DataFlush { epoch }) if epoch <= flushed || failed => {
+                    ready.push(i);
+                    false
+                }
+                Some(Step::DataFlush { .. }) => true,
+                _ => false,
+            });
+        let any = !ready.is_empty();
+        for i in ready {
+            let e = self.op(i).new;
+            let Step::DataFlush { epoch } = self.op(i).step else {
+                continue;
+            };
+            if epoch > flushed {
+                // The flush failed: the new units are not known durable.
+                {
+                    let mut v = self.vol.lock().unwrap();
+                    for &u in e.units() {
+                        v.units.free(u as u64);
+                    }
+                }
+                self.fail_locked(i, IoStatus::Failed(libc::EIO), done);
+            } else {
+                self.update_entry(i, e, done);
+            }
+        }
+        any
+    }
+
     /// Completes the ops whose map block generation is on the base.
     fn check_persisted(&mut self, done: &mut Completions) -> bool {
         if self.persist_wait.is_empty() {
@@ -1689,7 +1833,18 @@ impl CompressChannel {
                     return;
                 }
                 let e = op.new;
-                self.update_entry(i, e, done);
+                let epoch = {
+                    let mut v = self.vol.lock().unwrap();
+                    v.cache.then(|| v.want_epoch())
+                };
+                match epoch {
+                    // The map must not point at units a power loss could still take back.
+                    Some(epoch) => {
+                        self.op(i).step = Step::DataFlush { epoch };
+                        self.flush_wait.push(i);
+                    }
+                    None => self.update_entry(i, e, done),
+                }
             }
             s => unreachable!("base completion in step {s:?}"),
         }
@@ -1794,12 +1949,18 @@ impl BackendChannel for CompressChannel {
             self.base_done(sub, done);
         }
         self.batch = batch;
+        busy |= self.check_flushed(done);
         busy |= self.check_persisted(done);
         busy |= self.retry_waiting(done);
         // Ops waiting on another channel (its lock or its map write) need polling.
+        // One base flush covers every op of this poll waiting for durability.
+        if !self.flush_wait.is_empty() {
+            self.maps.kick_flush();
+        }
         busy || !self.lock_wait.is_empty()
             || !self.space_wait.is_empty()
             || !self.persist_wait.is_empty()
+            || !self.flush_wait.is_empty()
     }
 }
 
