@@ -76,21 +76,38 @@ impl AwsLc {
         ok.then_some(this)
     }
 
-    /// In place over whole data units; false if AWS-LC refused (never expected).
-    fn process(&mut self, buf: &mut [u8], du: usize, lba: u64, encrypt: bool) -> bool {
+    /// Over whole data units, in place (`src` None) or from `src` (same length) into `buf`;
+    /// false if AWS-LC refused (never expected).
+    fn process(
+        &mut self,
+        src: Option<&[u8]>,
+        buf: &mut [u8],
+        du: usize,
+        lba: u64,
+        encrypt: bool,
+    ) -> bool {
         let Ok(len) = std::os::raw::c_int::try_from(du) else {
             return false;
         };
+        if src.is_some_and(|s| s.len() != buf.len()) {
+            return false;
+        }
         for (i, unit) in buf.chunks_exact_mut(du).enumerate() {
-            if !encrypt && unit.iter().all(|&b| b == 0) {
+            let input = src.map(|s| &s[i * du..(i + 1) * du]);
+            if !encrypt && input.unwrap_or(unit).iter().all(|&b| b == 0) {
+                if let Some(inp) = input {
+                    unit.copy_from_slice(inp);
+                }
                 continue;
             }
             let iv = u128::from(lba + i as u64).to_le_bytes();
             let mut out_len: std::os::raw::c_int = 0;
             let p = unit.as_mut_ptr();
+            let q = input.map_or(p as *const u8, <[u8]>::as_ptr);
             // SAFETY: the context is live and keyed (new); `iv` is the cipher's 16-byte IV;
-            // input and output are the same `du` bytes of `unit` (EVP allows exact in-place
-            // operation), and the XTS update writes exactly `du` bytes.
+            // the input (`du` bytes of `src`, or the same bytes of `unit`: EVP allows exact
+            // in-place operation) and the output (`du` bytes of `unit`) are valid, and the XTS
+            // update writes exactly `du` bytes.
             let ok = unsafe {
                 if encrypt {
                     aws_lc_sys::EVP_EncryptInit_ex(
@@ -100,7 +117,7 @@ impl AwsLc {
                         std::ptr::null(),
                         iv.as_ptr(),
                     ) == 1
-                        && aws_lc_sys::EVP_EncryptUpdate(self.enc, p, &mut out_len, p, len) == 1
+                        && aws_lc_sys::EVP_EncryptUpdate(self.enc, p, &mut out_len, q, len) == 1
                 } else {
                     aws_lc_sys::EVP_DecryptInit_ex(
                         self.dec,
@@ -109,7 +126,7 @@ impl AwsLc {
                         std::ptr::null(),
                         iv.as_ptr(),
                     ) == 1
-                        && aws_lc_sys::EVP_DecryptUpdate(self.dec, p, &mut out_len, p, len) == 1
+                        && aws_lc_sys::EVP_DecryptUpdate(self.dec, p, &mut out_len, q, len) == 1
                 }
             };
             if !ok || out_len != len {
@@ -217,6 +234,23 @@ impl Xts {
         self.process(buf, du, lba, true)
     }
 
+    /// Encrypts `src` into `dst` (same length; `src` unchanged), as [`Xts::encrypt`] does in
+    /// place: AES-256 reads the plaintext once, without a copy.
+    #[must_use]
+    pub fn encrypt_into(&mut self, src: &[u8], dst: &mut [u8], du: usize, lba: u64) -> bool {
+        if src.len() != dst.len() {
+            return false;
+        }
+        if let Keys::AwsLc256(a) = &mut self.keys {
+            if !(du.is_multiple_of(16) && du > 0 && dst.len().is_multiple_of(du)) {
+                return false;
+            }
+            return a.process(Some(src), dst, du, lba, true);
+        }
+        dst.copy_from_slice(src);
+        self.process(dst, du, lba, true)
+    }
+
     /// Decrypts `buf` in place; all-zero ciphertext units come out as zeros (see the module
     /// docs). False as for [`Xts::encrypt`].
     #[must_use]
@@ -229,7 +263,7 @@ impl Xts {
             return false;
         }
         if let Keys::AwsLc256(a) = &mut self.keys {
-            return a.process(buf, du, lba, encrypt);
+            return a.process(None, buf, du, lba, encrypt);
         }
         let n = du / 16;
         self.scratch.resize(n, aes::Block::default());
@@ -373,6 +407,16 @@ mod tests {
             !x.encrypt(&mut again[..100], 512, 0),
             "partial units refused"
         );
+        // Out of place gives the same ciphertext and leaves the plaintext alone.
+        for c in [&mut x, &mut p] {
+            let mut out = vec![0u8; pt.len()];
+            assert!(c.encrypt_into(&pt, &mut out, 4096, 1 << 33));
+            assert_eq!(out, whole);
+            assert!(
+                !c.encrypt_into(&pt, &mut out[..4096], 4096, 0),
+                "lengths must match"
+            );
+        }
         let mut zeros = vec![0u8; 1024];
         assert!(x.decrypt(&mut zeros, 512, 5));
         assert!(

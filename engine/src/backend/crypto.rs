@@ -323,12 +323,25 @@ impl BackendChannel for CryptoChannel {
                 // Never encrypt the caller's plaintext in place: it gets its buffers back.
                 let total: usize = io.bufs.iter().map(|b| b.len()).sum();
                 let mut ct = buf::alloc(total).unwrap_or_else(|| IoBuf::heap(total));
-                let mut o = 0;
-                for b in io.bufs.iter() {
-                    ct[o..o + b.len()].copy_from_slice(b);
-                    o += b.len();
-                }
-                if !self.xts.encrypt(&mut ct, self.bs, off) {
+                let bs = self.bs;
+                let ok = if io.bufs.iter().all(|b| b.len().is_multiple_of(bs)) {
+                    // Encrypt straight from the caller's buffers (no plaintext copy).
+                    let (mut o, mut lba, mut ok) = (0, off, true);
+                    for b in io.bufs.iter() {
+                        ok &= self.xts.encrypt_into(b, &mut ct[o..o + b.len()], bs, lba);
+                        o += b.len();
+                        lba += (b.len() / bs) as u64;
+                    }
+                    ok
+                } else {
+                    let mut o = 0;
+                    for b in io.bufs.iter() {
+                        ct[o..o + b.len()].copy_from_slice(b);
+                        o += b.len();
+                    }
+                    self.xts.encrypt(&mut ct, bs, off)
+                };
+                if !ok {
                     done.complete(io, IoStatus::Failed(libc::EIO));
                     return;
                 }
