@@ -11,8 +11,13 @@
 //!   BdevDesc::channel() ─► IoChannel (per reactor) ─► BackendChannel
 //!                               ▲                      ├─ malloc (RAM, mmap, memcpy)
 //!                               │ poller: reap, stats,  ├─ null   (zeros / discard)
-//!                               └── callbacks ◄─────────└─ uring  (io_uring, O_DIRECT)
+//!                               └── callbacks ◄─────────├─ uring  (io_uring, O_DIRECT)
+//!                                                       ├─ crypto   (AES-XTS stage) ─► base
+//!                                                       └─ compress (lz4/zstd stage) ─► base
 //! ```
+//!
+//! Stages (crypto, compress) are bdevs over a claimed base bdev and stack in any order, e.g.
+//! namespace ← compress ← crypto ← uring.
 #![warn(missing_docs)]
 
 pub mod backend;
