@@ -57,8 +57,25 @@ impl FakeServer {
     fn start(then: Then) -> Self {
         let dir = TempDir::new();
         let listener = UnixListener::bind(dir.socket()).unwrap();
+        listener.set_nonblocking(true).unwrap();
         let thread = thread::spawn(move || {
-            let (mut conn, _) = listener.accept().unwrap();
+            // A client that exits without connecting (e.g. a usage error) fails the test
+            // instead of hanging it.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let mut conn = loop {
+                match listener.accept() {
+                    Ok((c, _)) => break c,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        assert!(
+                            std::time::Instant::now() < deadline,
+                            "the client never connected"
+                        );
+                        thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(e) => panic!("accept: {e}"),
+                }
+            };
+            conn.set_nonblocking(false).unwrap();
             let request = read_request(&mut conn);
             match then {
                 Then::Reply(chunks) => {
@@ -717,10 +734,12 @@ fn compress_create_sends_spdk_params() {
             "Malloc0",
             "-a",
             "zstd",
-            "-l",
+            "-L",
             "3",
-            "-c",
+            "--chunk-size",
             "32768",
+            "-l",
+            "4096",
         ],
     );
     assert_eq!(
