@@ -56,10 +56,10 @@ if rpc bdev_malloc_create -b Rpc0 64 512 >/dev/null &&
     rpc bdev_malloc_create -b Rpc1 32 4096 >/dev/null &&
     rpc nvmf_create_transport -t TCP -c 8192 -i 131072 >/dev/null &&
     rpc nvmf_create_subsystem "$NVMF_NQN" -a -s RPC0000001 -d ballast-rpc-e2e >/dev/null &&
-    rpc call accel_crypto_key_create '{"cipher": "AES_XTS", "name": "k0",
-        "key": "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
-        "key2": "f0e0d0c0b0a090807060504030201000f0e0d0c0b0a090807060504030201000"}' >/dev/null &&
-    rpc call bdev_crypto_create '{"base_bdev_name": "Rpc0", "name": "Crypt0", "key_name": "k0"}' >/dev/null &&
+    rpc accel_crypto_key_create -c AES_XTS -n k0 \
+        -k 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff \
+        -e f0e0d0c0b0a090807060504030201000f0e0d0c0b0a090807060504030201000 >/dev/null &&
+    rpc bdev_crypto_create Rpc0 Crypt0 -n k0 >/dev/null &&
     rpc bdev_compress_create -b Crypt0 -n Comp0 --chunk-size 16384 >/dev/null &&
     rpc nvmf_subsystem_add_ns "$NVMF_NQN" Comp0 >/dev/null &&
     rpc nvmf_subsystem_add_listener "$NVMF_NQN" -t tcp -a 127.0.0.1 -s "$NVMF_PORT" -f ipv4 >/dev/null; then
@@ -68,7 +68,7 @@ else
     interop_fail configure-over-rpc "an RPC failed (see above)"
 fi
 # Deleting a bdev in use fails clearly, and changes nothing.
-if out=$(rpc call bdev_crypto_delete '{"name": "Crypt0"}' 2>&1); then   # claimed by compress
+if out=$(rpc bdev_crypto_delete Crypt0 2>&1); then   # claimed by compress
     interop_fail delete-in-use "deleting an exported bdev succeeded"
 elif grep -q "claimed" <<<"$out"; then
     interop_pass delete-in-use

@@ -190,6 +190,59 @@ pub enum Method {
         /// Name of the compressed bdev.
         name: String,
     },
+    /// Register an encryption key (rpc.py's flags). The key material is never printed back.
+    #[command(
+        name = "accel_crypto_key_create",
+        after_help = "Example: ballast-rpc accel_crypto_key_create -c AES_XTS -k <64 hex> -e <64 hex> -n k0"
+    )]
+    AccelCryptoKeyCreate {
+        /// Cipher: AES_XTS.
+        #[arg(short, long)]
+        cipher: String,
+        /// Key 1 in hex (32 hex digits for AES-XTS-128, 64 for AES-XTS-256).
+        #[arg(short, long)]
+        key: String,
+        /// Key 2 (the tweak key) in hex, same length, different from key 1.
+        #[arg(short = 'e', long)]
+        key2: String,
+        /// Key name.
+        #[arg(short, long)]
+        name: String,
+        /// Tweak mode (only SIMPLE_LBA).
+        #[arg(short, long)]
+        tweak_mode: Option<String>,
+    },
+    /// List keys (names and ciphers, never the material).
+    #[command(name = "accel_crypto_keys_get")]
+    AccelCryptoKeysGet {
+        /// Only this key.
+        #[arg(short, long)]
+        key_name: Option<String>,
+    },
+    /// Destroy a key (refused while a crypto bdev uses it).
+    #[command(name = "accel_crypto_key_destroy")]
+    AccelCryptoKeyDestroy {
+        /// Key name.
+        #[arg(short = 'n', long)]
+        key_name: String,
+    },
+    /// Create an AES-XTS encrypted bdev over a base bdev; prints its name.
+    #[command(name = "bdev_crypto_create")]
+    BdevCryptoCreate {
+        /// Name of the base bdev.
+        base_bdev_name: String,
+        /// Name of the crypto bdev.
+        name: String,
+        /// Name of a key made with accel_crypto_key_create.
+        #[arg(short = 'n', long)]
+        key_name: String,
+    },
+    /// Delete a crypto bdev (its ciphertext stays on the base).
+    #[command(name = "bdev_crypto_delete")]
+    BdevCryptoDelete {
+        /// Name of the crypto bdev.
+        name: String,
+    },
     /// Show compressed bdevs and their space figures (all, or the one named).
     #[command(name = "bdev_compress_get_stats")]
     BdevCompressGetStats {
@@ -551,6 +604,44 @@ pub fn params_for(method: &Method, stdin: Option<&str>) -> Result<(String, Optio
             "bdev_compress_delete",
             Params::new().set("name", name.as_str()),
         ),
+        M::AccelCryptoKeyCreate {
+            cipher,
+            key,
+            key2,
+            name,
+            tweak_mode,
+        } => (
+            "accel_crypto_key_create",
+            Params::new()
+                .set("cipher", cipher.as_str())
+                .set("key", key.as_str())
+                .set("key2", key2.as_str())
+                .set("name", name.as_str())
+                .opt("tweak_mode", tweak_mode.as_deref()),
+        ),
+        M::AccelCryptoKeysGet { key_name } => (
+            "accel_crypto_keys_get",
+            Params::new().opt("key_name", key_name.as_deref()),
+        ),
+        M::AccelCryptoKeyDestroy { key_name } => (
+            "accel_crypto_key_destroy",
+            Params::new().set("key_name", key_name.as_str()),
+        ),
+        M::BdevCryptoCreate {
+            base_bdev_name,
+            name,
+            key_name,
+        } => (
+            "bdev_crypto_create",
+            Params::new()
+                .set("base_bdev_name", base_bdev_name.as_str())
+                .set("name", name.as_str())
+                .set("key_name", key_name.as_str()),
+        ),
+        M::BdevCryptoDelete { name } => (
+            "bdev_crypto_delete",
+            Params::new().set("name", name.as_str()),
+        ),
         M::BdevCompressGetStats { name } => (
             "bdev_compress_get_stats",
             Params::new().opt("name", name.as_deref()),
@@ -898,6 +989,32 @@ mod tests {
                     json!({"base_bdev_name": "M1", "name": "C1", "algorithm": "lz4",
                             "chunk_size": 4096}),
                 ),
+            ),
+            (
+                "accel_crypto_key_create -c AES_XTS -k 00ff -e ff00 -n k0",
+                "accel_crypto_key_create",
+                Some(json!({"cipher": "AES_XTS", "key": "00ff", "key2": "ff00", "name": "k0"})),
+            ),
+            ("accel_crypto_keys_get", "accel_crypto_keys_get", None),
+            (
+                "accel_crypto_keys_get -k k0",
+                "accel_crypto_keys_get",
+                Some(json!({"key_name": "k0"})),
+            ),
+            (
+                "accel_crypto_key_destroy -n k0",
+                "accel_crypto_key_destroy",
+                Some(json!({"key_name": "k0"})),
+            ),
+            (
+                "bdev_crypto_create Malloc0 Crypt0 -n k0",
+                "bdev_crypto_create",
+                Some(json!({"base_bdev_name": "Malloc0", "name": "Crypt0", "key_name": "k0"})),
+            ),
+            (
+                "bdev_crypto_delete Crypt0",
+                "bdev_crypto_delete",
+                Some(json!({"name": "Crypt0"})),
             ),
             (
                 "bdev_compress_delete COMP_Malloc0",
