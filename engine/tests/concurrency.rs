@@ -10,7 +10,7 @@ use std::sync::Arc;
 use ballast_engine::backend::{malloc, uring};
 use ballast_engine::{bdev, BdevIo, IoBuf, IoCallback, IoSink, IoStatus, IoType, SgList};
 use ballast_reactor::{PollStatus, PollerHandle, Runtime, RuntimeConfig};
-use common::{conformance, Harness, Model};
+use common::{conformance, malloc_named, Harness, Model};
 
 /// A reactor-local workload: keeps `qd` writes/reads in flight to its own stripe of the bdev,
 /// each block stamped with (core, block, generation) and verified on read-back, until shutdown.
@@ -213,13 +213,7 @@ fn compress_several_reactors_then_shutdown_in_flight() {
     // others on its chunk, from three reactors, until shutdown with I/O in flight.
     use ballast_engine::backend::compress;
     let h = Harness::new(1);
-    malloc::create(malloc::MallocOpts {
-        name: "conc_zbase".into(),
-        num_blocks: 32768,
-        block_size: 512,
-        uuid: None,
-    })
-    .unwrap();
+    malloc_named("conc_zbase", 512, 32768);
     compress::create(
         &h.rt.handle(),
         compress::CompressOpts {

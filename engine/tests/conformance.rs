@@ -94,13 +94,7 @@ mod tempfile_path {
 
 fn crypto_over_malloc(tag: &str, bs: u32, blocks: u64, key_len: usize) -> (String, String, String) {
     let base = format!("conf_cbase_{tag}");
-    malloc::create(malloc::MallocOpts {
-        name: base.clone(),
-        num_blocks: blocks,
-        block_size: bs,
-        uuid: None,
-    })
-    .unwrap();
+    malloc_named(&base, bs, blocks);
     let key = format!("conf_key_{tag}");
     let k1: Vec<u8> = (0..key_len as u8).collect();
     let k2: Vec<u8> = (0..key_len as u8).map(|x| x ^ 0xA5).collect();

@@ -48,7 +48,7 @@ use std::time::Duration;
 use ballast_reactor::RuntimeHandle;
 use smallvec::SmallVec;
 
-use super::Collect;
+use super::{Collect, Slab};
 use crate::bdev::{
     self, BackendChannel, Bdev, BdevBackend, BdevDesc, BdevInfo, BdevIo, Completions, IoCallback,
     IoChannel, IoSink, IoStatus, IoType, SgList,
@@ -821,6 +821,13 @@ fn load_map(rt: &RuntimeHandle, desc: &SharedDesc, geo: &Geometry) -> Result<(Ve
     Ok((entries, units))
 }
 
+/// Writes `sb` over the superblock region.
+fn write_superblock(rt: &RuntimeHandle, desc: &SharedDesc, sb: &Superblock) -> Result<()> {
+    let mut block = sb.encode();
+    block.resize(sb.geo.map_off as usize, 0);
+    sync_io(rt, desc, IoType::Write, 0, block).map(drop)
+}
+
 /// Writes an empty map, then the superblock (so a half-formatted base has no superblock).
 fn format(rt: &RuntimeHandle, desc: &SharedDesc, sb: &Superblock) -> Result<()> {
     let mut off = 0;
@@ -835,22 +842,16 @@ fn format(rt: &RuntimeHandle, desc: &SharedDesc, sb: &Superblock) -> Result<()> 
         )?;
         off += n;
     }
-    let mut block = sb.encode();
-    block.resize(sb.geo.map_off as usize, 0);
-    sync_io(rt, desc, IoType::Write, 0, block)?;
-    sync_io(rt, desc, IoType::Flush, 0, Vec::new()).or_else(|e| {
-        // A base without flush has no volatile cache to flush.
-        if desc
-            .lock()
-            .unwrap()
-            .as_ref()
-            .is_some_and(|d| !d.bdev().supports(IoType::Flush))
-        {
-            Ok(Vec::new())
-        } else {
-            Err(e)
-        }
-    })?;
+    write_superblock(rt, desc, sb)?;
+    // A base without flush has no volatile cache to flush.
+    if desc
+        .lock()
+        .unwrap()
+        .as_ref()
+        .is_some_and(|d| d.bdev().supports(IoType::Flush))
+    {
+        sync_io(rt, desc, IoType::Flush, 0, Vec::new())?;
+    }
     Ok(())
 }
 
@@ -910,13 +911,14 @@ pub fn create(rt: &RuntimeHandle, opts: CompressOpts) -> Result<Arc<Bdev>> {
             let (entries, units) = load_map(rt, &desc, &sb.geo)?;
             // The algorithm of new writes may change; stored chunks keep theirs.
             if let Some(a) = algo.filter(|&a| a != sb.algo) {
-                let sb = Superblock {
-                    algo: a,
-                    ..sb.clone()
-                };
-                let mut block = sb.encode();
-                block.resize(sb.geo.map_off as usize, 0);
-                sync_io(rt, &desc, IoType::Write, 0, block)?;
+                write_superblock(
+                    rt,
+                    &desc,
+                    &Superblock {
+                        algo: a,
+                        ..sb.clone()
+                    },
+                )?;
             }
             let sb = Superblock {
                 algo: algo.unwrap_or(sb.algo),
@@ -1061,10 +1063,8 @@ impl BdevBackend for CompressBackend {
             codec: Codec::new(algo)?,
             sink: Rc::default(),
             batch: Vec::new(),
-            parents: Vec::new(),
-            free_parents: Vec::new(),
-            ops: Vec::new(),
-            free_ops: Vec::new(),
+            parents: Slab::default(),
+            ops: Slab::default(),
             lock_wait: Vec::new(),
             space_wait: Vec::new(),
             persist_wait: Vec::new(),
@@ -1354,10 +1354,8 @@ struct CompressChannel {
     codec: Codec,
     sink: Rc<Collect>,
     batch: Vec<BdevIo>,
-    parents: Vec<Option<Parent>>,
-    free_parents: Vec<usize>,
-    ops: Vec<Option<ChunkOp>>,
-    free_ops: Vec<usize>,
+    parents: Slab<Parent>,
+    ops: Slab<ChunkOp>,
     lock_wait: Vec<usize>,
     space_wait: Vec<usize>,
     persist_wait: Vec<usize>,
@@ -1409,38 +1407,15 @@ fn pooled(len: usize) -> IoBuf {
 
 impl CompressChannel {
     fn new_parent(&mut self, io: BdevIo, pending: usize) -> usize {
-        let p = Parent {
+        self.parents.insert(Parent {
             io,
             pending,
             status: IoStatus::Success,
-        };
-        match self.free_parents.pop() {
-            Some(i) => {
-                self.parents[i] = Some(p);
-                i
-            }
-            None => {
-                self.parents.push(Some(p));
-                self.parents.len() - 1
-            }
-        }
-    }
-
-    fn new_op(&mut self, op: ChunkOp) -> usize {
-        match self.free_ops.pop() {
-            Some(i) => {
-                self.ops[i] = Some(op);
-                i
-            }
-            None => {
-                self.ops.push(Some(op));
-                self.ops.len() - 1
-            }
-        }
+        })
     }
 
     fn op(&mut self, i: usize) -> &mut ChunkOp {
-        self.ops[i].as_mut().expect("live chunk op")
+        self.ops.live(i)
     }
 
     fn submit_base(&self, op: IoType, offset_bytes: u64, bufs: SgList, tag: u64) {
@@ -1463,18 +1438,28 @@ impl CompressChannel {
 
     /// Ends chunk op `i`; completes its parent when it was the last.
     fn finish_op(&mut self, i: usize, status: IoStatus, done: &mut Completions) {
-        let op = self.ops[i].take().expect("live chunk op");
-        self.free_ops.push(i);
-        let parent = self.parents[op.parent].as_mut().expect("live parent");
+        let op = self.ops.remove(i).expect("live chunk op");
+        let parent = self.parents.live(op.parent);
         if status != IoStatus::Success && parent.status == IoStatus::Success {
             parent.status = status;
         }
         parent.pending -= 1;
         if parent.pending == 0 {
-            let p = self.parents[op.parent].take().expect("live parent");
-            self.free_parents.push(op.parent);
+            let p = self.parents.remove(op.parent).expect("live parent");
             done.complete(p.io, p.status);
         }
+    }
+
+    /// Op `i`'s new units will not be used: frees them, unlocks the chunk, fails the op.
+    fn fail_unstored(&mut self, i: usize, done: &mut Completions) {
+        let e = self.op(i).new;
+        {
+            let mut v = self.vol.lock().unwrap();
+            for &u in e.units() {
+                v.units.free(u as u64);
+            }
+        }
+        self.fail_locked(i, IoStatus::Failed(libc::EIO), done);
     }
 
     /// Unlocks op `i`'s chunk and ends it.
@@ -1514,7 +1499,7 @@ impl CompressChannel {
                     let o = self.op(i);
                     (o.parent, o.pbyte, o.len)
                 };
-                let p = self.parents[parent].as_mut().expect("live parent");
+                let p = self.parents.live(parent);
                 sg_each(&mut p.io.bufs, pbyte, len, |b, _| b.fill(0));
                 self.vol.lock().unwrap().unlock(chunk);
                 self.finish_op(i, IoStatus::Success, done);
@@ -1565,7 +1550,7 @@ impl CompressChannel {
             return;
         }
         let cs = self.geo.chunk as usize;
-        let mut op = self.ops[i].take().expect("live chunk op");
+        let mut op = self.ops.take(i);
         let e = op.old;
         // The stored bytes, contiguous.
         let stored: IoBuf = if op.runs.len() == 1 {
@@ -1583,7 +1568,7 @@ impl CompressChannel {
         let mut ok = crc32c::crc32c(data) == e.data_crc;
         if ok && !e.raw && op.kind == Kind::Read && op.off == 0 && op.len == cs {
             // A whole chunk read into one caller buffer: decompress straight into it.
-            let p = self.parents[op.parent].as_mut().expect("live parent");
+            let p = self.parents.live(op.parent);
             let mut direct = false;
             let (codec, algo) = (&mut self.codec, e.algo);
             let mut at = op.pbyte;
@@ -1600,7 +1585,7 @@ impl CompressChannel {
             }
             if direct {
                 let c = op.chunk;
-                self.ops[i] = Some(op);
+                self.ops.put(i, op);
                 if ok {
                     self.vol.lock().unwrap().unlock(c);
                     self.finish_op(i, IoStatus::Success, done);
@@ -1628,25 +1613,25 @@ impl CompressChannel {
                 chunk = op.chunk,
                 "compressed chunk failed its CRC or decompression"
             );
-            self.ops[i] = Some(op);
+            self.ops.put(i, op);
             self.fail_locked(i, IoStatus::Failed(libc::EIO), done);
             return;
         }
         match op.kind {
             Kind::Read => {
-                let p = self.parents[op.parent].as_mut().expect("live parent");
+                let p = self.parents.live(op.parent);
                 let src = &plain[op.off..op.off + op.len];
                 sg_each(&mut p.io.bufs, op.pbyte, op.len, |b, at| {
                     b.copy_from_slice(&src[at..at + b.len()])
                 });
                 let c = op.chunk;
-                self.ops[i] = Some(op);
+                self.ops.put(i, op);
                 self.vol.lock().unwrap().unlock(c);
                 self.finish_op(i, IoStatus::Success, done);
             }
             Kind::Write | Kind::Zero => {
                 op.plain = Some(plain);
-                self.ops[i] = Some(op);
+                self.ops.put(i, op);
                 self.merge_and_store(i, done);
             }
         }
@@ -1657,12 +1642,12 @@ impl CompressChannel {
         let cs = self.geo.chunk as usize;
         let unit = self.geo.unit as usize;
         let upc = self.geo.units_per_chunk() as usize;
-        let mut op = self.ops[i].take().expect("live chunk op");
+        let mut op = self.ops.take(i);
         let mut plain = op.plain.take().expect("chunk buffer");
         plain.set_len(cs);
         match op.kind {
             Kind::Write => {
-                let p = self.parents[op.parent].as_mut().expect("live parent");
+                let p = self.parents.live(op.parent);
                 let dst = &mut plain[op.off..op.off + op.len];
                 sg_each(&mut p.io.bufs, op.pbyte, op.len, |b, at| {
                     dst[at..at + b.len()].copy_from_slice(b)
@@ -1671,7 +1656,7 @@ impl CompressChannel {
             _ => plain[op.off..op.off + op.len].fill(0),
         }
         if all_zero(&plain) {
-            self.ops[i] = Some(op);
+            self.ops.put(i, op);
             self.update_entry(i, Entry::default(), done);
             return;
         }
@@ -1697,29 +1682,28 @@ impl CompressChannel {
             ..Entry::default()
         };
         op.stored = Some(stored);
-        self.ops[i] = Some(op);
-        self.alloc_and_write(i, done);
+        self.ops.put(i, op);
+        if !self.alloc_and_write(i) {
+            self.op(i).step = Step::Space;
+            self.space_wait.push(i);
+        }
     }
 
-    /// Allocates op `i`'s units and writes them; waits if none are free.
-    fn alloc_and_write(&mut self, i: usize, _done: &mut Completions) -> bool {
+    /// Allocates op `i`'s units and writes them; false (nothing done) if too few are free.
+    fn alloc_and_write(&mut self, i: usize) -> bool {
         let n = self.op(i).new.n_units as usize;
         let got = self.vol.lock().unwrap().units.alloc(n);
         let Some(units) = got else {
-            if self.op(i).step != Step::Space {
-                self.op(i).step = Step::Space;
-                self.space_wait.push(i);
-            }
             return false;
         };
         let unit = self.geo.unit as usize;
-        let mut op = self.ops[i].take().expect("live chunk op");
+        let mut op = self.ops.take(i);
         op.new.units[..n].copy_from_slice(&units);
         op.step = Step::WriteNew;
         let stored = op.stored.take().expect("stored bytes");
         let rs = runs(&units);
         op.outstanding = rs.len();
-        self.ops[i] = Some(op);
+        self.ops.put(i, op);
         if rs.len() == 1 {
             let mut sg = SgList::new();
             sg.push(stored);
@@ -1760,34 +1744,26 @@ impl CompressChannel {
             let v = self.vol.lock().unwrap();
             (v.flush_done, v.flush_failed)
         };
-        let mut ready: SmallVec<[usize; 16]> = SmallVec::new();
+        // (op, its units are durable)
+        let mut ready: SmallVec<[(usize, bool); 16]> = SmallVec::new();
         let ops = &self.ops;
         self.flush_wait
-            .retain(|&i| match ops[i].as_ref().map(|o| o.step) {
+            .retain(|&i| match ops.get(i).map(|o| o.step) {
                 Some(Step::DataFlush { epoch }) if epoch <= flushed || failed => {
-                    ready.push(i);
+                    ready.push((i, epoch <= flushed));
                     false
                 }
                 Some(Step::DataFlush { .. }) => true,
                 _ => false,
             });
         let any = !ready.is_empty();
-        for i in ready {
-            let e = self.op(i).new;
-            let Step::DataFlush { epoch } = self.op(i).step else {
-                continue;
-            };
-            if epoch > flushed {
-                // The flush failed: the new units are not known durable.
-                {
-                    let mut v = self.vol.lock().unwrap();
-                    for &u in e.units() {
-                        v.units.free(u as u64);
-                    }
-                }
-                self.fail_locked(i, IoStatus::Failed(libc::EIO), done);
-            } else {
+        for (i, durable) in ready {
+            if durable {
+                let e = self.op(i).new;
                 self.update_entry(i, e, done);
+            } else {
+                // The flush failed: the new units are not known durable.
+                self.fail_unstored(i, done);
             }
         }
         any
@@ -1803,7 +1779,7 @@ impl CompressChannel {
             let v = self.vol.lock().unwrap();
             let ops = &self.ops;
             self.persist_wait.retain(|&i| {
-                let Some(Step::Persist { block, gen }) = ops[i].as_ref().map(|o| o.step) else {
+                let Some(Step::Persist { block, gen }) = ops.get(i).map(|o| o.step) else {
                     return false;
                 };
                 let blk = &v.blocks[block as usize];
@@ -1852,14 +1828,7 @@ impl CompressChannel {
                     return;
                 }
                 if op.failed {
-                    let units = op.new;
-                    {
-                        let mut v = self.vol.lock().unwrap();
-                        for &u in units.units() {
-                            v.units.free(u as u64);
-                        }
-                    }
-                    self.fail_locked(i, IoStatus::Failed(libc::EIO), done);
+                    self.fail_unstored(i, done);
                     return;
                 }
                 let e = op.new;
@@ -1886,13 +1855,10 @@ impl CompressChannel {
         if !self.space_wait.is_empty() {
             let waiting = std::mem::take(&mut self.space_wait);
             for i in waiting {
-                if self.alloc_and_write(i, done) {
+                if self.alloc_and_write(i) {
                     progressed = true;
                 } else {
-                    // alloc_and_write re-queued it only if its step changed; keep it queued.
-                    if !self.space_wait.contains(&i) {
-                        self.space_wait.push(i);
-                    }
+                    self.space_wait.push(i);
                 }
             }
         }
@@ -1941,7 +1907,7 @@ impl BackendChannel for CompressChannel {
         for c in first..=last {
             let lo = start.max(c * cs);
             let hi = end.min((c + 1) * cs);
-            let i = self.new_op(ChunkOp {
+            let i = self.ops.insert(ChunkOp {
                 parent,
                 chunk: c,
                 kind,
@@ -1971,8 +1937,7 @@ impl BackendChannel for CompressChannel {
         for sub in batch.drain(..) {
             if sub.tag & FLUSH_TAG != 0 {
                 let p = (sub.tag & !FLUSH_TAG) as usize;
-                let parent = self.parents[p].take().expect("live flush");
-                self.free_parents.push(p);
+                let parent = self.parents.remove(p).expect("live flush");
                 done.complete(parent.io, sub.status);
                 continue;
             }

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
-use super::Collect;
+use super::{Collect, Slab};
 use crate::bdev::{
     self, BackendChannel, Bdev, BdevBackend, BdevDesc, BdevInfo, BdevIo, Completions, IoCallback,
     IoChannel, IoSink, IoStatus, IoType, SgList,
@@ -230,8 +230,7 @@ impl BdevBackend for CryptoBackend {
             xts: Xts::new(&self.key, &self.key2)?,
             bs: self.block_size,
             sink: Rc::default(),
-            slots: Vec::new(),
-            free: Vec::new(),
+            slots: Slab::default(),
             batch: Vec::new(),
         }))
     }
@@ -257,25 +256,11 @@ struct CryptoChannel {
     xts: Xts,
     bs: usize,
     sink: Rc<Collect>,
-    slots: Vec<Option<Pending>>,
-    free: Vec<usize>,
+    slots: Slab<Pending>,
     batch: Vec<BdevIo>,
 }
 
 impl CryptoChannel {
-    fn slot(&mut self, io: BdevIo) -> usize {
-        match self.free.pop() {
-            Some(s) => {
-                self.slots[s] = Some(Pending { io });
-                s
-            }
-            None => {
-                self.slots.push(Some(Pending { io }));
-                self.slots.len() - 1
-            }
-        }
-    }
-
     /// Encrypts or decrypts a scatter list in place, data unit by data unit from `lba`;
     /// segments that do not hold whole blocks go through a bounce buffer.
     fn each_unit(&mut self, bufs: &mut SgList, lba: u64, encrypt: bool) -> bool {
@@ -352,7 +337,7 @@ impl BackendChannel for CryptoChannel {
             IoType::Read => std::mem::take(&mut io.bufs),
             _ => SgList::new(),
         };
-        let slot = self.slot(io);
+        let slot = self.slots.insert(Pending { io });
         let sink: Rc<dyn IoSink> = self.sink.clone();
         self.base.submit(BdevIo::new(
             op,
@@ -372,10 +357,9 @@ impl BackendChannel for CryptoChannel {
         let mut batch = std::mem::take(&mut self.batch);
         for mut sub in batch.drain(..) {
             let slot = sub.tag as usize;
-            let Some(Pending { mut io }) = self.slots.get_mut(slot).and_then(Option::take) else {
+            let Some(Pending { mut io }) = self.slots.remove(slot) else {
                 continue;
             };
-            self.free.push(slot);
             let mut status = sub.status;
             if io.op == IoType::Read {
                 io.bufs = std::mem::take(&mut sub.bufs);

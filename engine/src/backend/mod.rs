@@ -30,3 +30,63 @@ pub(crate) fn for_each_segment(io: &mut BdevIo, mut f: impl FnMut(usize, &mut [u
         off += len;
     }
 }
+
+/// In-flight entries of a stage's channel, named by small integers (an I/O's tag): freed slots
+/// are reused, so nothing is allocated per I/O once warm.
+pub(crate) struct Slab<T> {
+    items: Vec<Option<T>>,
+    free: Vec<usize>,
+}
+
+impl<T> Default for Slab<T> {
+    fn default() -> Self {
+        Slab {
+            items: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+}
+
+impl<T> Slab<T> {
+    /// Stores `v`; returns its slot.
+    pub(crate) fn insert(&mut self, v: T) -> usize {
+        match self.free.pop() {
+            Some(i) => {
+                self.items[i] = Some(v);
+                i
+            }
+            None => {
+                self.items.push(Some(v));
+                self.items.len() - 1
+            }
+        }
+    }
+
+    /// Removes and frees slot `i` (`None` if it is empty).
+    pub(crate) fn remove(&mut self, i: usize) -> Option<T> {
+        let v = self.items.get_mut(i)?.take()?;
+        self.free.push(i);
+        Some(v)
+    }
+
+    /// Takes the entry out of live slot `i` without freeing the slot (give it back with
+    /// [`Slab::put`]).
+    pub(crate) fn take(&mut self, i: usize) -> T {
+        self.items[i].take().expect("live slab slot")
+    }
+
+    /// Puts an entry taken with [`Slab::take`] back.
+    pub(crate) fn put(&mut self, i: usize, v: T) {
+        self.items[i] = Some(v);
+    }
+
+    /// The entry in slot `i`, if any.
+    pub(crate) fn get(&self, i: usize) -> Option<&T> {
+        self.items.get(i)?.as_ref()
+    }
+
+    /// The entry in live slot `i`.
+    pub(crate) fn live(&mut self, i: usize) -> &mut T {
+        self.items[i].as_mut().expect("live slab slot")
+    }
+}
