@@ -22,7 +22,8 @@ BIN=target/release
 MIB=256
 BLOCKS=$((MIB * 1024 * 1024 / 512))
 NQN=nqn.2026-11.io.ballast:pipelines
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+. bench/lib.sh
+port=$(free_port)
 
 # nsid | label | volume bdev
 vols=(
@@ -57,13 +58,7 @@ print(json.dumps({"subsystems": [
         "key2": "ffeeddccbbaa99887766554433221100" * 2}}]},
     {"subsystem": "bdev", "config": bdev}, {"subsystem": "nvmf", "config": nvmf}]}))
 PY
-$BIN/ballastd -m 0x1 -r "$OUT/sock" -c "$OUT/config.json" >"$OUT/ballastd.log" 2>&1 &
-dpid=$!
-trap 'kill $dpid 2>/dev/null; wait $dpid 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-    (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break
-    sleep 0.1
-done
+start_ballastd "$port" "$OUT/ballastd.log" -m 0x1 -r "$OUT/sock" -c "$OUT/config.json"
 perf() { # nsid, args...
     local ns=$1
     shift

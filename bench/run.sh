@@ -18,15 +18,10 @@ mkdir -p "$OUT"
 cargo build --release -q -p ballastd -p ballast-bench --bins
 BIN=target/release
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+. bench/lib.sh
+port=$(free_port)
 sock=$OUT/ballast-bench.sock
-$BIN/ballastd -m 0x1 -r "$sock" -l 127.0.0.1:"$port" --default-size-mib 1024 >"$OUT/ballastd.log" 2>&1 &
-dpid=$!
-trap 'kill $dpid 2>/dev/null; wait $dpid 2>/dev/null || true' EXIT
-for _ in $(seq 50); do
-    (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break
-    sleep 0.1
-done
+start_ballastd "$port" "$OUT/ballastd.log" -m 0x1 -r "$sock" -l 127.0.0.1:"$port" --default-size-mib 1024
 rss0_kib=$(awk '/VmRSS/{print $2}' "/proc/$dpid/status")
 target="trtype:tcp traddr:127.0.0.1 trsvcid:$port subnqn:nqn.2026-11.io.ballast:default"
 
