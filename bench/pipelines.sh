@@ -10,6 +10,7 @@
 #
 # Usage: bash bench/pipelines.sh [REPS] [SECONDS] [DATA]   (defaults 3, 5, text)
 #   DATA: text (compressible, lz4 ≈ 2.5×) or random (incompressible).
+#   ONLY="1 2": measure only these namespaces (nsids below; 1, the plain volume, always runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPS=${1:-3}
@@ -58,6 +59,14 @@ print(json.dumps({"subsystems": [
         "key2": "ffeeddccbbaa99887766554433221100" * 2}}]},
     {"subsystem": "bdev", "config": bdev}, {"subsystem": "nvmf", "config": nvmf}]}))
 PY
+if [ -n "${ONLY:-}" ]; then
+    keep=()
+    for v in "${vols[@]}"; do
+        IFS='|' read -r ns _ _ <<<"$v"
+        if [ "$ns" = 1 ] || [[ " $ONLY " == *" $ns "* ]]; then keep+=("$v"); fi
+    done
+    vols=("${keep[@]}")
+fi
 start_ballastd "$port" "$OUT/ballastd.log" -m 0x1 -r "$OUT/sock" -c "$OUT/config.json"
 perf() { # nsid, args...
     local ns=$1

@@ -238,6 +238,17 @@ impl Xts {
     /// place: AES-256 reads the plaintext once, without a copy.
     #[must_use]
     pub fn encrypt_into(&mut self, src: &[u8], dst: &mut [u8], du: usize, lba: u64) -> bool {
+        self.process_into(src, dst, du, lba, true)
+    }
+
+    /// Decrypts `src` into `dst` (same length), as [`Xts::decrypt`] does in place, zero
+    /// convention included: AES-256 reads the ciphertext once, without a copy.
+    #[must_use]
+    pub fn decrypt_into(&mut self, src: &[u8], dst: &mut [u8], du: usize, lba: u64) -> bool {
+        self.process_into(src, dst, du, lba, false)
+    }
+
+    fn process_into(&mut self, src: &[u8], dst: &mut [u8], du: usize, lba: u64, enc: bool) -> bool {
         if src.len() != dst.len() {
             return false;
         }
@@ -245,10 +256,10 @@ impl Xts {
             if !(du.is_multiple_of(16) && du > 0 && dst.len().is_multiple_of(du)) {
                 return false;
             }
-            return a.process(Some(src), dst, du, lba, true);
+            return a.process(Some(src), dst, du, lba, enc);
         }
         dst.copy_from_slice(src);
-        self.process(dst, du, lba, true)
+        self.process(dst, du, lba, enc)
     }
 
     /// Decrypts `buf` in place; all-zero ciphertext units come out as zeros (see the module
@@ -416,6 +427,19 @@ mod tests {
                 !c.encrypt_into(&pt, &mut out[..4096], 4096, 0),
                 "lengths must match"
             );
+            // And decrypts back out of place, zero convention included.
+            let mut back = vec![0xEEu8; pt.len()];
+            assert!(c.decrypt_into(&whole, &mut back, 4096, 1 << 33));
+            assert_eq!(back, pt);
+            let mut mixed = whole.clone();
+            mixed[4096..].fill(0);
+            assert!(c.decrypt_into(&mixed, &mut back, 4096, 1 << 33));
+            assert_eq!(&back[..4096], &pt[..4096]);
+            assert!(
+                back[4096..].iter().all(|&b| b == 0),
+                "zero unit reads zeros"
+            );
+            assert!(!c.decrypt_into(&whole, &mut back[..4096], 4096, 0));
         }
         let mut zeros = vec![0u8; 1024];
         assert!(x.decrypt(&mut zeros, 512, 5));

@@ -3,6 +3,7 @@
 mod common;
 
 use ballast_engine::backend::{malloc, null, uring};
+use ballast_engine::{IoStatus, IoType};
 use common::{conformance, malloc_named, Harness, Model};
 
 #[test]
@@ -38,39 +39,32 @@ fn null_512() {
     conformance(&h, "conf_null", Model::Discard, 3);
 }
 
-fn uring_file(block_size: u32, blocks: u64, tag: &str) -> (tempfile_path::TempPath, String) {
-    let p = tempfile_path::TempPath::new(tag);
+/// A uring bdev `name` over a new sparse file (removed when the returned path drops).
+fn uring_named(name: &str, block_size: u32, blocks: u64) -> tempfile_path::TempPath {
+    let p = tempfile_path::TempPath::new(name);
     let f = std::fs::File::create(&p.0).unwrap();
     f.set_len(block_size as u64 * blocks).unwrap();
-    let s = p.0.to_string_lossy().into_owned();
-    (p, s)
+    uring::create(uring::UringOpts {
+        name: name.into(),
+        filename: p.0.to_string_lossy().into_owned(),
+        block_size,
+        uuid: None,
+    })
+    .unwrap();
+    p
 }
 
 #[test]
 fn uring_file_4096() {
     let h = Harness::new(2);
-    let (_tmp, path) = uring_file(4096, 1024, "u4k");
-    uring::create(uring::UringOpts {
-        name: "conf_uring4k".into(),
-        filename: path,
-        block_size: 4096,
-        uuid: None,
-    })
-    .unwrap();
+    let _tmp = uring_named("conf_uring4k", 4096, 1024);
     conformance(&h, "conf_uring4k", Model::Persistent, 4);
 }
 
 #[test]
 fn uring_file_512() {
     let h = Harness::new(2);
-    let (_tmp, path) = uring_file(512, 8192, "u512");
-    uring::create(uring::UringOpts {
-        name: "conf_uring512".into(),
-        filename: path,
-        block_size: 512,
-        uuid: None,
-    })
-    .unwrap();
+    let _tmp = uring_named("conf_uring512", 512, 8192);
     conformance(&h, "conf_uring512", Model::Persistent, 5);
 }
 
@@ -116,6 +110,80 @@ fn crypto_128_over_malloc_4096() {
     let h = Harness::new(2);
     let (name, _, _) = crypto_over_malloc("b", 4096, 512, 16);
     conformance(&h, &name, Model::Persistent, 6);
+}
+
+#[test]
+fn crypto_256_over_uring_4096() {
+    // A base that does not fuse copies: the stage encrypts into a bounce buffer and decrypts
+    // in place itself (over malloc, the base does both while copying).
+    let h = Harness::new(2);
+    let _tmp = uring_named("conf_cbase_u", 4096, 512);
+    let k1: Vec<u8> = (0..32u8).collect();
+    let k2: Vec<u8> = (0..32u8).map(|x| x ^ 0x3C).collect();
+    ballast_engine::backend::crypto::key_create("conf_key_u", "AES_XTS", &k1, &k2).unwrap();
+    ballast_engine::backend::crypto::create("conf_crypto_u", "conf_cbase_u", "conf_key_u").unwrap();
+    conformance(&h, "conf_crypto_u", Model::Persistent, 7);
+}
+
+/// A transform that XORs with 0xFF, to see whether a base applied it.
+struct Invert;
+impl ballast_engine::bdev::CopyTransform for Invert {
+    fn apply(&self, _op: IoType, src: &[u8], dst: &mut [u8], _dev_offset: u64) -> bool {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = !*s;
+        }
+        true
+    }
+}
+
+/// Submits one I/O carrying [`Invert`] on `name` (on the harness's first reactor).
+fn io_with_xform(h: &Harness, name: &str, op: IoType, data: Vec<u8>) -> (IoStatus, Vec<u8>) {
+    use ballast_engine::bdev::{self, BdevIo, IoCallback, SgList};
+    use ballast_engine::buf::IoBuf;
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let name = name.to_string();
+    h.rt.send(h.rt.cores()[0], move || {
+        let desc = bdev::open(&name, None).unwrap();
+        let ch = desc.channel().unwrap();
+        let nb = data.len() as u64 / desc.bdev().block_size() as u64;
+        let mut bufs = SgList::new();
+        bufs.push(IoBuf::from_slice(&data));
+        let keep = (desc, ch.clone());
+        let cb = IoCallback::Fn(Box::new(move |io: BdevIo| {
+            drop(keep);
+            let _ = tx.send((io.status, io.bufs[0].to_vec()));
+        }));
+        let mut io = BdevIo::new(op, 0, nb, bufs, 0, cb);
+        io.xform = Some(std::rc::Rc::new(Invert));
+        ch.submit(io);
+    })
+    .unwrap();
+    rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap()
+}
+
+#[test]
+fn copy_transforms_are_fused_by_malloc_and_refused_elsewhere() {
+    let h = Harness::new(1);
+    malloc_named("conf_xf_m", 512, 64);
+    null::create("conf_xf_n", 64, 512, None).unwrap();
+    let data: Vec<u8> = (0..1024u32).map(|i| i as u8).collect();
+    let inv: Vec<u8> = data.iter().map(|b| !b).collect();
+    // malloc stores the transform of the caller's data and hands the data back unchanged...
+    let (st, back) = io_with_xform(&h, "conf_xf_m", IoType::Write, data.clone());
+    assert_eq!(st, IoStatus::Success);
+    assert_eq!(back, data);
+    let core = h.rt.cores()[0];
+    let (_, raw) = h.io(core, "conf_xf_m", IoType::Read, 0, 2, None, 1024, None);
+    assert_eq!(raw, inv, "the region holds the transformed bytes");
+    // ...and a transformed read undoes it.
+    let (st, got) = io_with_xform(&h, "conf_xf_m", IoType::Read, vec![0; 1024]);
+    assert_eq!(st, IoStatus::Success);
+    assert_eq!(got, data);
+    // A base that cannot fuse refuses rather than ignoring the transform.
+    let (st, _) = io_with_xform(&h, "conf_xf_n", IoType::Write, data.clone());
+    assert_eq!(st, IoStatus::NotSupported);
+    let (st, _) = io_with_xform(&h, "conf_xf_n", IoType::Read, vec![0; 1024]);
+    assert_eq!(st, IoStatus::NotSupported);
 }
 
 #[test]

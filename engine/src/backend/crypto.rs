@@ -2,22 +2,27 @@
 //! vbdev), with a key registry shaped like SPDK's `accel_crypto_key_*`.
 //!
 //! ```text
-//!  write: plaintext ─► bounce buffer (pool) ─ encrypt (tweak = LBA) ─► base write
-//!  read:  base read into the caller's buffers ─► decrypt in place ─► complete
+//!  base that fuses copies (malloc): the cipher rides on the base I/O (CopyTransform)
+//!    write: plaintext ─ encrypt (tweak = LBA) straight into the base's memory
+//!    read:  base's memory ─ decrypt straight into the caller's buffers
+//!  any other base:
+//!    write: plaintext ─ encrypt ─► bounce buffer (pool) ─► base write
+//!    read:  base read into the caller's buffers ─► decrypt in place
 //!  flush / write-zeroes / unmap ─► base, unchanged (all-zero ciphertext reads as zeros)
 //! ```
 //!
 //! The base bdev is claimed while the stage exists; a key cannot be destroyed while a stage
 //! uses it. Keys never appear in logs or Debug output.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
 use super::{Collect, Slab};
 use crate::bdev::{
-    self, BackendChannel, Bdev, BdevBackend, BdevDesc, BdevInfo, BdevIo, Completions, IoCallback,
-    IoChannel, IoSink, IoStatus, IoType, SgList,
+    self, BackendChannel, Bdev, BdevBackend, BdevDesc, BdevInfo, BdevIo, Completions,
+    CopyTransform, IoCallback, IoChannel, IoSink, IoStatus, IoType, SgList,
 };
 use crate::buf::{self, IoBuf};
 use crate::crypto::Xts;
@@ -159,8 +164,19 @@ pub fn create(name: &str, base: &str, key_name: &str) -> Result<Arc<Bdev>> {
     let mut info = BdevInfo::new(name, b.block_size(), b.num_blocks());
     info.write_cache = b.info().write_cache;
     info.optimal_io_boundary = b.info().optimal_io_boundary;
+    let ops = [
+        IoType::Read,
+        IoType::Write,
+        IoType::Flush,
+        IoType::WriteZeroes,
+        IoType::Unmap,
+    ]
+    .into_iter()
+    .filter(|&op| b.supports(op))
+    .fold(0, |m, op| m | op_bit(op));
     let backend = CryptoBackend {
         desc: Arc::new(Mutex::new(Some(desc))),
+        ops,
         key,
         key2,
         bits,
@@ -183,8 +199,20 @@ pub fn create(name: &str, base: &str, key_name: &str) -> Result<Arc<Bdev>> {
     }
 }
 
+fn op_bit(op: IoType) -> u8 {
+    1 << match op {
+        IoType::Read => 0,
+        IoType::Write => 1,
+        IoType::Flush => 2,
+        IoType::WriteZeroes => 3,
+        IoType::Unmap => 4,
+    }
+}
+
 struct CryptoBackend {
     desc: Arc<Mutex<Option<BdevDesc>>>,
+    /// The base's operations (`op_bit`s), read once: `supports` runs for every I/O.
+    ops: u8,
     /// Key material; each channel builds its own cipher context from it.
     key: Vec<u8>,
     key2: Vec<u8>,
@@ -211,11 +239,7 @@ impl BdevBackend for CryptoBackend {
         "crypto"
     }
     fn supports(&self, op: IoType) -> bool {
-        self.desc
-            .lock()
-            .unwrap()
-            .as_ref()
-            .is_some_and(|d| d.bdev().supports(op))
+        self.ops & op_bit(op) != 0
     }
     fn create_channel(&self) -> Result<Box<dyn BackendChannel>> {
         let base = self
@@ -226,8 +250,12 @@ impl BdevBackend for CryptoBackend {
             .ok_or_else(|| Error::Removing(self.base.clone()))?
             .channel()?;
         Ok(Box::new(CryptoChannel {
+            fused: base.fuses_copy(),
             base,
-            xts: Xts::new(&self.key, &self.key2)?,
+            cipher: Rc::new(Cipher {
+                xts: RefCell::new(Xts::new(&self.key, &self.key2)?),
+                bs: self.block_size,
+            }),
             bs: self.block_size,
             sink: Rc::default(),
             slots: Slab::default(),
@@ -249,11 +277,40 @@ impl BdevBackend for CryptoBackend {
 
 struct Pending {
     io: BdevIo,
+    /// The base applied the cipher while copying (the caller's buffers went to the base).
+    fused: bool,
+}
+
+/// A channel's cipher: used by the stage itself, or handed to a base that fuses it into its
+/// copy.
+struct Cipher {
+    xts: RefCell<Xts>,
+    bs: usize,
+}
+
+impl CopyTransform for Cipher {
+    fn apply(&self, op: IoType, src: &[u8], dst: &mut [u8], dev_offset: u64) -> bool {
+        let bs = self.bs as u64;
+        let Ok(mut x) = self.xts.try_borrow_mut() else {
+            return false;
+        };
+        if !dev_offset.is_multiple_of(bs) {
+            return false;
+        }
+        let lba = dev_offset / bs;
+        match op {
+            IoType::Read => x.decrypt_into(src, dst, self.bs, lba),
+            IoType::Write => x.encrypt_into(src, dst, self.bs, lba),
+            _ => false,
+        }
+    }
 }
 
 struct CryptoChannel {
     base: IoChannel,
-    xts: Xts,
+    /// The base channel fuses copies (see [`CopyTransform`]).
+    fused: bool,
+    cipher: Rc<Cipher>,
     bs: usize,
     sink: Rc<Collect>,
     slots: Slab<Pending>,
@@ -265,14 +322,15 @@ impl CryptoChannel {
     /// segments that do not hold whole blocks go through a bounce buffer.
     fn each_unit(&mut self, bufs: &mut SgList, lba: u64, encrypt: bool) -> bool {
         let bs = self.bs;
+        let mut xts = self.cipher.xts.borrow_mut();
         if bufs.iter().all(|b| b.len().is_multiple_of(bs)) {
             let mut l = lba;
             let mut ok = true;
             for b in bufs.iter_mut() {
                 ok &= if encrypt {
-                    self.xts.encrypt(b, bs, l)
+                    xts.encrypt(b, bs, l)
                 } else {
-                    self.xts.decrypt(b, bs, l)
+                    xts.decrypt(b, bs, l)
                 };
                 l += (b.len() / bs) as u64;
             }
@@ -286,9 +344,9 @@ impl CryptoChannel {
             off += b.len();
         }
         let ok = if encrypt {
-            self.xts.encrypt(&mut tmp, bs, lba)
+            xts.encrypt(&mut tmp, bs, lba)
         } else {
-            self.xts.decrypt(&mut tmp, bs, lba)
+            xts.decrypt(&mut tmp, bs, lba)
         };
         let mut off = 0;
         for b in bufs.iter_mut() {
@@ -303,17 +361,22 @@ impl CryptoChannel {
 impl BackendChannel for CryptoChannel {
     fn submit(&mut self, mut io: BdevIo, done: &mut Completions) {
         let (op, off, n) = (io.op, io.offset_blocks, io.num_blocks);
+        let bs = self.bs;
+        let whole_units = io.bufs.iter().all(|b| b.len().is_multiple_of(bs));
+        let fused = self.fused && whole_units && matches!(op, IoType::Read | IoType::Write);
         let bufs = match op {
+            // The base encrypts or decrypts while it copies; the caller's buffers go down.
+            IoType::Read | IoType::Write if fused => std::mem::take(&mut io.bufs),
             IoType::Write => {
                 // Never encrypt the caller's plaintext in place: it gets its buffers back.
                 let total: usize = io.bufs.iter().map(|b| b.len()).sum();
                 let mut ct = buf::alloc(total).unwrap_or_else(|| IoBuf::heap(total));
-                let bs = self.bs;
-                let ok = if io.bufs.iter().all(|b| b.len().is_multiple_of(bs)) {
+                let mut xts = self.cipher.xts.borrow_mut();
+                let ok = if whole_units {
                     // Encrypt straight from the caller's buffers (no plaintext copy).
                     let (mut o, mut lba, mut ok) = (0, off, true);
                     for b in io.bufs.iter() {
-                        ok &= self.xts.encrypt_into(b, &mut ct[o..o + b.len()], bs, lba);
+                        ok &= xts.encrypt_into(b, &mut ct[o..o + b.len()], bs, lba);
                         o += b.len();
                         lba += (b.len() / bs) as u64;
                     }
@@ -324,8 +387,9 @@ impl BackendChannel for CryptoChannel {
                         ct[o..o + b.len()].copy_from_slice(b);
                         o += b.len();
                     }
-                    self.xts.encrypt(&mut ct, bs, off)
+                    xts.encrypt(&mut ct, bs, off)
                 };
+                drop(xts);
                 if !ok {
                     done.complete(io, IoStatus::Failed(libc::EIO));
                     return;
@@ -337,16 +401,14 @@ impl BackendChannel for CryptoChannel {
             IoType::Read => std::mem::take(&mut io.bufs),
             _ => SgList::new(),
         };
-        let slot = self.slots.insert(Pending { io });
+        let slot = self.slots.insert(Pending { io, fused });
         let sink: Rc<dyn IoSink> = self.sink.clone();
-        self.base.submit(BdevIo::new(
-            op,
-            off,
-            n,
-            bufs,
-            slot as u64,
-            IoCallback::Sink(sink),
-        ));
+        let mut sub = BdevIo::new(op, off, n, bufs, slot as u64, IoCallback::Sink(sink));
+        if fused {
+            let x: Rc<dyn CopyTransform> = self.cipher.clone();
+            sub.xform = Some(x);
+        }
+        self.base.submit(sub);
     }
 
     fn poll(&mut self, done: &mut Completions) -> bool {
@@ -357,11 +419,13 @@ impl BackendChannel for CryptoChannel {
         let mut batch = std::mem::take(&mut self.batch);
         for mut sub in batch.drain(..) {
             let slot = sub.tag as usize;
-            let Some(Pending { mut io }) = self.slots.remove(slot) else {
+            let Some(Pending { mut io, fused }) = self.slots.remove(slot) else {
                 continue;
             };
             let mut status = sub.status;
-            if io.op == IoType::Read {
+            if fused {
+                io.bufs = std::mem::take(&mut sub.bufs);
+            } else if io.op == IoType::Read {
                 io.bufs = std::mem::take(&mut sub.bufs);
                 if status == IoStatus::Success {
                     let lba = io.offset_blocks;

@@ -108,24 +108,48 @@ impl BackendChannel for MallocChannel {
         let base = io.offset_blocks as usize * self.block_size;
         let len = io.num_blocks as usize * self.block_size;
         let mem = self.mem.ptr;
-        match io.op {
-            IoType::Read => super::for_each_segment(&mut io, |off, seg| {
+        let mut status = IoStatus::Success;
+        match (io.op, io.xform.take()) {
+            (IoType::Read, None) => super::for_each_segment(&mut io, |off, seg| {
                 // SAFETY: the channel validated base+len ≤ region size and the segments add up
                 // to len; `seg` is a distinct buffer.
                 unsafe {
                     std::ptr::copy_nonoverlapping(mem.add(base + off), seg.as_mut_ptr(), seg.len())
                 }
             }),
-            IoType::Write => super::for_each_segment(&mut io, |off, seg| {
+            (IoType::Write, None) => super::for_each_segment(&mut io, |off, seg| {
                 // SAFETY: as for Read.
                 unsafe {
                     std::ptr::copy_nonoverlapping(seg.as_ptr(), mem.add(base + off), seg.len())
                 }
             }),
-            IoType::WriteZeroes | IoType::Unmap => self.mem.zero(base, len),
-            IoType::Flush => {}
+            // The transform reads or writes the region in place of the copy above.
+            (op @ (IoType::Read | IoType::Write), Some(x)) => {
+                let mut ok = true;
+                super::for_each_segment(&mut io, |off, seg| {
+                    let at = base + off;
+                    // SAFETY: in bounds as for the copies above; the slice lives only for this
+                    // call. Another reactor's overlapping I/O may touch the same bytes at the
+                    // same time, with the same unspecified result as the plain copy.
+                    let region = unsafe { std::slice::from_raw_parts_mut(mem.add(at), seg.len()) };
+                    ok &= if op == IoType::Read {
+                        x.apply(op, region, seg, at as u64)
+                    } else {
+                        x.apply(op, seg, region, at as u64)
+                    };
+                });
+                if !ok {
+                    status = IoStatus::Failed(libc::EIO);
+                }
+            }
+            (IoType::WriteZeroes | IoType::Unmap, _) => self.mem.zero(base, len),
+            (IoType::Flush, _) => {}
         }
-        done.complete(io, IoStatus::Success);
+        done.complete(io, status);
+    }
+
+    fn fuses_copy(&self) -> bool {
+        true
     }
 }
 

@@ -161,6 +161,12 @@ impl ChannelInner {
         if !b.supports(io.op) {
             return IoStatus::NotSupported;
         }
+        if io.xform.is_some()
+            && !(matches!(io.op, IoType::Read | IoType::Write)
+                && self.backend.borrow().fuses_copy())
+        {
+            return IoStatus::NotSupported;
+        }
         match io.offset_blocks.checked_add(io.num_blocks) {
             Some(end) if end <= b.num_blocks() => {}
             _ => return IoStatus::OutOfRange,
@@ -178,6 +184,11 @@ impl IoChannel {
     /// The bdev this channel reaches.
     pub fn bdev(&self) -> &Arc<Bdev> {
         &self.inner.bdev
+    }
+
+    /// True if the backend fuses a [`crate::bdev::CopyTransform`] into its data copy.
+    pub fn fuses_copy(&self) -> bool {
+        self.inner.backend.borrow().fuses_copy()
     }
 
     /// I/O submitted and not yet completed on this channel.

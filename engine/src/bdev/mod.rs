@@ -80,6 +80,21 @@ pub trait IoSink {
     fn io_done(&self, io: BdevIo);
 }
 
+/// A transform a backend fuses into the copy it makes anyway (SPDK's accel sequence, with the
+/// malloc bdev's copy folded into the stage's operation): a crypto stage over a RAM bdev
+/// decrypts straight out of the bdev's memory into the caller's buffer and encrypts straight
+/// into it, one pass over the data instead of a copy and a second pass.
+///
+/// Only backends whose channel says [`BackendChannel::fuses_copy`] see it; [`IoChannel`]
+/// refuses an I/O carrying one anywhere else (`NotSupported`), so data is never left
+/// untransformed.
+pub trait CopyTransform {
+    /// Writes the transform of `src` into `dst` (equal lengths). Reads: `src` is the stored
+    /// data, `dst` the caller's buffer; writes: `src` is the caller's data, `dst` the storage.
+    /// `dev_offset` is the byte offset of both within the bdev. False fails the I/O (EIO).
+    fn apply(&self, op: IoType, src: &[u8], dst: &mut [u8], dev_offset: u64) -> bool;
+}
+
 /// How a completion is delivered.
 pub enum IoCallback {
     /// A boxed closure (convenient; allocates, so not for the hot path).
@@ -102,6 +117,8 @@ pub struct BdevIo {
     pub tag: u64,
     /// Result, set before the callback runs.
     pub status: IoStatus,
+    /// A transform to fuse into the backend's copy (reads and writes; see [`CopyTransform`]).
+    pub xform: Option<Rc<dyn CopyTransform>>,
     cb: Option<IoCallback>,
 }
 
@@ -135,6 +152,7 @@ impl BdevIo {
             bufs,
             tag,
             status: IoStatus::Pending,
+            xform: None,
             cb: Some(cb),
         }
     }
@@ -238,6 +256,10 @@ pub trait BackendChannel {
     /// sleep with I/O in flight).
     fn wake_fd(&self) -> Option<RawFd> {
         None
+    }
+    /// True if `submit` applies a read's or write's [`BdevIo::xform`] while copying the data.
+    fn fuses_copy(&self) -> bool {
+        false
     }
 }
 

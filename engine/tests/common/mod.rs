@@ -194,7 +194,7 @@ pub fn conformance(h: &Harness, name: &str, model_kind: Model, seed: u64) {
             } else {
                 text_like(&mut rng, &mut data);
             }
-            let (st, _) = h.io(
+            let (st, back) = h.io(
                 core,
                 name,
                 IoType::Write,
@@ -205,6 +205,10 @@ pub fn conformance(h: &Harness, name: &str, model_kind: Model, seed: u64) {
                 Some(i),
             );
             assert_eq!(st, IoStatus::Success, "{name}: write off={off} n={n}");
+            assert!(
+                back == data,
+                "{name}: write off={off} n={n} changed the caller's buffers"
+            );
             if model_kind == Model::Persistent {
                 model[off as usize * bs..(off + n) as usize * bs].copy_from_slice(&data);
             }
