@@ -34,6 +34,7 @@ vols=(
     "4|compress lz4 4K|CompLz4k"
     "5|compress zstd-1 16K|CompZstd"
     "6|compress lz4 16K over crypto|CompCrypto"
+    "7|crypto AES-XTS-256, 4 KiB blocks|Crypto4k"
 )
 python3 - "$BLOCKS" "$NQN" "$port" >"$OUT/config.json" <<'PY'
 import json, sys
@@ -41,12 +42,14 @@ blocks, nqn, port = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 m = lambda n: {"method": "bdev_malloc_create", "params": {"name": n, "num_blocks": blocks, "block_size": 512}}
 c = lambda base, name, algo, chunk: {"method": "bdev_compress_create", "params": {
     "base_bdev_name": base, "name": name, "algorithm": algo, "chunk_size": chunk}}
-bdev = [m("Plain"), m("M1"), m("M2"), m("M3"), m("M4"), m("M5"),
+m4k = {"method": "bdev_malloc_create", "params": {"name": "M6", "num_blocks": blocks // 8, "block_size": 4096}}
+bdev = [m("Plain"), m("M1"), m("M2"), m("M3"), m("M4"), m("M5"), m4k,
         {"method": "bdev_crypto_create", "params": {"base_bdev_name": "M1", "name": "Crypto", "key_name": "k0"}},
         c("M2", "CompLz4", "lz4", 16384), c("M3", "CompLz4k", "lz4", 4096), c("M4", "CompZstd", "zstd", 16384),
         {"method": "bdev_crypto_create", "params": {"base_bdev_name": "M5", "name": "Crypt5", "key_name": "k0"}},
-        c("Crypt5", "CompCrypto", "lz4", 16384)]
-names = ["Plain", "Crypto", "CompLz4", "CompLz4k", "CompZstd", "CompCrypto"]
+        c("Crypt5", "CompCrypto", "lz4", 16384),
+        {"method": "bdev_crypto_create", "params": {"base_bdev_name": "M6", "name": "Crypto4k", "key_name": "k0"}}]
+names = ["Plain", "Crypto", "CompLz4", "CompLz4k", "CompZstd", "CompCrypto", "Crypto4k"]
 nvmf = [{"method": "nvmf_create_transport", "params": {"trtype": "TCP"}},
         {"method": "nvmf_create_subsystem", "params": {"nqn": nqn, "allow_any_host": True}}]
 nvmf += [{"method": "nvmf_subsystem_add_ns", "params": {"nqn": nqn, "namespace": {"nsid": i + 1, "bdev_name": n}}}

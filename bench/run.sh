@@ -8,6 +8,9 @@
 # medians and the min–max spread. Also reports the daemon's idle CPU (10 s) and RSS.
 #
 # Usage: bash bench/run.sh [REPS] [SECONDS]      (defaults 3 and 5)
+#   ONLY=SUBSTRING runs only the cases whose name contains it (e.g. ONLY=QD32).
+# The limit itself flips between a fast and a slow mode on this VM (BENCHMARKS.md, "Noise"):
+# many short repetitions (e.g. 9 × 2 s) pair target and limit runs in the same mode more often.
 # Prints a markdown table on stdout; raw JSON lines go to ${OUT:-/tmp/ballast-bench}/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +27,9 @@ sock=$OUT/ballast-bench.sock
 start_ballastd "$port" "$OUT/ballastd.log" -m 0x1 -r "$sock" -l 127.0.0.1:"$port" --default-size-mib 1024
 rss0_kib=$(awk '/VmRSS/{print $2}' "/proc/$dpid/status")
 target="trtype:tcp traddr:127.0.0.1 trsvcid:$port subnqn:nqn.2026-11.io.ballast:default"
+# Write the whole namespace first: reads of never-written RAM would copy the kernel's zero
+# page (always cached) instead of random memory.
+$BIN/ballast-perf -c 0x2 -w write -o 131072 -q 8 -t 3 --warmup 0 --json --quiet -r "$target" >/dev/null
 
 # name | perf args | loopback args
 cases=(
@@ -34,6 +40,11 @@ cases=(
     "128K read QD8|-w read -o 131072 -q 8|-w read -o 131072 -q 8"
     "128K write QD8|-w write -o 131072 -q 8|-w write -o 131072 -q 8"
 )
+if [ -n "${ONLY:-}" ]; then
+    keep=()
+    for c in "${cases[@]}"; do [[ "${c%%|*}" == *"$ONLY"* ]] && keep+=("$c"); done
+    cases=("${keep[@]}")
+fi
 
 : >"$OUT/results.jsonl"
 for rep in $(seq "$REPS"); do
@@ -84,7 +95,7 @@ for c in cases:
           f"| {med([r['l_p50'] for r in rs]):.1f} / {med([r['l_p99'] for r in rs]):.1f} | {med(p50r):.2f} |")
 print()
 print(f"Daemon idle CPU over 10 s (after the runs, no connections): {idle} % of a core. "
-      f"RSS at start {rss0/1024:.1f} MiB (malloc pages are untouched then); after the runs "
+      f"RSS at start {rss0/1024:.1f} MiB (before the namespace is written); after the runs "
       f"{rss/1024:.1f} MiB (includes the touched part of the 1 GiB RAM namespace). "
       f"{reps} interleaved repetitions of {secs} s each.")
 EOF

@@ -11,7 +11,7 @@
 //!  bdev:  poller on one reactor ─ submit QD I/Os ─► IoChannel ─► IoSink ─► resubmit
 //!  floors (baseline.rs): the same exchanges between plain pinned threads, no reactor
 //!  binaries: ballast-perf (NVMe/TCP or bdev load), ballast-loopback-limit, ballast-idle-cpu,
-//!            ballast-bdev-iops; bench/run.sh assembles the NVMe/TCP table
+//!            ballast-bdev-iops, ballast-lz4-accel; bench/run.sh assembles the NVMe/TCP table
 //! ```
 
 use std::time::{Duration, Instant};
@@ -21,6 +21,7 @@ use ballast_reactor::{Runtime, RuntimeConfig};
 pub mod alloc;
 pub mod baseline;
 pub mod bdev;
+pub mod data;
 pub mod ring;
 
 /// The reactor that sends pings / floods messages (core 1).

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ballast_bench::data::Data;
 use ballast_engine::{BdevIo, IoBuf, IoCallback, IoChannel, IoSink, IoStatus, IoType, SgList};
 use ballast_nvme::host::{HostCompletion, HostOp, HostOpts, IoQpair, Session};
 use ballast_reactor::{PollStatus, Runtime, RuntimeConfig};
@@ -364,81 +365,11 @@ fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
-/// What write buffers hold.
-#[derive(Clone, Copy, PartialEq)]
-enum Data {
-    Fill,
-    Text,
-    Random,
-}
-
-impl Data {
-    fn parse(s: &str) -> Option<Data> {
-        match s {
-            "fill" => Some(Data::Fill),
-            "text" => Some(Data::Text),
-            "random" => Some(Data::Random),
-            _ => None,
-        }
-    }
-
-    /// A buffer of `len` bytes for queue slot `slot`.
-    fn buf(self, len: usize, slot: usize) -> IoBuf {
-        const WORDS: &[&[u8]] = &[
-            b"volume ",
-            b"reactor ",
-            b"the ",
-            b"of ",
-            b"chunk ",
-            b"queue ",
-            b"GET /api/v1/",
-            b"200 ",
-            b"nvme ",
-            b"write ",
-            b"read ",
-            b"INFO ",
-            b"\n",
-            b"block=",
-            b"latency_us=",
-            b"and ",
-        ];
-        let mut b = IoBuf::heap(len);
-        let mut x =
-            0x2545_F491_4F6C_DD1D_u64 ^ (slot as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        match self {
-            Data::Fill => b.fill(slot as u8),
-            Data::Random => b.chunks_mut(8).for_each(|c| {
-                let v = next().to_le_bytes();
-                c.copy_from_slice(&v[..c.len()])
-            }),
-            Data::Text => {
-                let mut at = 0;
-                while at < len {
-                    let r = next();
-                    // Words from a small vocabulary, and now and then a number.
-                    let w: &[u8] = if r % 5 == 0 {
-                        let digits = format!("{} ", (r >> 8) % 100_000);
-                        let n = digits.len().min(len - at);
-                        b[at..at + n].copy_from_slice(&digits.as_bytes()[..n]);
-                        at += n;
-                        continue;
-                    } else {
-                        WORDS[(r >> 3) as usize % WORDS.len()]
-                    };
-                    let n = w.len().min(len - at);
-                    b[at..at + n].copy_from_slice(&w[..n]);
-                    at += n;
-                }
-            }
-        }
-        b
-    }
+/// A heap buffer of `len` bytes holding `data` for queue slot `slot`.
+fn data_buf(data: Data, len: usize, slot: usize) -> IoBuf {
+    let mut b = IoBuf::heap(len);
+    data.fill(&mut b, slot);
+    b
 }
 
 struct CoreCfg {
@@ -546,7 +477,7 @@ fn start_tcp_core(
     ballast_reactor::add_wake_fd(qp.fd()).map_err(|e| e.to_string())?;
     let mut meter = Some(Meter::new(depth, live, measuring));
     let mut bufs: Vec<Option<IoBuf>> = (0..depth)
-        .map(|i| Some(cfg.data.buf(cfg.size, i)))
+        .map(|i| Some(data_buf(cfg.data, cfg.size, i)))
         .collect();
     let mut comps: Vec<HostCompletion> = Vec::with_capacity(depth);
     let mut inflight = 0usize;
@@ -633,7 +564,7 @@ fn start_bdev_core(
     let mut bufs: Vec<Option<SgList>> = (0..depth)
         .map(|i| {
             let mut v = SgList::new();
-            v.push(cfg.data.buf(cfg.size, i));
+            v.push(data_buf(cfg.data, cfg.size, i));
             Some(v)
         })
         .collect();

@@ -1,6 +1,5 @@
 //! The malloc bdev: RAM-backed, lazily allocated (anonymous mmap, so untouched blocks cost no
-//! memory; transparent huge pages where the kernel allows, so memory is committed in 2 MiB
-//! steps), unmap/write-zeroes give whole pages back to the OS. It fuses stages' copy
+//! memory), unmap/write-zeroes give whole pages back to the OS. It fuses stages' copy
 //! transforms (a crypto stage's cipher runs straight between the region and the caller's
 //! buffers).
 
@@ -47,14 +46,6 @@ impl Region {
                 source: std::io::Error::last_os_error(),
             });
         }
-        // Transparent huge pages where the kernel allows them (THP "madvise" or "always"): random
-        // 4 KiB I/O over a large region misses the TLB on nearly every access, and under
-        // nested paging a miss is a two-dimensional page walk. Measured: +15-20 % malloc
-        // randread in process, +7-10 % over NVMe/TCP (BENCHMARKS.md). The price: memory is
-        // committed in 2 MiB steps as blocks are first written (SPDK's malloc bdev commits all
-        // of it up front, from hugepages). Advice only: failure (THP "never") changes nothing.
-        // SAFETY: advice on our own fresh mapping.
-        unsafe { libc::madvise(p, len, libc::MADV_HUGEPAGE) };
         Ok(Self { ptr: p.cast(), len })
     }
 
