@@ -17,7 +17,9 @@
 //! ```
 //!
 //! Stages (crypto, compress) are bdevs over a claimed base bdev and stack in any order, e.g.
-//! namespace ← compress ← crypto ← uring.
+//! namespace ← compress ← crypto ← uring. A base that copies data anyway (malloc) can fuse a
+//! stage's transform into that copy ([`bdev::CopyTransform`]): crypto over malloc encrypts and
+//! decrypts straight between the caller's buffers and RAM.
 #![warn(missing_docs)]
 
 pub mod backend;
