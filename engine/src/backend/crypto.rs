@@ -164,19 +164,8 @@ pub fn create(name: &str, base: &str, key_name: &str) -> Result<Arc<Bdev>> {
     let mut info = BdevInfo::new(name, b.block_size(), b.num_blocks());
     info.write_cache = b.info().write_cache;
     info.optimal_io_boundary = b.info().optimal_io_boundary;
-    let ops = [
-        IoType::Read,
-        IoType::Write,
-        IoType::Flush,
-        IoType::WriteZeroes,
-        IoType::Unmap,
-    ]
-    .into_iter()
-    .filter(|&op| b.supports(op))
-    .fold(0, |m, op| m | op_bit(op));
     let backend = CryptoBackend {
         desc: Arc::new(Mutex::new(Some(desc))),
-        ops,
         key,
         key2,
         bits,
@@ -199,20 +188,8 @@ pub fn create(name: &str, base: &str, key_name: &str) -> Result<Arc<Bdev>> {
     }
 }
 
-fn op_bit(op: IoType) -> u8 {
-    1 << match op {
-        IoType::Read => 0,
-        IoType::Write => 1,
-        IoType::Flush => 2,
-        IoType::WriteZeroes => 3,
-        IoType::Unmap => 4,
-    }
-}
-
 struct CryptoBackend {
     desc: Arc<Mutex<Option<BdevDesc>>>,
-    /// The base's operations (`op_bit`s), read once: `supports` runs for every I/O.
-    ops: u8,
     /// Key material; each channel builds its own cipher context from it.
     key: Vec<u8>,
     key2: Vec<u8>,
@@ -239,7 +216,11 @@ impl BdevBackend for CryptoBackend {
         "crypto"
     }
     fn supports(&self, op: IoType) -> bool {
-        self.ops & op_bit(op) != 0
+        self.desc
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|d| d.bdev().supports(op))
     }
     fn create_channel(&self) -> Result<Box<dyn BackendChannel>> {
         let base = self

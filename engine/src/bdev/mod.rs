@@ -66,6 +66,22 @@ pub enum IoStatus {
     Failed(i32),
 }
 
+impl IoType {
+    /// Every operation.
+    pub const ALL: [IoType; 5] = [
+        IoType::Read,
+        IoType::Write,
+        IoType::Flush,
+        IoType::WriteZeroes,
+        IoType::Unmap,
+    ];
+
+    /// This operation's bit in a set of operations.
+    pub(crate) fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
 impl IoStatus {
     /// True for [`IoStatus::Success`].
     pub fn is_ok(self) -> bool {
@@ -231,7 +247,8 @@ impl Completions {
 pub trait BdevBackend: Send + Sync + 'static {
     /// SPDK's product_name (e.g. "Malloc disk").
     fn product_name(&self) -> &'static str;
-    /// Whether `op` is supported.
+    /// Whether `op` is supported. Asked once per operation when the bdev is registered: the
+    /// answer must hold for the bdev's whole life.
     fn supports(&self, op: IoType) -> bool;
     /// Creates the per-reactor channel (called on that reactor).
     fn create_channel(&self) -> Result<Box<dyn BackendChannel>>;

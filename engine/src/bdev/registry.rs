@@ -30,6 +30,9 @@ pub struct Bdev {
     pub(crate) id: u64,
     info: BdevInfo,
     pub(crate) backend: Box<dyn BdevBackend>,
+    /// The backend's supported operations ([`IoType::bit`]s), asked once: I/O validation
+    /// checks them for every request.
+    ops: u8,
     state: Mutex<BdevState>,
     removed: AtomicBool,
     /// Stats of live channels, plus the totals of closed ones.
@@ -67,7 +70,7 @@ impl Bdev {
     }
     /// Whether the bdev supports `op`.
     pub fn supports(&self, op: IoType) -> bool {
-        self.backend.supports(op)
+        self.ops & op.bit() != 0
     }
     /// Backend-specific description.
     pub fn describe(&self) -> Vec<(String, String)> {
@@ -152,10 +155,15 @@ pub fn register(info: BdevInfo, backend: Box<dyn BdevBackend>) -> Result<Arc<Bde
     if r.by_uuid.contains_key(&info.uuid) {
         return Err(Error::Exists(info.uuid.to_string()));
     }
+    let ops = IoType::ALL
+        .into_iter()
+        .filter(|&op| backend.supports(op))
+        .fold(0, |m, op| m | op.bit());
     let bdev = Arc::new(Bdev {
         id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         info,
         backend,
+        ops,
         state: Mutex::default(),
         removed: AtomicBool::new(false),
         channel_stats: Mutex::default(),
