@@ -40,9 +40,13 @@ impl Drop for Class {
 enum Home {
     Heap(Layout),
     Pool(Rc<Class>),
+    /// A window on memory someone else owns (a bdev lending its blocks for a zero-copy read):
+    /// the owner is kept alive until the buffer drops.
+    Lent(#[allow(dead_code)] Rc<dyn std::any::Any>),
 }
 
-/// An owned, 4096-aligned I/O buffer with a length (≤ capacity).
+/// An owned, 4096-aligned I/O buffer with a length (≤ capacity), or (see [`IoBuf::lent`]) a
+/// window on a bdev's own memory lent for a zero-copy read.
 pub struct IoBuf {
     ptr: NonNull<u8>,
     len: usize,
@@ -80,6 +84,27 @@ impl IoBuf {
         let mut b = IoBuf::heap(data.len());
         b.copy_from_slice(data);
         b
+    }
+
+    /// A buffer that is a window on `len` bytes at `ptr`, owned by `owner` (kept alive until
+    /// the buffer drops). A bdev lends its memory this way for zero-copy reads: the holder
+    /// reads the blocks where they live. Writing through it writes the owner's memory. Its
+    /// alignment is the owner's (a block, not necessarily 4096 bytes).
+    ///
+    /// # Safety
+    /// `ptr..ptr+len` must be initialised memory that stays mapped while `owner` lives.
+    pub unsafe fn lent(ptr: NonNull<u8>, len: usize, owner: Rc<dyn std::any::Any>) -> IoBuf {
+        IoBuf {
+            ptr,
+            len,
+            cap: len,
+            home: Home::Lent(owner),
+        }
+    }
+
+    /// Whether this buffer is lent memory of a bdev (see [`IoBuf::lent`]).
+    pub fn is_lent(&self) -> bool {
+        matches!(self.home, Home::Lent(_))
     }
 
     /// Bytes in use.
@@ -132,6 +157,7 @@ impl Drop for IoBuf {
             // SAFETY: allocated in `heap` with exactly this layout, owned by us.
             Home::Heap(layout) => unsafe { std::alloc::dealloc(self.ptr.as_ptr(), *layout) },
             Home::Pool(class) => class.free.borrow_mut().push(self.ptr),
+            Home::Lent(_) => {}
         }
     }
 }

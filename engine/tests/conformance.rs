@@ -186,6 +186,101 @@ fn copy_transforms_are_fused_by_malloc_and_refused_elsewhere() {
     assert_eq!(st, IoStatus::NotSupported);
 }
 
+/// A zero-copy read of `nb` blocks at `off`: (status, buffers, first buffer lent?, its
+/// address, the data).
+fn lend_read(
+    h: &Harness,
+    name: &str,
+    op: IoType,
+    off: u64,
+    nb: u64,
+    with_buf: bool,
+) -> (IoStatus, usize, bool, usize, Vec<u8>) {
+    use ballast_engine::bdev::{self, BdevIo, IoCallback, SgList};
+    use ballast_engine::buf::IoBuf;
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let name = name.to_string();
+    h.rt.send(h.rt.cores()[0], move || {
+        let desc = bdev::open(&name, None).unwrap();
+        let ch = desc.channel().unwrap();
+        let mut bufs = SgList::new();
+        if with_buf {
+            bufs.push(IoBuf::heap(nb as usize * 512));
+        }
+        let keep = (desc, ch.clone());
+        let cb = IoCallback::Fn(Box::new(move |io: BdevIo| {
+            drop(keep);
+            let first = io.bufs.first();
+            let _ = tx.send((
+                io.status,
+                io.bufs.len(),
+                first.is_some_and(|b| b.is_lent()),
+                first.map_or(0, |b| b.as_ptr() as usize),
+                first.map_or(Vec::new(), |b| b.to_vec()),
+            ));
+        }));
+        let mut io = BdevIo::new(op, off, nb, bufs, 0, cb);
+        io.lend = true;
+        ch.submit(io);
+    })
+    .unwrap();
+    rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap()
+}
+
+#[test]
+fn lent_reads_are_windows_on_malloc_memory_and_refused_elsewhere() {
+    let h = Harness::new(1);
+    malloc_named("conf_lend_m", 512, 64);
+    null::create("conf_lend_n", 64, 512, None).unwrap();
+    let core = h.rt.cores()[0];
+    let data: Vec<u8> = (0..2048u32).map(|i| (i % 253) as u8).collect();
+    let (st, _) = h.io(
+        core,
+        "conf_lend_m",
+        IoType::Write,
+        4,
+        4,
+        Some(data.clone()),
+        0,
+        None,
+    );
+    assert_eq!(st, IoStatus::Success);
+    // malloc lends its memory: one buffer, marked lent, holding what was written.
+    let (st, n, lent, addr, got) = lend_read(&h, "conf_lend_m", IoType::Read, 4, 4, false);
+    assert_eq!((st, n, lent), (IoStatus::Success, 1, true));
+    assert_eq!(got, data);
+    // It is a window, not a copy: the same blocks lend the same address; the next block is
+    // 512 bytes on.
+    let (_, _, _, addr2, _) = lend_read(&h, "conf_lend_m", IoType::Read, 4, 1, false);
+    let (_, _, _, addr3, tail) = lend_read(&h, "conf_lend_m", IoType::Read, 5, 3, false);
+    assert_eq!(addr2, addr);
+    assert_eq!(addr3, addr + 512);
+    assert_eq!(tail, data[512..]);
+    // Misuse is refused with the channel's usual statuses.
+    let st = |r: (IoStatus, usize, bool, usize, Vec<u8>)| r.0;
+    assert_eq!(
+        st(lend_read(&h, "conf_lend_m", IoType::Read, 62, 4, false)),
+        IoStatus::OutOfRange
+    );
+    assert_eq!(
+        st(lend_read(&h, "conf_lend_m", IoType::Read, 0, 0, false)),
+        IoStatus::InvalidLength
+    );
+    assert_eq!(
+        st(lend_read(&h, "conf_lend_m", IoType::Read, 0, 1, true)),
+        IoStatus::InvalidLength
+    );
+    assert_eq!(
+        st(lend_read(&h, "conf_lend_m", IoType::Write, 0, 1, true)),
+        IoStatus::NotSupported
+    );
+    // A bdev that does not lend refuses rather than completing without data.
+    assert_eq!(
+        st(lend_read(&h, "conf_lend_n", IoType::Read, 0, 1, false)),
+        IoStatus::NotSupported
+    );
+}
+
 #[test]
 fn crypto_stores_ciphertext_and_guards_its_key_and_base() {
     use ballast_engine::backend::crypto;

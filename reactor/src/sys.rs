@@ -164,3 +164,17 @@ pub fn thread_cpu_time() -> Duration {
     }
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
+
+/// True if `fd` has input waiting (a listening socket: a connection to accept), without
+/// blocking. One cheap `poll` syscall: `accept4` on an empty queue costs far more (Linux
+/// allocates, then frees, a socket and its inode on every attempt).
+pub fn fd_readable(fd: RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents != 0
+}

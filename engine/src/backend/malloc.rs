@@ -1,13 +1,17 @@
 //! The malloc bdev: RAM-backed, lazily allocated (anonymous mmap, so untouched blocks cost no
 //! memory), unmap/write-zeroes give whole pages back to the OS. It fuses stages' copy
 //! transforms (a crypto stage's cipher runs straight between the region and the caller's
-//! buffers).
+//! buffers), and lends its memory for zero-copy reads ([`crate::BdevIo::lend`]: the NVMe/TCP
+//! target sends C2HData straight out of the region).
 
+use std::ptr::NonNull;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::bdev::{
     self, BackendChannel, Bdev, BdevBackend, BdevInfo, BdevIo, Completions, IoStatus, IoType,
 };
+use crate::buf::IoBuf;
 use crate::error::{Error, Result};
 
 const PAGE: usize = 4096;
@@ -95,6 +99,7 @@ impl BdevBackend for MallocBackend {
     fn create_channel(&self) -> Result<Box<dyn BackendChannel>> {
         Ok(Box::new(MallocChannel {
             mem: self.mem.clone(),
+            lender: Rc::new(self.mem.clone()),
             block_size: self.block_size,
         }))
     }
@@ -102,6 +107,10 @@ impl BdevBackend for MallocBackend {
 
 struct MallocChannel {
     mem: Arc<Region>,
+    /// Keeps the region mapped while buffers lent from it (zero-copy reads) are alive; an
+    /// `Rc` so that lending costs no atomic operation (the extra allocation is the point).
+    #[allow(clippy::redundant_allocation)]
+    lender: Rc<Arc<Region>>,
     block_size: usize,
 }
 
@@ -112,6 +121,18 @@ impl BackendChannel for MallocChannel {
         let mem = self.mem.ptr;
         let mut status = IoStatus::Success;
         match (io.op, io.xform.take()) {
+            (IoType::Read, None) if io.lend => {
+                // SAFETY: the channel validated base+len ≤ region size (and len > 0); the
+                // region stays mapped while `lender` (held by the buffer) lives.
+                let buf = unsafe {
+                    IoBuf::lent(
+                        NonNull::new_unchecked(mem.add(base)),
+                        len,
+                        self.lender.clone() as Rc<dyn std::any::Any>,
+                    )
+                };
+                io.bufs.push(buf);
+            }
             (IoType::Read, None) => super::for_each_segment(&mut io, |off, seg| {
                 // SAFETY: the channel validated base+len ≤ region size and the segments add up
                 // to len; `seg` is a distinct buffer.
@@ -151,6 +172,10 @@ impl BackendChannel for MallocChannel {
     }
 
     fn fuses_copy(&self) -> bool {
+        true
+    }
+
+    fn lends_reads(&self) -> bool {
         true
     }
 }

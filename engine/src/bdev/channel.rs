@@ -167,11 +167,23 @@ impl ChannelInner {
         {
             return IoStatus::NotSupported;
         }
+        if io.lend {
+            if io.op != IoType::Read || !self.backend.borrow().lends_reads() {
+                return IoStatus::NotSupported;
+            }
+            if !io.bufs.is_empty() || io.xform.is_some() {
+                return IoStatus::InvalidLength;
+            }
+        }
         match io.offset_blocks.checked_add(io.num_blocks) {
             Some(end) if end <= b.num_blocks() => {}
             _ => return IoStatus::OutOfRange,
         }
+        if io.lend && io.num_blocks == 0 {
+            return IoStatus::InvalidLength;
+        }
         if matches!(io.op, IoType::Read | IoType::Write)
+            && !io.lend
             && (io.num_blocks == 0 || io.buf_len() as u64 != io.num_blocks * b.block_size() as u64)
         {
             return IoStatus::InvalidLength;
@@ -189,6 +201,12 @@ impl IoChannel {
     /// True if the backend fuses a [`crate::bdev::CopyTransform`] into its data copy.
     pub fn fuses_copy(&self) -> bool {
         self.inner.backend.borrow().fuses_copy()
+    }
+
+    /// True if this bdev serves zero-copy reads ([`BdevIo::lend`]): the data arrives as a
+    /// window on the bdev's memory, no copy made.
+    pub fn lends_reads(&self) -> bool {
+        self.inner.backend.borrow().lends_reads()
     }
 
     /// I/O submitted and not yet completed on this channel.

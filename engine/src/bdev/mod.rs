@@ -135,6 +135,10 @@ pub struct BdevIo {
     pub status: IoStatus,
     /// A transform to fuse into the backend's copy (reads and writes; see [`CopyTransform`]).
     pub xform: Option<Rc<dyn CopyTransform>>,
+    /// Zero-copy read: `bufs` is empty and the backend completes the read with its own memory
+    /// lent as the buffer ([`IoBuf::lent`]) instead of copying into the caller's. Only
+    /// channels whose [`IoChannel::lends_reads`] is true accept it.
+    pub lend: bool,
     cb: Option<IoCallback>,
 }
 
@@ -169,6 +173,7 @@ impl BdevIo {
             tag,
             status: IoStatus::Pending,
             xform: None,
+            lend: false,
             cb: Some(cb),
         }
     }
@@ -276,6 +281,10 @@ pub trait BackendChannel {
     }
     /// True if `submit` applies a read's or write's [`BdevIo::xform`] while copying the data.
     fn fuses_copy(&self) -> bool {
+        false
+    }
+    /// True if `submit` completes a [`BdevIo::lend`] read with a window on its own memory.
+    fn lends_reads(&self) -> bool {
         false
     }
 }

@@ -208,8 +208,19 @@ struct Conn {
 struct NsCache {
     gen: u64,
     table: Arc<NsTable>,
-    /// (nsid, channel, block size, num_blocks) for this reactor.
-    chans: Vec<(u32, IoChannel, u32, u64)>,
+    /// Open channels of this reactor, by namespace.
+    chans: Vec<NsChan>,
+}
+
+/// A namespace's channel on this reactor, with what the I/O path asks of it every command.
+#[derive(Clone)]
+struct NsChan {
+    nsid: u32,
+    ch: IoChannel,
+    block_size: u32,
+    num_blocks: u64,
+    /// The bdev lends its memory for reads: C2HData is sent straight from it (no buffer).
+    lends: bool,
 }
 
 /// What the payload bytes of the PDU being received are for.
@@ -731,8 +742,8 @@ impl Qpair {
             return Ok(RecvState::AwaitCh);
         }
         // No in-capsule data: commands that move data need a buffer first (then an R2T for
-        // host-to-controller data).
-        if xfer > 0 {
+        // host-to-controller data), except reads the bdev serves from its own memory.
+        if xfer > 0 && !self.reads_lent(&sqe) {
             self.reqs.borrow_mut()[slot as usize].state = ReqState::NeedBuffer;
             self.waiting_buf.borrow_mut().push_back(slot);
             self.retry_buffers();
@@ -925,24 +936,40 @@ impl Qpair {
         ns.gen = gen;
         let table = ns.table.clone();
         // Keep channels of namespaces that still exist; open the new ones lazily.
-        ns.chans.retain(|(nsid, ch, _, _)| {
+        ns.chans.retain(|c| {
             table
-                .get(*nsid)
-                .is_some_and(|e| Arc::ptr_eq(&e.bdev, ch.bdev()))
+                .get(c.nsid)
+                .is_some_and(|e| Arc::ptr_eq(&e.bdev, c.ch.bdev()))
         });
     }
 
-    fn channel_for(&self, nsid: u32) -> Option<(IoChannel, u32, u64)> {
+    fn channel_for(&self, nsid: u32) -> Option<NsChan> {
         self.refresh_ns();
         let mut ns = self.ns.borrow_mut();
-        if let Some((_, ch, bs, nb)) = ns.chans.iter().find(|(n, ..)| *n == nsid) {
-            return Some((ch.clone(), *bs, *nb));
+        if let Some(c) = ns.chans.iter().find(|c| c.nsid == nsid) {
+            return Some(c.clone());
         }
         let e = ns.table.get(nsid)?.clone();
         let ch = e.desc.channel().ok()?;
-        let (bs, nb) = (e.bdev.block_size(), e.bdev.num_blocks());
-        ns.chans.push((nsid, ch.clone(), bs, nb));
-        Some((ch, bs, nb))
+        let c = NsChan {
+            nsid,
+            lends: ch.lends_reads(),
+            ch,
+            block_size: e.bdev.block_size(),
+            num_blocks: e.bdev.num_blocks(),
+        };
+        ns.chans.push(c.clone());
+        Some(c)
+    }
+
+    /// True if `sqe` is an NVM Read whose namespace lends its memory: the data goes out of
+    /// the bdev's own memory, so the command needs no buffer.
+    fn reads_lent(&self, sqe: &spec::Sqe) -> bool {
+        let c = self.conn.get();
+        c.connected
+            && c.qid != 0
+            && sqe.opcode() == spec::IoOpcode::Read as u8
+            && self.channel_for(sqe.nsid()).is_some_and(|n| n.lends)
     }
 
     fn sink(&self) -> IoCallback {
@@ -956,7 +983,14 @@ impl Qpair {
             return;
         };
         let nsid = sqe.nsid();
-        let Some((ch, bs, nb)) = self.channel_for(nsid) else {
+        let Some(NsChan {
+            ch,
+            block_size: bs,
+            num_blocks: nb,
+            lends,
+            ..
+        }) = self.channel_for(nsid)
+        else {
             self.finish(slot, Status::INVALID_NAMESPACE_OR_FORMAT, 0);
             return;
         };
@@ -977,13 +1011,29 @@ impl Qpair {
                     self.finish(slot, Status::LBA_OUT_OF_RANGE, 0);
                     return;
                 }
-                let Some(buf) = self.reqs.borrow_mut()[slot as usize].buf.take() else {
+                let buf = self.reqs.borrow_mut()[slot as usize].buf.take();
+                self.reqs.borrow_mut()[slot as usize].sub_pending = 1;
+                if buf.is_none() && lends && op == spec::IoOpcode::Read {
+                    // Zero-copy: the bdev completes the read with a window on its memory.
+                    self.executing.set(self.executing.get() + 1);
+                    let mut io = BdevIo::new(
+                        IoType::Read,
+                        slba,
+                        nlb,
+                        SgList::new(),
+                        slot as u64,
+                        self.sink(),
+                    );
+                    io.lend = true;
+                    ch.submit(io);
+                    return;
+                }
+                let Some(buf) = buf else {
                     self.finish(slot, Status::INTERNAL_ERROR, 0);
                     return;
                 };
                 let mut bufs = SgList::new();
                 bufs.push(buf);
-                self.reqs.borrow_mut()[slot as usize].sub_pending = 1;
                 let io_op = if op == spec::IoOpcode::Read {
                     IoType::Read
                 } else {
