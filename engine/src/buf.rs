@@ -88,8 +88,9 @@ impl IoBuf {
 
     /// A buffer that is a window on `len` bytes at `ptr`, owned by `owner` (kept alive until
     /// the buffer drops). A bdev lends its memory this way for zero-copy reads: the holder
-    /// reads the blocks where they live. Writing through it writes the owner's memory. Its
-    /// alignment is the owner's (a block, not necessarily 4096 bytes).
+    /// reads the blocks where they live. Writing through it writes the owner's memory (or
+    /// faults: the null bdev lends read-only zeros), so holders only read it. Its alignment
+    /// is the owner's (a block, not necessarily 4096 bytes).
     ///
     /// # Safety
     /// `ptr..ptr+len` must be initialised memory that stays mapped while `owner` lives.

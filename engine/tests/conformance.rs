@@ -228,10 +228,11 @@ fn lend_read(
 }
 
 #[test]
-fn lent_reads_are_windows_on_malloc_memory_and_refused_elsewhere() {
+fn lent_reads_are_windows_on_malloc_memory_or_zeros_and_refused_elsewhere() {
     let h = Harness::new(1);
     malloc_named("conf_lend_m", 512, 64);
-    null::create("conf_lend_n", 64, 512, None).unwrap();
+    null::create("conf_lend_n", 8192, 512, None).unwrap();
+    let _tmp = uring_named("conf_lend_u", 512, 64);
     let core = h.rt.cores()[0];
     let data: Vec<u8> = (0..2048u32).map(|i| (i % 253) as u8).collect();
     let (st, _) = h.io(
@@ -274,9 +275,15 @@ fn lent_reads_are_windows_on_malloc_memory_and_refused_elsewhere() {
         st(lend_read(&h, "conf_lend_m", IoType::Write, 0, 1, true)),
         IoStatus::NotSupported
     );
+    // null lends read-only zeros; a read longer than its 1 MiB window gets several buffers.
+    let (st0, n, lent, _, z) = lend_read(&h, "conf_lend_n", IoType::Read, 7, 9, false);
+    assert_eq!((st0, n, lent), (IoStatus::Success, 1, true));
+    assert_eq!(z, vec![0u8; 9 * 512]);
+    let (st0, n, ..) = lend_read(&h, "conf_lend_n", IoType::Read, 0, 4096, false);
+    assert_eq!((st0, n), (IoStatus::Success, 2));
     // A bdev that does not lend refuses rather than completing without data.
     assert_eq!(
-        st(lend_read(&h, "conf_lend_n", IoType::Read, 0, 1, false)),
+        st(lend_read(&h, "conf_lend_u", IoType::Read, 0, 1, false)),
         IoStatus::NotSupported
     );
 }

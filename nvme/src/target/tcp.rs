@@ -1591,7 +1591,12 @@ impl IoSink for Qpair {
     fn io_done(&self, mut io: BdevIo) {
         self.executing.set(self.executing.get() - 1);
         let slot = io.tag as u16;
-        let status = map_io_status(io.status, io.op);
+        let mut status = map_io_status(io.status, io.op);
+        if io.lend && status == Status::SUCCESS && io.bufs.len() != 1 {
+            // The C2HData goes out of one buffer; a bdev lending several for one read (only
+            // for reads longer than any this target issues) is not served this way.
+            status = Status::INTERNAL_ERROR;
+        }
         let last = {
             let mut reqs = self.reqs.borrow_mut();
             let r = &mut reqs[slot as usize];
