@@ -42,6 +42,66 @@ const ADMIN_ICDSZ: u32 = 8192;
 
 thread_local! {
     static QPAIRS: RefCell<HashMap<u64, Rc<Qpair>>> = RefCell::default();
+    /// This reactor's queue pair sockets, polled together for input (see [`SockGroup`]).
+    static GROUP: RefCell<Option<SockGroup>> = const { RefCell::new(None) };
+}
+
+/// The sockets of this reactor's queue pairs in one [`ballast_reactor::ReadySet`]: one
+/// poller asks which have input (one `epoll_wait`) and only those are read, instead of a
+/// `recv` per queue pair per loop that mostly finds nothing (over half of them did at 4K
+/// QD32, each taking the socket lock the peer's core needs to deliver data).
+struct SockGroup {
+    set: ballast_reactor::ReadySet,
+    poller: PollerHandle,
+    members: usize,
+}
+
+/// Adds `fd` (queue pair `id`) to this reactor's group, starting the group on first use.
+fn group_add(fd: RawFd, id: u64) -> std::io::Result<()> {
+    GROUP.with(|g| {
+        let mut g = g.borrow_mut();
+        if g.is_none() {
+            let set = ballast_reactor::ReadySet::new(64)?;
+            let mut ready = Vec::with_capacity(64);
+            let poller = ballast_reactor::register_poller("nvmf_tcp_sock_group", move || {
+                ready.clear();
+                GROUP.with(|g| {
+                    if let Some(g) = g.borrow_mut().as_mut() {
+                        g.set.poll(&mut ready);
+                    }
+                });
+                // Dispatch with the group unborrowed: a queue pair may close (leave it).
+                for &id in ready.iter() {
+                    with_qpair(id, |q| q.on_readable());
+                }
+                PollStatus::from(!ready.is_empty())
+            })
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+            *g = Some(SockGroup {
+                set,
+                poller,
+                members: 0,
+            });
+        }
+        let grp = g.as_mut().expect("group exists");
+        grp.set.add(fd, id)?;
+        grp.members += 1;
+        Ok(())
+    })
+}
+
+/// Removes `fd` from this reactor's group; the last member stops the group's poller.
+fn group_remove(fd: RawFd) {
+    GROUP.with(|g| {
+        let mut g = g.borrow_mut();
+        let Some(grp) = g.as_mut() else { return };
+        grp.set.remove(fd);
+        grp.members -= 1;
+        if grp.members == 0 {
+            let grp = g.take().expect("group exists");
+            ballast_reactor::unregister_poller(grp.poller);
+        }
+    });
 }
 static NEXT_QPAIR_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -108,6 +168,11 @@ pub(crate) fn start_qpair(
         return;
     }
     let id = NEXT_QPAIR_ID.fetch_add(1, Ordering::Relaxed);
+    if let Err(e) = group_add(fd, id) {
+        tracing::warn!(%peer, "cannot poll connection: {e}");
+        ballast_reactor::remove_wake_fd(fd);
+        return;
+    }
     let depth = target.opts().max_queue_depth as usize;
     let core = ballast_reactor::current_core().unwrap_or(0);
     let q = Rc::new_cyclic(|me| Qpair {
@@ -141,12 +206,14 @@ pub(crate) fn start_qpair(
         kato_poller: Cell::new(None),
         executing: Cell::new(0),
         in_poll: Cell::new(false),
+        left_group: Cell::new(false),
     });
     let q2 = q.clone();
     match ballast_reactor::register_poller(format!("nvmf_tcp_qpair:{peer}"), move || q2.poll()) {
         Ok(h) => q.poller.set(Some(h)),
         Err(e) => {
             tracing::warn!(%peer, "cannot register qpair poller: {e}");
+            group_remove(fd);
             ballast_reactor::remove_wake_fd(fd);
             return;
         }
@@ -367,6 +434,8 @@ pub(crate) struct Qpair {
     executing: Cell<usize>,
     /// Inside `poll` (which flushes at its end): completions do not flush themselves.
     in_poll: Cell<bool>,
+    /// The socket has left this reactor's [`SockGroup`] (closing).
+    left_group: Cell<bool>,
 }
 
 /// Why a PDU stream cannot continue: reported to the host in a C2HTermReq.
@@ -390,10 +459,8 @@ impl Qpair {
 
     fn poll_inner(&self) -> PollStatus {
         let mut busy = false;
-        match self.state.get() {
-            QpState::Closed => return PollStatus::Idle,
-            QpState::AwaitIcReq | QpState::Running => busy |= self.recv(),
-            QpState::Closing => {}
+        if self.state.get() == QpState::Closed {
+            return PollStatus::Idle;
         }
         if !self.waiting_buf.borrow().is_empty() {
             busy |= self.retry_buffers();
@@ -406,6 +473,13 @@ impl Qpair {
     }
 
     // ---------------------------------------------------------------- receive path ----
+
+    /// The socket has input (reported by this reactor's [`SockGroup`]).
+    fn on_readable(&self) {
+        if matches!(self.state.get(), QpState::AwaitIcReq | QpState::Running) {
+            self.recv();
+        }
+    }
 
     /// Drains the socket (bounded per poll) and runs the PDU state machine over the bytes.
     fn recv(&self) -> bool {
@@ -923,15 +997,19 @@ impl Qpair {
         }
     }
 
+    /// Picks up namespace changes (one atomic load when there are none).
     fn refresh_ns(&self) {
+        let gen = match &*self.ctrl.borrow() {
+            Some(ctrl) => ctrl.subsys.ns_generation(),
+            None => return,
+        };
+        if self.ns.borrow().gen == gen {
+            return;
+        }
         let Some(ctrl) = self.ctrl.borrow().clone() else {
             return;
         };
-        let gen = ctrl.subsys.ns_generation();
         let mut ns = self.ns.borrow_mut();
-        if ns.gen == gen {
-            return;
-        }
         ns.table = ctrl.subsys.ns_table();
         ns.gen = gen;
         let table = ns.table.clone();
@@ -943,23 +1021,28 @@ impl Qpair {
         });
     }
 
-    fn channel_for(&self, nsid: u32) -> Option<NsChan> {
+    /// This reactor's channel to namespace `nsid` (opened on first use), borrowed: the I/O
+    /// path looks it up without cloning anything.
+    fn channel_for(&self, nsid: u32) -> Option<std::cell::Ref<'_, NsChan>> {
         self.refresh_ns();
-        let mut ns = self.ns.borrow_mut();
-        if let Some(c) = ns.chans.iter().find(|c| c.nsid == nsid) {
-            return Some(c.clone());
-        }
-        let e = ns.table.get(nsid)?.clone();
-        let ch = e.desc.channel().ok()?;
-        let c = NsChan {
-            nsid,
-            lends: ch.lends_reads(),
-            ch,
-            block_size: e.bdev.block_size(),
-            num_blocks: e.bdev.num_blocks(),
+        let found = self.ns.borrow().chans.iter().position(|c| c.nsid == nsid);
+        let idx = match found {
+            Some(i) => i,
+            None => {
+                let mut ns = self.ns.borrow_mut();
+                let e = ns.table.get(nsid)?.clone();
+                let ch = e.desc.channel().ok()?;
+                ns.chans.push(NsChan {
+                    nsid,
+                    lends: ch.lends_reads(),
+                    ch,
+                    block_size: e.bdev.block_size(),
+                    num_blocks: e.bdev.num_blocks(),
+                });
+                ns.chans.len() - 1
+            }
         };
-        ns.chans.push(c.clone());
-        Some(c)
+        Some(std::cell::Ref::map(self.ns.borrow(), |ns| &ns.chans[idx]))
     }
 
     /// True if `sqe` is an NVM Read whose namespace lends its memory: the data goes out of
@@ -983,22 +1066,21 @@ impl Qpair {
             return;
         };
         let nsid = sqe.nsid();
-        let Some(NsChan {
-            ch,
-            block_size: bs,
-            num_blocks: nb,
-            lends,
-            ..
-        }) = self.channel_for(nsid)
-        else {
+        // Borrowed for the whole command: nothing below looks namespaces up again, and
+        // completions are never delivered inside `submit`.
+        let Some(chan) = self.channel_for(nsid) else {
             self.finish(slot, Status::INVALID_NAMESPACE_OR_FORMAT, 0);
             return;
         };
+        let (bs, nb, lends) = (chan.block_size, chan.num_blocks, chan.lends);
         let slba = sqe.cdw10() as u64 | (sqe.cdw11() as u64) << 32;
         let nlb = (sqe.cdw12() & 0xFFFF) as u64 + 1;
-        let submit = |io_op: IoType, off: u64, n: u64, bufs: SgList| {
+        let submit_io = |io: BdevIo| {
             self.executing.set(self.executing.get() + 1);
-            ch.submit(BdevIo::new(io_op, off, n, bufs, slot as u64, self.sink()));
+            chan.ch.submit(io);
+        };
+        let submit = |io_op: IoType, off: u64, n: u64, bufs: SgList| {
+            submit_io(BdevIo::new(io_op, off, n, bufs, slot as u64, self.sink()));
         };
         match op {
             spec::IoOpcode::Read | spec::IoOpcode::Write => {
@@ -1015,7 +1097,6 @@ impl Qpair {
                 self.reqs.borrow_mut()[slot as usize].sub_pending = 1;
                 if buf.is_none() && lends && op == spec::IoOpcode::Read {
                     // Zero-copy: the bdev completes the read with a window on its memory.
-                    self.executing.set(self.executing.get() + 1);
                     let mut io = BdevIo::new(
                         IoType::Read,
                         slba,
@@ -1025,7 +1106,7 @@ impl Qpair {
                         self.sink(),
                     );
                     io.lend = true;
-                    ch.submit(io);
+                    submit_io(io);
                     return;
                 }
                 let Some(buf) = buf else {
@@ -1461,7 +1542,7 @@ impl Qpair {
     /// Consumes `n` sent bytes from the tx queue; returns false if the socket took less than
     /// was offered (so it is full).
     fn advance_tx(&self, mut n: usize) -> bool {
-        let mut complete_items = Vec::new();
+        let mut complete_items: smallvec::SmallVec<[u16; 64]> = smallvec::SmallVec::new();
         let mut close = false;
         {
             let mut tx = self.tx.borrow_mut();
@@ -1538,6 +1619,10 @@ impl Qpair {
         tracing::debug!(peer = %self.peer, id = self.id, reason, "closing queue pair");
         self.state.set(QpState::Closing);
         self.rx.borrow_mut().state = RecvState::Quiescing;
+        // No more input is wanted (and unread input would be reported on every loop).
+        if !self.left_group.replace(true) {
+            group_remove(self.fd);
+        }
         let _ = self.sock.shutdown(Shutdown::Both);
         // Parked AERs and queued requests have nothing in flight: free them now.
         let aers: Vec<u16> = std::mem::take(&mut *self.aers.borrow_mut());
