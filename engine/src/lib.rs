@@ -9,8 +9,8 @@
 //!        │ open(name) → BdevDesc ── claim(owner)
 //!        ▼
 //!   BdevDesc::channel() ─► IoChannel (per reactor) ─► BackendChannel
-//!                               ▲                      ├─ malloc (RAM, mmap, memcpy)
-//!                               │ poller: reap, stats,  ├─ null   (zeros / discard)
+//!                               ▲                      ├─ malloc (RAM, mmap, memcpy; lends)
+//!                               │ poller: reap, stats,  ├─ null   (zeros / discard; lends)
 //!                               └── callbacks ◄─────────├─ uring  (io_uring, O_DIRECT)
 //!                                                       ├─ crypto   (AES-XTS stage) ─► base
 //!                                                       └─ compress (lz4/zstd stage) ─► base
@@ -20,6 +20,17 @@
 //! namespace ← compress ← crypto ← uring. A base that copies data anyway (malloc) can fuse a
 //! stage's transform into that copy ([`bdev::CopyTransform`]): crypto over malloc encrypts and
 //! decrypts straight between the caller's buffers and RAM.
+//!
+//! Zero-copy reads: a caller that only needs to look at the data (the NVMe/TCP target, which
+//! hands it to the socket) submits a read with [`BdevIo::lend`] and no buffers; a bdev whose
+//! [`IoChannel::lends_reads`] is true completes it with a window on its own memory
+//! ([`IoBuf::lent`]: malloc's region, null's read-only zeros) instead of copying.
+//!
+//! ```text
+//!   read  (bufs=[caller's]) ──► malloc: memcpy region → caller's buffer
+//!   read  (lend, bufs=[])   ──► malloc: bufs=[window on region] (kept mapped by an Rc)
+//!                               target: sendmsg(C2H header, window) — the kernel's copy only
+//! ```
 #![warn(missing_docs)]
 
 pub mod backend;

@@ -1,6 +1,7 @@
 //! NVMe/TCP queue pairs: one TCP connection each, owned by one reactor for its whole life.
 //!
 //! ```text
+//!  reactor's SockGroup: one epoll_wait per loop ─► readable queue pairs only
 //!  socket ──recv (drain)──► rx buffer ──► RecvState machine
 //!     AwaitCh ─► AwaitPsh ─► Payload ─► (PDU complete) ─► dispatch
 //!        ▲                                  │ ICReq → ICResp
@@ -12,7 +13,9 @@
 //!
 //! No locks and no allocation per command on this path: request slots are preallocated per
 //! queue pair, data buffers come from the reactor's pool, completions arrive through the
-//! queue pair's [`IoSink`], and every PDU header is built in place in the tx queue.
+//! queue pair's [`IoSink`], and every PDU header is built in place in the tx queue. Reads of a
+//! namespace that lends its memory (malloc, null) take no buffer at all: the C2HData iovec
+//! points into the bdev ([`ballast_engine::BdevIo::lend`]), so the only copy is the kernel's.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
