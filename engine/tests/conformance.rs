@@ -136,29 +136,49 @@ impl ballast_engine::bdev::CopyTransform for Invert {
     }
 }
 
-/// Submits one I/O carrying [`Invert`] on `name` (on the harness's first reactor).
-fn io_with_xform(h: &Harness, name: &str, op: IoType, data: Vec<u8>) -> (IoStatus, Vec<u8>) {
-    use ballast_engine::bdev::{self, BdevIo, IoCallback, SgList};
-    use ballast_engine::buf::IoBuf;
+/// Opens `name` on the harness's first reactor, submits the I/O `make` builds from the bdev's
+/// block size and the completion callback, and returns what `report` reads off the completed
+/// I/O (there, while its buffers are still the bdev's to lend).
+fn submit_one<R: Send + 'static>(
+    h: &Harness,
+    name: &str,
+    make: impl FnOnce(u32, ballast_engine::IoCallback) -> ballast_engine::BdevIo + Send + 'static,
+    report: impl FnOnce(&ballast_engine::BdevIo) -> R + Send + 'static,
+) -> R {
+    use ballast_engine::bdev::{self, BdevIo, IoCallback};
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let name = name.to_string();
     h.rt.send(h.rt.cores()[0], move || {
         let desc = bdev::open(&name, None).unwrap();
         let ch = desc.channel().unwrap();
-        let nb = data.len() as u64 / desc.bdev().block_size() as u64;
-        let mut bufs = SgList::new();
-        bufs.push(IoBuf::from_slice(&data));
+        let bs = desc.bdev().block_size();
         let keep = (desc, ch.clone());
         let cb = IoCallback::Fn(Box::new(move |io: BdevIo| {
             drop(keep);
-            let _ = tx.send((io.status, io.bufs[0].to_vec()));
+            let _ = tx.send(report(&io));
         }));
-        let mut io = BdevIo::new(op, 0, nb, bufs, 0, cb);
-        io.xform = Some(std::rc::Rc::new(Invert));
-        ch.submit(io);
+        ch.submit(make(bs, cb));
     })
     .unwrap();
     rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap()
+}
+
+/// Submits one I/O carrying [`Invert`] on `name` (on the harness's first reactor).
+fn io_with_xform(h: &Harness, name: &str, op: IoType, data: Vec<u8>) -> (IoStatus, Vec<u8>) {
+    use ballast_engine::bdev::{BdevIo, SgList};
+    use ballast_engine::buf::IoBuf;
+    submit_one(
+        h,
+        name,
+        move |bs, cb| {
+            let mut bufs = SgList::new();
+            bufs.push(IoBuf::from_slice(&data));
+            let mut io = BdevIo::new(op, 0, data.len() as u64 / bs as u64, bufs, 0, cb);
+            io.xform = Some(std::rc::Rc::new(Invert));
+            io
+        },
+        |io| (io.status, io.bufs[0].to_vec()),
+    )
 }
 
 #[test]
@@ -196,35 +216,31 @@ fn lend_read(
     nb: u64,
     with_buf: bool,
 ) -> (IoStatus, usize, bool, usize, Vec<u8>) {
-    use ballast_engine::bdev::{self, BdevIo, IoCallback, SgList};
+    use ballast_engine::bdev::{BdevIo, SgList};
     use ballast_engine::buf::IoBuf;
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    let name = name.to_string();
-    h.rt.send(h.rt.cores()[0], move || {
-        let desc = bdev::open(&name, None).unwrap();
-        let ch = desc.channel().unwrap();
-        let mut bufs = SgList::new();
-        if with_buf {
-            bufs.push(IoBuf::heap(nb as usize * 512));
-        }
-        let keep = (desc, ch.clone());
-        let cb = IoCallback::Fn(Box::new(move |io: BdevIo| {
-            drop(keep);
+    submit_one(
+        h,
+        name,
+        move |bs, cb| {
+            let mut bufs = SgList::new();
+            if with_buf {
+                bufs.push(IoBuf::heap(nb as usize * bs as usize));
+            }
+            let mut io = BdevIo::new(op, off, nb, bufs, 0, cb);
+            io.lend = true;
+            io
+        },
+        |io| {
             let first = io.bufs.first();
-            let _ = tx.send((
+            (
                 io.status,
                 io.bufs.len(),
                 first.is_some_and(|b| b.is_lent()),
                 first.map_or(0, |b| b.as_ptr() as usize),
                 first.map_or(Vec::new(), |b| b.to_vec()),
-            ));
-        }));
-        let mut io = BdevIo::new(op, off, nb, bufs, 0, cb);
-        io.lend = true;
-        ch.submit(io);
-    })
-    .unwrap();
-    rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap()
+            )
+        },
+    )
 }
 
 #[test]

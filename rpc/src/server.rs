@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ballast_reactor::{PollStatus, RuntimeHandle};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
@@ -93,10 +93,10 @@ impl RpcServer {
         let poller = rt.call(main, move || -> Result<_, ballast_reactor::Error> {
             ballast_reactor::add_wake_fd(l.as_raw_fd())?;
             let mut st = PollState {
+                gate: ballast_reactor::AcceptGate::new(l.as_raw_fd(), ACCEPT_INTERVAL),
                 l,
                 conns: Vec::new(),
                 next_id: 1,
-                last_accept: Instant::now() - ACCEPT_INTERVAL,
                 req_tx: tx,
                 resp_rx,
             };
@@ -137,7 +137,7 @@ struct PollState {
     l: UnixListener,
     conns: Vec<Conn>,
     next_id: u64,
-    last_accept: Instant,
+    gate: ballast_reactor::AcceptGate,
     req_tx: Sender<Job>,
     resp_rx: Receiver<(u64, Vec<u8>)>,
 }
@@ -152,16 +152,10 @@ impl Drop for PollState {
 }
 
 impl PollState {
-    fn poll(&mut self) -> PollStatus {
+    /// Accepts every waiting client; true if any came.
+    fn accept_all(&mut self) -> bool {
         let mut busy = false;
-        // Accept: at most every ACCEPT_INTERVAL and only if a client is waiting (accept4 on
-        // an empty queue allocates and frees a socket: costly on a loaded reactor).
-        let now = Instant::now();
-        let due = now.duration_since(self.last_accept) >= ACCEPT_INTERVAL;
-        if due {
-            self.last_accept = now;
-        }
-        while due && ballast_reactor::fd_readable(self.l.as_raw_fd()) {
+        loop {
             match self.l.accept() {
                 Ok((s, _)) => {
                     busy = true;
@@ -189,6 +183,15 @@ impl PollState {
                     break;
                 }
             }
+        }
+        busy
+    }
+
+    fn poll(&mut self) -> PollStatus {
+        let mut busy = false;
+        // Accept: at most every ACCEPT_INTERVAL and only if a client is waiting.
+        if self.gate.open() {
+            busy |= self.accept_all();
         }
         // Responses from the worker.
         while let Ok((id, bytes)) = self.resp_rx.try_recv() {

@@ -179,12 +179,10 @@ impl ChannelInner {
             Some(end) if end <= b.num_blocks() => {}
             _ => return IoStatus::OutOfRange,
         }
-        if io.lend && io.num_blocks == 0 {
-            return IoStatus::InvalidLength;
-        }
+        // A lent read brings no buffers: the backend's window has the length.
         if matches!(io.op, IoType::Read | IoType::Write)
-            && !io.lend
-            && (io.num_blocks == 0 || io.buf_len() as u64 != io.num_blocks * b.block_size() as u64)
+            && (io.num_blocks == 0
+                || (!io.lend && io.buf_len() as u64 != io.num_blocks * b.block_size() as u64))
         {
             return IoStatus::InvalidLength;
         }

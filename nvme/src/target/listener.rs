@@ -35,18 +35,9 @@ pub(crate) fn start(target: &Arc<Target>, addr: ListenAddr) -> Result<Listener> 
     let fd = l.as_raw_fd();
     ballast_reactor::add_wake_fd(fd)?;
     let t = Arc::downgrade(target);
-    // accept4() is expensive even with nothing to accept (Linux allocates and frees a socket
-    // and its inode each time: it took 14 % of a loaded reactor at one try per 200 µs). Look
-    // at most every ACCEPT_INTERVAL, with a cheap poll() first; after a sleep (the listener
-    // fd woke the reactor) the interval has always passed, so an idle daemon accepts at once.
-    let mut last = std::time::Instant::now() - ACCEPT_INTERVAL;
+    let mut gate = ballast_reactor::AcceptGate::new(fd, ACCEPT_INTERVAL);
     let poller = ballast_reactor::register_poller(format!("nvmf_tcp_accept:{addr}"), move || {
-        let now = std::time::Instant::now();
-        if now.duration_since(last) < ACCEPT_INTERVAL {
-            return PollStatus::Idle;
-        }
-        last = now;
-        if !ballast_reactor::fd_readable(fd) {
+        if !gate.open() {
             return PollStatus::Idle;
         }
         let mut busy = false;

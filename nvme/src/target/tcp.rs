@@ -209,7 +209,6 @@ pub(crate) fn start_qpair(
         kato_poller: Cell::new(None),
         executing: Cell::new(0),
         in_poll: Cell::new(false),
-        left_group: Cell::new(false),
     });
     let q2 = q.clone();
     match ballast_reactor::register_poller(format!("nvmf_tcp_qpair:{peer}"), move || q2.poll()) {
@@ -437,8 +436,6 @@ pub(crate) struct Qpair {
     executing: Cell<usize>,
     /// Inside `poll` (which flushes at its end): completions do not flush themselves.
     in_poll: Cell<bool>,
-    /// The socket has left this reactor's [`SockGroup`] (closing).
-    left_group: Cell<bool>,
 }
 
 /// Why a PDU stream cannot continue: reported to the host in a C2HTermReq.
@@ -1096,34 +1093,28 @@ impl Qpair {
                     self.finish(slot, Status::LBA_OUT_OF_RANGE, 0);
                     return;
                 }
-                let buf = self.reqs.borrow_mut()[slot as usize].buf.take();
-                self.reqs.borrow_mut()[slot as usize].sub_pending = 1;
-                if buf.is_none() && lends && op == spec::IoOpcode::Read {
-                    // Zero-copy: the bdev completes the read with a window on its memory.
-                    let mut io = BdevIo::new(
-                        IoType::Read,
-                        slba,
-                        nlb,
-                        SgList::new(),
-                        slot as u64,
-                        self.sink(),
-                    );
-                    io.lend = true;
-                    submit_io(io);
-                    return;
-                }
-                let Some(buf) = buf else {
-                    self.finish(slot, Status::INTERNAL_ERROR, 0);
-                    return;
-                };
-                let mut bufs = SgList::new();
-                bufs.push(buf);
                 let io_op = if op == spec::IoOpcode::Read {
                     IoType::Read
                 } else {
                     IoType::Write
                 };
-                submit(io_op, slba, nlb, bufs);
+                // A read of a lending namespace has no buffer (see `reads_lent`): the bdev
+                // completes it with a window on its memory.
+                let buf = self.reqs.borrow_mut()[slot as usize].buf.take();
+                let lend = buf.is_none() && lends && io_op == IoType::Read;
+                let mut bufs = SgList::new();
+                match buf {
+                    Some(b) => bufs.push(b),
+                    None if lend => {}
+                    None => {
+                        self.finish(slot, Status::INTERNAL_ERROR, 0);
+                        return;
+                    }
+                }
+                self.reqs.borrow_mut()[slot as usize].sub_pending = 1;
+                let mut io = BdevIo::new(io_op, slba, nlb, bufs, slot as u64, self.sink());
+                io.lend = lend;
+                submit_io(io);
             }
             spec::IoOpcode::Flush => {
                 self.reqs.borrow_mut()[slot as usize].sub_pending = 1;
@@ -1622,10 +1613,9 @@ impl Qpair {
         tracing::debug!(peer = %self.peer, id = self.id, reason, "closing queue pair");
         self.state.set(QpState::Closing);
         self.rx.borrow_mut().state = RecvState::Quiescing;
-        // No more input is wanted (and unread input would be reported on every loop).
-        if !self.left_group.replace(true) {
-            group_remove(self.fd);
-        }
+        // No more input is wanted (and unread input would be reported on every loop). This
+        // runs once per queue pair: the state check above returns on any later call.
+        group_remove(self.fd);
         let _ = self.sock.shutdown(Shutdown::Both);
         // Parked AERs and queued requests have nothing in flight: free them now.
         let aers: Vec<u16> = std::mem::take(&mut *self.aers.borrow_mut());
