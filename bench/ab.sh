@@ -24,10 +24,7 @@ start() { # start NAME BINARY -> sets port_NAME; daemons stop when the script ex
     "$bin" -m 0x1 -r "$OUT/$name.sock" -l 127.0.0.1:"$port" --default-size-mib 1024 \
         >"$OUT/$name.log" 2>&1 &
     pids+=("$!")
-    for _ in $(seq 100); do
-        (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break
-        sleep 0.1
-    done
+    wait_listening "$port" "$OUT/$name.log"
     eval "port_$name=$port"
 }
 pids=()
@@ -39,12 +36,7 @@ nqn=nqn.2026-11.io.ballast:default
 if [ -n "${NULL:-}" ]; then
     nqn=nqn.2026-11.io.ballast:null
     for name in old new; do
-        rpc="$BIN/ballast-rpc -s $OUT/$name.sock"
-        port=$(eval echo "\$port_$name")
-        $rpc bdev_null_create Null0 256 512 >/dev/null
-        $rpc nvmf_create_subsystem "$nqn" -a >/dev/null
-        $rpc nvmf_subsystem_add_ns "$nqn" Null0 >/dev/null
-        $rpc nvmf_subsystem_add_listener "$nqn" -t tcp -a 127.0.0.1 -s "$port" >/dev/null
+        add_null_subsystem "$OUT/$name.sock" "$(eval echo "\$port_$name")"
     done
 fi
 target() { echo "trtype:tcp traddr:127.0.0.1 trsvcid:$(eval echo "\$port_$1") subnqn:$nqn"; }

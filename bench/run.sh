@@ -20,7 +20,7 @@ REPS=${1:-3}
 SECS=${2:-5}
 OUT=${OUT:-/tmp/ballast-bench}
 mkdir -p "$OUT"
-cargo build --release -q -p ballastd -p ballast-bench --bins
+cargo build --release -q -p ballastd -p ballast-rpc -p ballast-bench --bins
 BIN=target/release
 
 . bench/lib.sh
@@ -32,11 +32,7 @@ target="trtype:tcp traddr:127.0.0.1 trsvcid:$port subnqn:nqn.2026-11.io.ballast:
 # A null namespace in its own subsystem on the same daemon and port: the same target code with
 # no data touched on the target, so its rows show what the target itself costs; the malloc
 # rows add what reading and writing random RAM costs (see BENCHMARKS.md).
-rpc="$BIN/ballast-rpc -s $sock"
-$rpc bdev_null_create Null0 256 512 >/dev/null
-$rpc nvmf_create_subsystem nqn.2026-11.io.ballast:null -a >/dev/null
-$rpc nvmf_subsystem_add_ns nqn.2026-11.io.ballast:null Null0 >/dev/null
-$rpc nvmf_subsystem_add_listener nqn.2026-11.io.ballast:null -t tcp -a 127.0.0.1 -s "$port" >/dev/null
+add_null_subsystem "$sock" "$port"
 null_target="trtype:tcp traddr:127.0.0.1 trsvcid:$port subnqn:nqn.2026-11.io.ballast:null"
 # Write the whole namespace first: reads of never-written RAM would copy the kernel's zero
 # page (always cached) instead of random memory.
