@@ -546,10 +546,17 @@ pub struct C2HData {
 }
 
 impl C2HData {
-    /// Encodes the header, its digest and the padding up to PDO (a multiple of
-    /// `hpda_bytes`, the host's alignment). PLEN covers the data and its digest. Returns the
-    /// bytes to send before the data (= PDO).
-    pub fn encode(&self, b: &mut [u8], hdgst: bool, ddgst: bool, hpda_bytes: u32) -> usize {
+    /// Encodes the header and its digest, with PDO the next multiple of `hpda_bytes` (the
+    /// host's alignment) and PLEN covering the padding, data and data digest. Returns
+    /// `(header bytes, PDO)`: the `PDO - header` bytes of zero padding between them are the
+    /// caller's to send (so a header buffer need not hold them).
+    pub fn encode(
+        &self,
+        b: &mut [u8],
+        hdgst: bool,
+        ddgst: bool,
+        hpda_bytes: u32,
+    ) -> (usize, usize) {
         encode_data_psh(b, self.cccid, 0, self.datao, self.datal);
         let hdr = SHORT_HLEN as usize + if hdgst { 4 } else { 0 };
         let align = hpda_bytes.max(1) as usize;
@@ -565,9 +572,7 @@ impl C2HData {
             pdo: pdo as u8,
             plen: (pdo as u32) + self.datal + if ddgst { 4 } else { 0 },
         };
-        let n = finish_header(b, ch, hdgst);
-        b[n..pdo].fill(0);
-        pdo
+        (finish_header(b, ch, hdgst), pdo)
     }
 }
 
@@ -716,8 +721,7 @@ mod tests {
             last_pdu: true,
             success: true,
         };
-        let pdo = d.encode(&mut b, true, true, 32);
-        assert_eq!(pdo, 32);
+        assert_eq!(d.encode(&mut b, true, true, 32), (28, 32));
         let h = ch(&b);
         assert_eq!(h.pdo, 32);
         assert_eq!(h.plen, 32 + 4096 + 4);
@@ -731,7 +735,8 @@ mod tests {
             (dh.cccid, dh.datal, dh.last_pdu, dh.success),
             (3, 4096, true, true)
         );
-        assert_eq!(d.encode(&mut b, false, false, 4), 24);
+        assert_eq!(d.encode(&mut b, false, false, 4), (24, 24));
+        assert_eq!(d.encode(&mut b, false, false, 128), (24, 128));
     }
 
     #[test]

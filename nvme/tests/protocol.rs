@@ -170,6 +170,44 @@ fn c2h_success_flag_when_sq_flow_control_disabled() {
     assert_eq!(r.cqe.status, Status::LBA_OUT_OF_RANGE);
 }
 
+/// C2HData honours the host's PDU data alignment (HPDA): PDO is the next multiple of it and
+/// the bytes between header and data are zeros, with and without digests.
+#[test]
+fn c2h_data_is_aligned_to_the_hosts_hpda() {
+    let t = TestTarget::new(1);
+    let (_a, cntlid) = Host::admin(t.addr, &t.nqn, false, false);
+    let d = pattern(4096, 9);
+    for (hpda, dgst) in [(0u8, false), (7, true), (31, false), (31, true)] {
+        let align = (hpda as usize + 1) * 4;
+        let mut h = Host::tcp(t.addr);
+        h.icreq_hpda(hpda, dgst, dgst);
+        let c = h.connect(&t.nqn, HOSTNQN, 1, cntlid, 0);
+        assert_eq!(c.status, Status::SUCCESS, "connect (HPDA {hpda})");
+        assert_eq!(h.write(40, &d, false).status, Status::SUCCESS);
+        let cid = h.next_cid();
+        let mut sqe = Host::rw_sqe(spec::IoOpcode::Read as u8, 1, 40, 8);
+        sqe.0[2..4].copy_from_slice(&cid.to_le_bytes());
+        h.send_cmd(sqe, 4096);
+        let p = h.recv();
+        assert_eq!(p.ch.pdu_type, PduType::C2HData, "HPDA {hpda}: {p:?}");
+        let hdr: usize = 24 + if dgst { 4 } else { 0 };
+        assert_eq!(
+            p.ch.pdo as usize,
+            hdr.div_ceil(align) * align,
+            "HPDA {hpda}: PDO"
+        );
+        assert!(
+            p.pad.iter().all(|&b| b == 0),
+            "HPDA {hpda}: padding {:?}",
+            p.pad
+        );
+        assert!(p.data == d, "HPDA {hpda}: data");
+        let r = h.recv();
+        assert_eq!(r.ch.pdu_type, PduType::CapsuleResp);
+        assert_eq!(spec::Cqe::from_bytes(&r.hdr[8..24]).status, Status::SUCCESS);
+    }
+}
+
 #[test]
 fn discovery_log_lists_subsystem() {
     let t = TestTarget::new(1);
@@ -464,13 +502,7 @@ fn malformed_pdus_get_term_req_and_close() {
         let mut h = Host::io(t.addr, &t.nqn, cntlid, 1, false, false);
         let mut sqe = Host::rw_sqe(0x01, 1, 0, 8);
         sqe.0[2] = 42;
-        sqe.set_sgl(spec::Sgl {
-            address: 0,
-            length: 4096,
-            type_byte: spec::SGL_TRANSPORT_DATA_BLOCK,
-        });
-        let cap = h.capsule(&sqe, &[]);
-        h.send(&cap);
+        h.send_cmd(sqe, 4096);
         let p = h.recv();
         assert_eq!(p.ch.pdu_type, PduType::R2t);
         let r = pdu::R2t::parse(&p.hdr);

@@ -47,4 +47,4 @@ pub use reactor::{
     timer_after, unregister_poller, Msg, PollStatus, PollerHandle, ReactorStats, Runtime,
     RuntimeConfig, RuntimeHandle, TimerHandle,
 };
-pub use sys::{thread_cpu_time, AcceptGate, ReadySet};
+pub use sys::{thread_cpu_time, AcceptGate, IoVecs, ReadySet};

@@ -194,6 +194,73 @@ impl ReadySet {
     }
 }
 
+/// Up to `N` byte slices gathered for one `sendmsg`, skipping a prefix already sent: the
+/// send side of a queue that keeps headers and data in separate buffers (no copy to join them).
+pub struct IoVecs<'a, const N: usize> {
+    iov: [libc::iovec; N],
+    cnt: usize,
+    skip: usize,
+    _parts: std::marker::PhantomData<&'a [u8]>,
+}
+
+impl<'a, const N: usize> IoVecs<'a, N> {
+    /// Empty; the first `skip` bytes pushed are left out (sent by an earlier call).
+    pub fn new(skip: usize) -> Self {
+        Self {
+            iov: [libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }; N],
+            cnt: 0,
+            skip,
+            _parts: std::marker::PhantomData,
+        }
+    }
+
+    /// Appends `part` (less what is still to skip). Returns false, adding nothing, when all
+    /// `N` iovecs are in use.
+    pub fn push(&mut self, part: &'a [u8]) -> bool {
+        if self.skip >= part.len() {
+            self.skip -= part.len();
+            return true;
+        }
+        if self.cnt == N {
+            return false;
+        }
+        let rest = &part[self.skip..];
+        self.iov[self.cnt] = libc::iovec {
+            iov_base: rest.as_ptr() as *mut libc::c_void,
+            iov_len: rest.len(),
+        };
+        self.skip = 0;
+        self.cnt += 1;
+        true
+    }
+
+    /// True if nothing was gathered.
+    pub fn is_empty(&self) -> bool {
+        self.cnt == 0
+    }
+
+    /// One non-blocking `sendmsg` (no SIGPIPE) of the gathered bytes; returns how many the
+    /// socket took.
+    pub fn send(&self, fd: RawFd) -> io::Result<usize> {
+        // SAFETY: the `cnt` iovecs point into slices borrowed for 'a, alive for the call;
+        // sendmsg only reads them and the zeroed msghdr names no address or control data.
+        let r = unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = self.iov.as_ptr() as *mut libc::iovec;
+            msg.msg_iovlen = self.cnt as _;
+            libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+        };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r as usize)
+        }
+    }
+}
+
 /// CPU time consumed by the calling thread.
 pub fn thread_cpu_time() -> Duration {
     let mut ts = libc::timespec {
@@ -244,5 +311,34 @@ impl AcceptGate {
         // SAFETY: one valid pollfd, zero timeout.
         let n = unsafe { libc::poll(&mut p, 1, 0) };
         n > 0 && p.revents != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IoVecs;
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn iovecs_skip_what_was_sent_and_stop_when_full() {
+        let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let parts: [&[u8]; 4] = [b"head", b"", b"payload", b"tail"];
+        // Skip 6 bytes: "head" and "pa"; 2 iovecs hold "yload" and "tail"; a third is refused.
+        let mut iov = IoVecs::<2>::new(6);
+        assert!(iov.is_empty());
+        for p in parts {
+            assert!(iov.push(p));
+        }
+        assert!(!iov.push(b"more"), "a third iovec does not fit");
+        assert_eq!(iov.send(a.as_raw_fd()).unwrap(), 9);
+        let mut got = [0u8; 9];
+        b.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"yloadtail");
+        drop(b);
+        // The peer is gone: the error is returned, not a SIGPIPE.
+        let mut iov = IoVecs::<1>::new(0);
+        iov.push(b"x");
+        assert!(iov.send(a.as_raw_fd()).is_err());
     }
 }

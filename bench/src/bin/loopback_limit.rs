@@ -43,6 +43,14 @@ struct Args {
     /// JSON output.
     #[arg(long)]
     json: bool,
+    /// Reads only: send each reply as two iovecs, a header of `--hdr` bytes and the payload
+    /// straight out of a 1 MiB buffer at a random 512-byte-aligned offset (the shape of the
+    /// target's zero-copy reads), instead of one contiguous copy per reply.
+    #[arg(long)]
+    iov: bool,
+    /// Header bytes of each reply with `--iov`.
+    #[arg(long, default_value_t = 24)]
+    hdr: usize,
 }
 
 const CAPSULE: usize = 72;
@@ -69,6 +77,22 @@ fn fill(s: &mut TcpStream, buf: &mut [u8], end: &mut usize) -> bool {
         Err(e) if e.kind() == ErrorKind::WouldBlock => true,
         Err(_) => false,
     }
+}
+
+/// Consumes the complete `req_len`-byte requests in `rx[*start..*end]` (compacting the
+/// buffer); returns how many there were.
+fn take_requests(rx: &mut [u8], start: &mut usize, end: &mut usize, req_len: usize) -> usize {
+    let n = (*end - *start) / req_len;
+    *start += n * req_len;
+    if *start == *end {
+        *start = 0;
+        *end = 0;
+    } else if *end > rx.len() / 2 {
+        rx.copy_within(*start..*end, 0);
+        *end -= *start;
+        *start = 0;
+    }
+    n
 }
 
 fn flush(s: &mut TcpStream, tx: &mut Vec<u8>, sent: &mut usize) -> bool {
@@ -98,8 +122,9 @@ fn main() {
     };
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = l.local_addr().expect("addr");
+    let (iov, hdr, size) = (a.iov && read, if a.iov { a.hdr } else { RESP }, a.size);
     let (req_len, resp_len) = if read {
-        (CAPSULE, RESP + a.size)
+        (CAPSULE, hdr + a.size)
     } else {
         (CAPSULE + a.size, RESP)
     };
@@ -114,21 +139,16 @@ fn main() {
         let mut tx = Vec::with_capacity(1 << 20);
         let mut sent = 0;
         let payload = vec![0xA5u8; resp_len];
+        if iov {
+            serve_iov(s, rx, hdr, size);
+            return;
+        }
         loop {
             if !fill(&mut s, &mut rx, &mut end) {
                 return;
             }
-            while end - start >= req_len {
+            for _ in 0..take_requests(&mut rx, &mut start, &mut end, req_len) {
                 tx.extend_from_slice(&payload);
-                start += req_len;
-            }
-            if start == end {
-                start = 0;
-                end = 0;
-            } else if end > rx.len() / 2 {
-                rx.copy_within(start..end, 0);
-                end -= start;
-                start = 0;
             }
             if !flush(&mut s, &mut tx, &mut sent) {
                 return;
@@ -209,5 +229,54 @@ fn main() {
             us(0.5),
             us(0.99)
         );
+    }
+}
+
+/// The `--iov` responder: one sendmsg per batch of replies, each reply a `hdr`-byte header
+/// and a `size`-byte payload window at a random 512-byte-aligned offset of a 1 MiB buffer.
+fn serve_iov(mut s: TcpStream, mut rx: Vec<u8>, hdr: usize, size: usize) {
+    use std::os::fd::AsRawFd;
+    const WIN: usize = 1 << 20;
+    let region = vec![0xA5u8; WIN + size];
+    let header = vec![0x5Au8; hdr];
+    let mut pending: std::collections::VecDeque<usize> = std::collections::VecDeque::new();
+    let mut sent = 0usize; // bytes of the front reply already sent
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let (mut start, mut end) = (0usize, 0usize);
+    loop {
+        if !fill(&mut s, &mut rx, &mut end) {
+            return;
+        }
+        for _ in 0..take_requests(&mut rx, &mut start, &mut end, CAPSULE) {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            pending.push_back((seed as usize % (WIN / 512)) * 512);
+        }
+        while !pending.is_empty() {
+            let mut iov = ballast_reactor::IoVecs::<128>::new(sent);
+            for &off in pending.iter().take(64) {
+                iov.push(&header);
+                iov.push(&region[off..off + size]);
+            }
+            let r = match iov.send(s.as_raw_fd()) {
+                Ok(r) => r,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => return,
+            };
+            let mut n = r + sent;
+            sent = 0;
+            while !pending.is_empty() {
+                if n < hdr + size {
+                    sent = n;
+                    break;
+                }
+                n -= hdr + size;
+                pending.pop_front();
+            }
+            if sent > 0 {
+                break;
+            }
+        }
     }
 }

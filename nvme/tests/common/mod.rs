@@ -124,6 +124,8 @@ impl Drop for TestTarget {
 pub struct Pdu {
     pub ch: CommonHeader,
     pub hdr: Vec<u8>,
+    /// Padding between the header (and its digest) and the data (PDO).
+    pub pad: Vec<u8>,
     pub data: Vec<u8>,
 }
 
@@ -171,10 +173,15 @@ impl Host {
     }
 
     pub fn icreq(&mut self, hdgst: bool, ddgst: bool) -> IcResp {
+        self.icreq_hpda(0, hdgst, ddgst)
+    }
+
+    /// ICReq asking for C2H data aligned to `(hpda + 1) * 4` bytes.
+    pub fn icreq_hpda(&mut self, hpda: u8, hdgst: bool, ddgst: bool) -> IcResp {
         let mut b = [0u8; 128];
         IcReq {
             pfv: 0,
-            hpda: 0,
+            hpda,
             hdgst,
             ddgst,
             maxr2t: 0,
@@ -230,13 +237,13 @@ impl Host {
             );
         }
         let mut data = Vec::new();
+        let mut pad = Vec::new();
         let hd = ch.hlen as usize + if ch.has_header_digest() { 4 } else { 0 };
         if (ch.plen as usize) > hd {
             if ch.pdu_type == PduType::C2HTermReq {
                 data = self.read_exact(ch.plen as usize - hd);
             } else {
-                let pad = ch.pdo as usize - hd;
-                self.read_exact(pad);
+                pad = self.read_exact(ch.pdo as usize - hd);
                 let dl =
                     ch.plen as usize - ch.pdo as usize - if ch.has_data_digest() { 4 } else { 0 };
                 data = self.read_exact(dl);
@@ -250,7 +257,7 @@ impl Host {
                 }
             }
         }
-        Some(Pdu { ch, hdr, data })
+        Some(Pdu { ch, hdr, pad, data })
     }
 
     /// Expects a C2HTermReq and then the connection closing.
@@ -285,6 +292,18 @@ impl Host {
     }
 
     /// Builds a CapsuleCmd PDU for `sqe` with optional in-capsule data.
+    /// Sends `sqe` as a capsule without data, its SGL a transport data block of `len` bytes
+    /// (data to come by R2T/H2CData, or to go by C2HData).
+    pub fn send_cmd(&mut self, mut sqe: Sqe, len: u32) {
+        sqe.set_sgl(Sgl {
+            address: 0,
+            length: len,
+            type_byte: spec::SGL_TRANSPORT_DATA_BLOCK,
+        });
+        let c = self.capsule(&sqe, &[]);
+        self.send(&c);
+    }
+
     pub fn capsule(&self, sqe: &Sqe, data: &[u8]) -> Vec<u8> {
         let mut b = vec![0u8; 76];
         let n = pdu::encode_capsule_cmd(&mut b, sqe, data.len() as u32, self.hdgst, self.ddgst);
