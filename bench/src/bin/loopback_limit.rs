@@ -44,13 +44,17 @@ struct Args {
     #[arg(long)]
     json: bool,
     /// Reads only: send each reply as two iovecs, a header of `--hdr` bytes and the payload
-    /// straight out of a 1 MiB buffer at a random 512-byte-aligned offset (the shape of the
+    /// straight out of a `--window`-byte buffer at a random 512-byte-aligned offset (the shape of the
     /// target's zero-copy reads), instead of one contiguous copy per reply.
     #[arg(long)]
     iov: bool,
     /// Header bytes of each reply with `--iov`.
     #[arg(long, default_value_t = 24)]
     hdr: usize,
+    /// Bytes of the buffer `--iov` payloads are taken from (random 512-byte-aligned offsets;
+    /// 0: always the same payload, like the contiguous mode's).
+    #[arg(long, default_value_t = 1 << 20)]
+    window: usize,
 }
 
 const CAPSULE: usize = 72;
@@ -122,7 +126,12 @@ fn main() {
     };
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = l.local_addr().expect("addr");
-    let (iov, hdr, size) = (a.iov && read, if a.iov { a.hdr } else { RESP }, a.size);
+    let (iov, hdr, size, window) = (
+        a.iov && read,
+        if a.iov { a.hdr } else { RESP },
+        a.size,
+        a.window,
+    );
     let (req_len, resp_len) = if read {
         (CAPSULE, hdr + a.size)
     } else {
@@ -140,7 +149,7 @@ fn main() {
         let mut sent = 0;
         let payload = vec![0xA5u8; resp_len];
         if iov {
-            serve_iov(s, rx, hdr, size);
+            serve_iov(s, rx, hdr, size, window);
             return;
         }
         loop {
@@ -233,11 +242,11 @@ fn main() {
 }
 
 /// The `--iov` responder: one sendmsg per batch of replies, each reply a `hdr`-byte header
-/// and a `size`-byte payload window at a random 512-byte-aligned offset of a 1 MiB buffer.
-fn serve_iov(mut s: TcpStream, mut rx: Vec<u8>, hdr: usize, size: usize) {
+/// and a `size`-byte payload window at a random 512-byte-aligned offset of a `window`-byte buffer.
+fn serve_iov(mut s: TcpStream, mut rx: Vec<u8>, hdr: usize, size: usize, window: usize) {
     use std::os::fd::AsRawFd;
-    const WIN: usize = 1 << 20;
-    let region = vec![0xA5u8; WIN + size];
+    let region = vec![0xA5u8; window + size];
+    let slots = (window / 512).max(1);
     let header = vec![0x5Au8; hdr];
     let mut pending: std::collections::VecDeque<usize> = std::collections::VecDeque::new();
     let mut sent = 0usize; // bytes of the front reply already sent
@@ -251,7 +260,7 @@ fn serve_iov(mut s: TcpStream, mut rx: Vec<u8>, hdr: usize, size: usize) {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
-            pending.push_back((seed as usize % (WIN / 512)) * 512);
+            pending.push_back((seed as usize % slots) * 512);
         }
         while !pending.is_empty() {
             let mut iov = ballast_reactor::IoVecs::<128>::new(sent);

@@ -1,7 +1,8 @@
 //! NVMe/TCP queue pairs: one TCP connection each, owned by one reactor for its whole life.
 //!
 //! ```text
-//!  reactor's SockGroup: one epoll_wait per loop ─► readable queue pairs only
+//!  reactor's SockGroup: busy I/O queues (≤ 2) read directly every loop; the rest
+//!                       via one epoll_wait ─► readable queue pairs only
 //!  socket ──recv (drain)──► rx buffer ──► RecvState machine
 //!     AwaitCh ─► AwaitPsh ─► Payload ─► (PDU complete) ─► dispatch
 //!        ▲                                  │ ICReq → ICResp
