@@ -29,7 +29,8 @@
 //! ```text
 //!   read  (bufs=[caller's]) ──► malloc: memcpy region → caller's buffer
 //!   read  (lend, bufs=[])   ──► malloc: bufs=[window on region] (kept mapped by an Rc)
-//!                               target: sendmsg(C2H header, window) — the kernel's copy only
+//!                               target: window → socket (one copy: staged with the
+//!                               C2H header for small reads, by the kernel for large)
 //! ```
 #![warn(missing_docs)]
 

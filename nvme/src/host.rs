@@ -665,6 +665,11 @@ impl IoQpair {
         self.reqs.len()
     }
 
+    /// True if queued bytes (commands, write data) wait for room in the socket.
+    pub fn send_pending(&self) -> bool {
+        self.tx_sent < self.tx.len()
+    }
+
     /// The raw socket (to register as a reactor wake fd).
     pub fn fd(&self) -> std::os::fd::RawFd {
         use std::os::fd::AsRawFd;

@@ -287,6 +287,7 @@ impl BdevBackend for RemoteBackend {
             comps: Vec::new(),
             retry_at: Instant::now(),
             max_xfer: 128 * 1024,
+            wake_on_room: false,
         };
         ch.connect()
             .map_err(|why| ballast_engine::Error::InvalidParam {
@@ -334,6 +335,8 @@ struct RemoteChannel {
     retry_at: Instant,
     /// Largest transfer per command (the controller's MDTS; 128 KiB if it has none).
     max_xfer: usize,
+    /// Commands or data wait for room in the socket: the reactor wakes when there is.
+    wake_on_room: bool,
 }
 
 impl RemoteChannel {
@@ -371,6 +374,7 @@ impl RemoteChannel {
         let fd = qp.fd();
         let _ = ballast_reactor::add_wake_fd(fd);
         self.fd = Some(fd);
+        self.wake_on_room = false;
         self.slots.resize_with(qp.depth(), || None);
         self.qp = Some(qp);
         self.gen = gen;
@@ -545,6 +549,15 @@ impl BackendChannel for RemoteChannel {
         }
         if let Some(qp) = self.qp.as_mut() {
             did |= qp.poll(&mut self.comps);
+            // A target that reads slowly must not leave our commands or write data stranded
+            // while this reactor sleeps (only input would wake it).
+            let want = qp.send_pending();
+            if want != self.wake_on_room {
+                if let Some(fd) = self.fd {
+                    self.wake_on_room = want;
+                    let _ = ballast_reactor::wake_when_writable(fd, want);
+                }
+            }
         }
         let mut comps = std::mem::take(&mut self.comps);
         for c in comps.drain(..) {

@@ -539,6 +539,19 @@ pub fn add_wake_fd(fd: RawFd) -> Result<()> {
         })
 }
 
+/// Also wakes this reactor from sleep while `fd` (added by [`add_wake_fd`]) is writable, or
+/// no longer: for a socket whose sends wait for room (turn it off once they are done, or the
+/// reactor will not go back to sleep).
+pub fn wake_when_writable(fd: RawFd, on: bool) -> Result<()> {
+    need_local("wake_when_writable")?
+        .epoll
+        .modify(fd, fd as u64, on)
+        .map_err(|source| Error::Os {
+            op: "epoll_ctl mod",
+            source,
+        })
+}
+
 /// Stops waking on `fd` (call before closing it).
 pub fn remove_wake_fd(fd: RawFd) {
     with_local(|l| {

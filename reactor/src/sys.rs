@@ -129,6 +129,18 @@ impl Epoll {
         Ok(())
     }
 
+    /// Changes the interest in `fd` (added before): readability, plus writability if
+    /// `writable`.
+    pub(crate) fn modify(&self, fd: RawFd, token: u64, writable: bool) -> io::Result<()> {
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLIN | if writable { libc::EPOLLOUT } else { 0 }) as u32,
+            u64: token,
+        };
+        // SAFETY: `ev` is a valid epoll_event; the kernel copies it.
+        cvt(unsafe { libc::epoll_ctl(self.0.as_raw_fd(), libc::EPOLL_CTL_MOD, fd, &mut ev) })?;
+        Ok(())
+    }
+
     pub(crate) fn delete(&self, fd: RawFd) -> io::Result<()> {
         let mut ev = libc::epoll_event { events: 0, u64: 0 };
         // SAFETY: `ev` is a valid (ignored) epoll_event pointer.

@@ -9,14 +9,20 @@
 //!        └──────────────────────────────────┘ CapsuleCmd → Request (slot = R2T ttag)
 //!                                             H2CData → Request buffer
 //!  Request: Free → NeedBuffer → AwaitH2C → Executing → Responding → Free
-//!  tx queue (bounded by the queue depth) ──► one sendmsg(iovec[..]) per poll
+//!  tx queue (bounded by the queue depth) ──► flush: headers + payloads ≤ 16 KiB joined in
+//!      the 64 KiB staging buffer, larger payloads in place ──► one sendmsg(iovec[..])
 //! ```
 //!
 //! No locks and no allocation per command on this path: request slots are preallocated per
 //! queue pair, data buffers come from the reactor's pool, completions arrive through the
 //! queue pair's [`IoSink`], and every PDU header is built in place in the tx queue. Reads of a
-//! namespace that lends its memory (malloc, null) take no buffer at all: the C2HData iovec
-//! points into the bdev ([`ballast_engine::BdevIo::lend`]), so the only copy is the kernel's.
+//! namespace that lends its memory (malloc, null) take no buffer at all: the C2HData payload
+//! is read from the bdev's memory ([`ballast_engine::BdevIo::lend`]) — copied once, into the
+//! staging run (small reads) or by the kernel straight into the socket (large ones).
+//!
+//! Why stage: on loopback the kernel copies one long contiguous run far faster than many
+//! short iovecs (a 24-byte header, 4 KiB of data, the next header, ...); the user-space copy
+//! into the staging buffer costs less than the difference (A/B in BENCHMARKS.md).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -263,6 +269,7 @@ pub(crate) fn start_qpair(
         tx: RefCell::new(Tx {
             items: VecDeque::with_capacity(depth * 2 + 4),
             sent: 0,
+            stage: vec![0u8; STAGE_LEN].into_boxed_slice(),
         }),
         reqs: RefCell::new((0..depth).map(|_| Request::default()).collect()),
         free: RefCell::new((0..depth as u16).rev().collect()),
@@ -275,6 +282,7 @@ pub(crate) fn start_qpair(
         kato_poller: Cell::new(None),
         executing: Cell::new(0),
         in_poll: Cell::new(false),
+        wake_on_room: Cell::new(false),
     });
     let q2 = q.clone();
     match ballast_reactor::register_poller(format!("nvmf_tcp_qpair:{peer}"), move || q2.poll()) {
@@ -494,6 +502,20 @@ struct Tx {
     items: VecDeque<TxItem>,
     /// Bytes of the front item already sent.
     sent: usize,
+    /// Where `flush` joins headers and small payloads into one contiguous run per send.
+    stage: Box<[u8]>,
+}
+
+/// Bytes of a queue pair's send staging buffer.
+const STAGE_LEN: usize = 64 * 1024;
+/// Parts up to this size are copied into the staging buffer; larger payloads are sent from
+/// where they are (their own iovec).
+const STAGE_PART_MAX: usize = 16 * 1024;
+
+/// A piece of one send: a run of the staging buffer, or a payload sent in place.
+enum Seg<'a> {
+    Stage(usize, usize),
+    Ext(&'a [u8]),
 }
 
 /// One NVMe/TCP connection.
@@ -523,6 +545,8 @@ pub(crate) struct Qpair {
     executing: Cell<usize>,
     /// Inside `poll` (which flushes at its end): completions do not flush themselves.
     in_poll: Cell<bool>,
+    /// The socket was full with responses waiting: the reactor wakes when it has room.
+    wake_on_room: Cell<bool>,
 }
 
 /// Why a PDU stream cannot continue: reported to the host in a C2HTermReq.
@@ -1550,14 +1574,20 @@ impl Qpair {
     fn flush(&self) -> bool {
         let mut did = false;
         loop {
-            let n = {
-                let tx = self.tx.borrow();
+            let sent = {
+                let mut tx = self.tx.borrow_mut();
                 if tx.items.is_empty() {
+                    self.wake_on_room(false);
                     return did;
                 }
                 let reqs = self.reqs.borrow();
-                let mut iov = ballast_reactor::IoVecs::<MAX_IOV>::new(tx.sent);
-                'items: for item in tx.items.iter() {
+                let Tx { items, sent, stage } = &mut *tx;
+                // Join headers and small payloads into one contiguous run (the kernel copies
+                // one long run much faster than many short iovecs); big payloads go in place.
+                let mut segs: smallvec::SmallVec<[Seg; MAX_IOV]> = smallvec::SmallVec::new();
+                let (mut used, mut run) = (0usize, 0usize);
+                let mut skip = *sent;
+                'items: for item in items.iter() {
                     let data: &[u8] = match item.data {
                         Some((slot, off, len)) => match reqs[slot as usize].buf.as_ref() {
                             Some(b) => &b[off as usize..(off + len) as usize],
@@ -1572,28 +1602,73 @@ impl Qpair {
                         item.ddgst.as_ref().map_or(&[][..], |d| &d[..]),
                     ];
                     for p in parts {
-                        if !iov.push(p) {
-                            break 'items;
+                        if skip >= p.len() {
+                            skip -= p.len();
+                            continue;
+                        }
+                        let p = &p[skip..];
+                        skip = 0;
+                        if p.len() <= STAGE_PART_MAX {
+                            if used + p.len() > stage.len() {
+                                break 'items;
+                            }
+                            stage[used..used + p.len()].copy_from_slice(p);
+                            used += p.len();
+                        } else {
+                            if segs.len() + 2 >= MAX_IOV {
+                                break 'items;
+                            }
+                            if used > run {
+                                segs.push(Seg::Stage(run, used));
+                                run = used;
+                            }
+                            segs.push(Seg::Ext(p));
                         }
                     }
                 }
-                match iov.send(self.fd) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => return did,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        drop(reqs);
-                        drop(tx);
-                        tracing::debug!(peer = %self.peer, "send: {e}");
-                        self.tx.borrow_mut().items.clear();
-                        self.begin_close("connection error on send");
-                        return true;
-                    }
+                if used > run {
+                    segs.push(Seg::Stage(run, used));
+                }
+                let mut iov = ballast_reactor::IoVecs::<MAX_IOV>::new(0);
+                for seg in &segs {
+                    iov.push(match *seg {
+                        Seg::Stage(a, b) => &stage[a..b],
+                        Seg::Ext(p) => p,
+                    });
+                }
+                iov.send(self.fd)
+            };
+            let n = match sent {
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    self.wake_on_room(true);
+                    return did;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::debug!(peer = %self.peer, "send: {e}");
+                    self.tx.borrow_mut().items.clear();
+                    self.begin_close("connection error on send");
+                    return true;
                 }
             };
             did = true;
             if !self.advance_tx(n) {
+                // The socket took less than offered: it is full.
+                self.wake_on_room(!self.tx.borrow().items.is_empty());
                 return did;
+            }
+        }
+    }
+
+    /// Whether a sleeping reactor should wake when the socket has room for the waiting
+    /// responses (a host that reads slowly must not leave them stranded while the reactor
+    /// sleeps: only input would wake it otherwise). An `epoll_ctl` on changes only.
+    fn wake_on_room(&self, on: bool) {
+        if self.wake_on_room.get() != on && self.state.get() != QpState::Closed {
+            self.wake_on_room.set(on);
+            if let Err(e) = ballast_reactor::wake_when_writable(self.fd, on) {
+                tracing::debug!(peer = %self.peer, "wake on room: {e}");
             }
         }
     }

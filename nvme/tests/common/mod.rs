@@ -150,7 +150,10 @@ pub struct Host {
 
 impl Host {
     pub fn tcp(addr: SocketAddr) -> Self {
-        let s = TcpStream::connect(addr).unwrap();
+        Self::from_stream(TcpStream::connect(addr).unwrap())
+    }
+
+    fn from_stream(s: TcpStream) -> Self {
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         s.set_nodelay(true).unwrap();
         Host {
@@ -161,6 +164,42 @@ impl Host {
             cid: 0,
             qid: 0,
         }
+    }
+
+    /// A TCP connection whose receive buffer is `rcvbuf` bytes (set before connecting, so the
+    /// window stays small): the target's sends fill it and must resume where they stopped.
+    pub fn tcp_small_rcvbuf(addr: SocketAddr, rcvbuf: i32) -> Self {
+        use std::os::fd::FromRawFd;
+        let SocketAddr::V4(v4) = addr else {
+            panic!("IPv4 only")
+        };
+        // SAFETY: plain socket calls on a descriptor this function owns; the sockaddr_in is
+        // fully initialised and its size is passed with it.
+        let fd = unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            assert!(fd >= 0, "socket");
+            let r = libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&rcvbuf as *const i32).cast(),
+                std::mem::size_of::<i32>() as libc::socklen_t,
+            );
+            assert_eq!(r, 0, "SO_RCVBUF");
+            let mut sa: libc::sockaddr_in = std::mem::zeroed();
+            sa.sin_family = libc::AF_INET as libc::sa_family_t;
+            sa.sin_port = v4.port().to_be();
+            sa.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
+            let r = libc::connect(
+                fd,
+                (&sa as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            );
+            assert_eq!(r, 0, "connect");
+            fd
+        };
+        // SAFETY: `fd` is a connected socket owned by nothing else.
+        Self::from_stream(unsafe { TcpStream::from_raw_fd(fd) })
     }
 
     /// TCP connect + ICReq/ICResp.
