@@ -282,6 +282,7 @@ pub(crate) fn start_qpair(
         kato_poller: Cell::new(None),
         executing: Cell::new(0),
         in_poll: Cell::new(false),
+        blocked_polls: Cell::new(0),
         wake_on_room: Cell::new(false),
     });
     let q2 = q.clone();
@@ -545,9 +546,17 @@ pub(crate) struct Qpair {
     executing: Cell<usize>,
     /// Inside `poll` (which flushes at its end): completions do not flush themselves.
     in_poll: Cell<bool>,
-    /// The socket was full with responses waiting: the reactor wakes when it has room.
+    /// Flushes in a row that found the socket full and sent nothing.
+    blocked_polls: Cell<u32>,
+    /// The reactor wakes when the socket has room (armed after [`ARM_ROOM_AFTER`] flushes
+    /// without progress).
     wake_on_room: Cell<bool>,
 }
+
+/// Flushes without progress after which a queue pair with responses waiting for room asks
+/// the reactor to wake when there is room, and lets it sleep. Until then it keeps the reactor
+/// polling: a socket full for a moment under load costs no `epoll_ctl`s.
+const ARM_ROOM_AFTER: u32 = 64;
 
 /// Why a PDU stream cannot continue: reported to the host in a C2HTermReq.
 #[derive(Debug, Clone, Copy)]
@@ -577,6 +586,7 @@ impl Qpair {
             busy |= self.retry_buffers();
         }
         busy |= self.flush();
+        busy |= self.must_keep_polling();
         if self.state.get() == QpState::Closing {
             self.try_finish_close();
         }
@@ -1577,7 +1587,10 @@ impl Qpair {
             let sent = {
                 let mut tx = self.tx.borrow_mut();
                 if tx.items.is_empty() {
-                    self.wake_on_room(false);
+                    self.blocked_polls.set(0);
+                    if self.wake_on_room.get() {
+                        self.wake_on_room(false);
+                    }
                     return did;
                 }
                 let reqs = self.reqs.borrow();
@@ -1641,7 +1654,7 @@ impl Qpair {
             let n = match sent {
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    self.wake_on_room(true);
+                    self.blocked(did);
                     return did;
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -1655,15 +1668,34 @@ impl Qpair {
             did = true;
             if !self.advance_tx(n) {
                 // The socket took less than offered: it is full.
-                self.wake_on_room(!self.tx.borrow().items.is_empty());
+                self.blocked(true);
                 return did;
             }
         }
     }
 
+    /// The socket is full with responses waiting; `progress`: this flush sent something.
+    fn blocked(&self, progress: bool) {
+        let n = if progress {
+            0
+        } else {
+            self.blocked_polls.get().saturating_add(1)
+        };
+        self.blocked_polls.set(n);
+        if n >= ARM_ROOM_AFTER && !self.wake_on_room.get() {
+            self.wake_on_room(true);
+        }
+    }
+
+    /// True while responses wait for room and the reactor would not wake for it: the queue
+    /// pair's poller reports work so the reactor does not sleep yet.
+    fn must_keep_polling(&self) -> bool {
+        !self.wake_on_room.get() && !self.tx.borrow().items.is_empty()
+    }
+
     /// Whether a sleeping reactor should wake when the socket has room for the waiting
     /// responses (a host that reads slowly must not leave them stranded while the reactor
-    /// sleeps: only input would wake it otherwise). An `epoll_ctl` on changes only.
+    /// sleeps: only input would wake it otherwise).
     fn wake_on_room(&self, on: bool) {
         if self.wake_on_room.get() != on && self.state.get() != QpState::Closed {
             self.wake_on_room.set(on);
