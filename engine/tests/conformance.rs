@@ -274,23 +274,18 @@ fn lent_reads_are_windows_on_malloc_memory_or_zeros_and_refused_elsewhere() {
     assert_eq!(addr3, addr + 512);
     assert_eq!(tail, data[512..]);
     // Misuse is refused with the channel's usual statuses.
-    let st = |r: (IoStatus, usize, bool, usize, Vec<u8>)| r.0;
-    assert_eq!(
-        st(lend_read(&h, "conf_lend_m", IoType::Read, 62, 4, false)),
-        IoStatus::OutOfRange
-    );
-    assert_eq!(
-        st(lend_read(&h, "conf_lend_m", IoType::Read, 0, 0, false)),
-        IoStatus::InvalidLength
-    );
-    assert_eq!(
-        st(lend_read(&h, "conf_lend_m", IoType::Read, 0, 1, true)),
-        IoStatus::InvalidLength
-    );
-    assert_eq!(
-        st(lend_read(&h, "conf_lend_m", IoType::Write, 0, 1, true)),
-        IoStatus::NotSupported
-    );
+    for (op, off, nb, with_buf, want) in [
+        (IoType::Read, 62, 4, false, IoStatus::OutOfRange),
+        (IoType::Read, 0, 0, false, IoStatus::InvalidLength),
+        (IoType::Read, 0, 1, true, IoStatus::InvalidLength),
+        (IoType::Write, 0, 1, true, IoStatus::NotSupported),
+    ] {
+        let got = lend_read(&h, "conf_lend_m", op, off, nb, with_buf).0;
+        assert_eq!(
+            got, want,
+            "{op:?} at {off} of {nb} blocks, buffer given: {with_buf}"
+        );
+    }
     // null lends read-only zeros; a read longer than its 1 MiB window gets several buffers.
     let (st0, n, lent, _, z) = lend_read(&h, "conf_lend_n", IoType::Read, 7, 9, false);
     assert_eq!((st0, n, lent), (IoStatus::Success, 1, true));
@@ -299,7 +294,7 @@ fn lent_reads_are_windows_on_malloc_memory_or_zeros_and_refused_elsewhere() {
     assert_eq!((st0, n), (IoStatus::Success, 2));
     // A bdev that does not lend refuses rather than completing without data.
     assert_eq!(
-        st(lend_read(&h, "conf_lend_u", IoType::Read, 0, 1, false)),
+        lend_read(&h, "conf_lend_u", IoType::Read, 0, 1, false).0,
         IoStatus::NotSupported
     );
 }

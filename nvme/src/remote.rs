@@ -287,8 +287,7 @@ impl BdevBackend for RemoteBackend {
             comps: Vec::new(),
             retry_at: Instant::now(),
             max_xfer: 128 * 1024,
-            wake_on_room: false,
-            blocked_polls: 0,
+            room: None,
         };
         ch.connect()
             .map_err(|why| ballast_engine::Error::InvalidParam {
@@ -336,23 +335,12 @@ struct RemoteChannel {
     retry_at: Instant,
     /// Largest transfer per command (the controller's MDTS; 128 KiB if it has none).
     max_xfer: usize,
-    /// Commands or data wait for room in the socket: the reactor wakes when there is.
-    wake_on_room: bool,
-    /// Polls in a row that found bytes waiting for room in the socket.
-    blocked_polls: u32,
+    /// Commands or data waiting for room in the socket wake the reactor (see
+    /// [`ballast_reactor::SendRoom`]); one per connected queue.
+    room: Option<ballast_reactor::SendRoom>,
 }
 
-/// Polls with bytes waiting for room after which the reactor is asked to wake on room.
-const ARM_ROOM_AFTER: u32 = 64;
-
 impl RemoteChannel {
-    fn set_wake_on_room(&mut self, on: bool) {
-        if let Some(fd) = self.fd {
-            self.wake_on_room = on;
-            let _ = ballast_reactor::wake_when_writable(fd, on);
-        }
-    }
-
     fn connect(&mut self) -> Result<(), String> {
         let c = &self.ctrl;
         let sess = c.session.lock().unwrap();
@@ -387,8 +375,7 @@ impl RemoteChannel {
         let fd = qp.fd();
         let _ = ballast_reactor::add_wake_fd(fd);
         self.fd = Some(fd);
-        self.wake_on_room = false;
-        self.blocked_polls = 0;
+        self.room = Some(ballast_reactor::SendRoom::new(fd));
         self.slots.resize_with(qp.depth(), || None);
         self.qp = Some(qp);
         self.gen = gen;
@@ -564,20 +551,9 @@ impl BackendChannel for RemoteChannel {
         if let Some(qp) = self.qp.as_mut() {
             did |= qp.poll(&mut self.comps);
             // A target that reads slowly must not leave our commands or write data stranded
-            // while this reactor sleeps (only input would wake it): keep polling while bytes
-            // wait, and after a while ask to be woken when the socket has room instead (no
-            // epoll_ctl for a socket full for a moment under load).
-            if qp.send_pending() {
-                self.blocked_polls = self.blocked_polls.saturating_add(1);
-                if !self.wake_on_room && self.blocked_polls >= ARM_ROOM_AFTER {
-                    self.set_wake_on_room(true);
-                }
-                did |= !self.wake_on_room;
-            } else {
-                self.blocked_polls = 0;
-                if self.wake_on_room {
-                    self.set_wake_on_room(false);
-                }
+            // while this reactor sleeps (each poll with bytes waiting counts as no progress).
+            if let Some(room) = self.room.as_mut() {
+                did |= room.after_send(qp.send_pending(), false);
             }
         }
         let mut comps = std::mem::take(&mut self.comps);

@@ -45,6 +45,6 @@ pub use reactor::{
     add_wake_fd, cancel_timer, current_core, handle, is_draining, on_shutdown,
     register_periodic_poller, register_poller, remove_wake_fd, send, thread_cpu_time_of,
     timer_after, unregister_poller, wake_when_writable, Msg, PollStatus, PollerHandle,
-    ReactorStats, Runtime, RuntimeConfig, RuntimeHandle, TimerHandle,
+    ReactorStats, Runtime, RuntimeConfig, RuntimeHandle, SendRoom, TimerHandle,
 };
 pub use sys::{thread_cpu_time, AcceptGate, IoVecs, ReadySet};

@@ -552,6 +552,67 @@ pub fn wake_when_writable(fd: RawFd, on: bool) -> Result<()> {
         })
 }
 
+/// Keeps bytes waiting for room in a socket from being stranded while the reactor sleeps (a
+/// sleeping reactor wakes for input only, so a peer that reads slowly would leave them there
+/// until its next message). While bytes wait, the owner's poller keeps reporting work; after
+/// [`SendRoom::ARM_AFTER`] send attempts in a row without progress it asks the reactor to
+/// wake when the socket is writable ([`wake_when_writable`]) and lets it sleep, and it turns
+/// that off once nothing waits. A socket full for a moment under load costs no `epoll_ctl`.
+#[derive(Debug, Clone, Copy)]
+pub struct SendRoom {
+    fd: RawFd,
+    stalled: u32,
+    armed: bool,
+}
+
+impl SendRoom {
+    /// Attempts without progress before the reactor is asked to wake on room.
+    pub const ARM_AFTER: u32 = 64;
+
+    /// For socket `fd`, added with [`add_wake_fd`].
+    pub fn new(fd: RawFd) -> Self {
+        Self {
+            fd,
+            stalled: 0,
+            armed: false,
+        }
+    }
+
+    /// Records a send attempt: `waiting`, bytes are still queued; `progress`, this attempt
+    /// sent some. Returns true while bytes wait and the reactor would not wake for room: the
+    /// owner's poller should report work.
+    pub fn after_send(&mut self, waiting: bool, progress: bool) -> bool {
+        if !waiting {
+            self.stalled = 0;
+            if self.armed {
+                self.arm(false);
+            }
+            return false;
+        }
+        self.stalled = if progress {
+            0
+        } else {
+            self.stalled.saturating_add(1)
+        };
+        if !self.armed && self.stalled >= Self::ARM_AFTER {
+            self.arm(true);
+        }
+        !self.armed
+    }
+
+    /// True once the reactor wakes when the socket has room.
+    pub fn armed(&self) -> bool {
+        self.armed
+    }
+
+    fn arm(&mut self, on: bool) {
+        self.armed = on;
+        if let Err(e) = wake_when_writable(self.fd, on) {
+            tracing::debug!(fd = self.fd, "wake on room: {e}");
+        }
+    }
+}
+
 /// Stops waking on `fd` (call before closing it).
 pub fn remove_wake_fd(fd: RawFd) {
     with_local(|l| {

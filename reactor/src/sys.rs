@@ -206,8 +206,8 @@ impl ReadySet {
     }
 }
 
-/// Up to `N` byte slices gathered for one `sendmsg`, skipping a prefix already sent: the
-/// send side of a queue that keeps headers and data in separate buffers (no copy to join them).
+/// Up to `N` byte slices gathered for one `sendmsg`, skipping a prefix already sent (by an
+/// earlier, partial send).
 pub struct IoVecs<'a, const N: usize> {
     iov: [libc::iovec; N],
     cnt: usize,

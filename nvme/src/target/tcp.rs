@@ -282,8 +282,7 @@ pub(crate) fn start_qpair(
         kato_poller: Cell::new(None),
         executing: Cell::new(0),
         in_poll: Cell::new(false),
-        blocked_polls: Cell::new(0),
-        wake_on_room: Cell::new(false),
+        room: Cell::new(ballast_reactor::SendRoom::new(fd)),
     });
     let q2 = q.clone();
     match ballast_reactor::register_poller(format!("nvmf_tcp_qpair:{peer}"), move || q2.poll()) {
@@ -546,17 +545,10 @@ pub(crate) struct Qpair {
     executing: Cell<usize>,
     /// Inside `poll` (which flushes at its end): completions do not flush themselves.
     in_poll: Cell<bool>,
-    /// Flushes in a row that found the socket full and sent nothing.
-    blocked_polls: Cell<u32>,
-    /// The reactor wakes when the socket has room (armed after [`ARM_ROOM_AFTER`] flushes
-    /// without progress).
-    wake_on_room: Cell<bool>,
+    /// Responses waiting for room in a full socket wake the reactor (see
+    /// [`ballast_reactor::SendRoom`]).
+    room: Cell<ballast_reactor::SendRoom>,
 }
-
-/// Flushes without progress after which a queue pair with responses waiting for room asks
-/// the reactor to wake when there is room, and lets it sleep. Until then it keeps the reactor
-/// polling: a socket full for a moment under load costs no `epoll_ctl`s.
-const ARM_ROOM_AFTER: u32 = 64;
 
 /// Why a PDU stream cannot continue: reported to the host in a C2HTermReq.
 #[derive(Debug, Clone, Copy)]
@@ -1587,10 +1579,7 @@ impl Qpair {
             let sent = {
                 let mut tx = self.tx.borrow_mut();
                 if tx.items.is_empty() {
-                    self.blocked_polls.set(0);
-                    if self.wake_on_room.get() {
-                        self.wake_on_room(false);
-                    }
+                    self.after_send(false, false);
                     return did;
                 }
                 let reqs = self.reqs.borrow();
@@ -1654,7 +1643,7 @@ impl Qpair {
             let n = match sent {
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    self.blocked(did);
+                    self.after_send(true, did);
                     return did;
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -1668,41 +1657,23 @@ impl Qpair {
             did = true;
             if !self.advance_tx(n) {
                 // The socket took less than offered: it is full.
-                self.blocked(true);
+                self.after_send(true, true);
                 return did;
             }
         }
     }
 
-    /// The socket is full with responses waiting; `progress`: this flush sent something.
-    fn blocked(&self, progress: bool) {
-        let n = if progress {
-            0
-        } else {
-            self.blocked_polls.get().saturating_add(1)
-        };
-        self.blocked_polls.set(n);
-        if n >= ARM_ROOM_AFTER && !self.wake_on_room.get() {
-            self.wake_on_room(true);
-        }
+    /// Records a flush's outcome in the queue pair's [`ballast_reactor::SendRoom`].
+    fn after_send(&self, waiting: bool, progress: bool) {
+        let mut room = self.room.get();
+        room.after_send(waiting, progress);
+        self.room.set(room);
     }
 
     /// True while responses wait for room and the reactor would not wake for it: the queue
     /// pair's poller reports work so the reactor does not sleep yet.
     fn must_keep_polling(&self) -> bool {
-        !self.wake_on_room.get() && !self.tx.borrow().items.is_empty()
-    }
-
-    /// Whether a sleeping reactor should wake when the socket has room for the waiting
-    /// responses (a host that reads slowly must not leave them stranded while the reactor
-    /// sleeps: only input would wake it otherwise).
-    fn wake_on_room(&self, on: bool) {
-        if self.wake_on_room.get() != on && self.state.get() != QpState::Closed {
-            self.wake_on_room.set(on);
-            if let Err(e) = ballast_reactor::wake_when_writable(self.fd, on) {
-                tracing::debug!(peer = %self.peer, "wake on room: {e}");
-            }
-        }
+        !self.room.get().armed() && !self.tx.borrow().items.is_empty()
     }
 
     /// Consumes `n` sent bytes from the tx queue; returns false if the socket took less than
