@@ -10,7 +10,7 @@
 //!                                             H2CData → Request buffer
 //!  Request: Free → NeedBuffer → AwaitH2C → Executing → Responding → Free
 //!  tx queue (bounded by the queue depth) ──► flush: headers + payloads ≤ 16 KiB joined in
-//!      the 64 KiB staging buffer, larger payloads in place ──► one sendmsg(iovec[..])
+//!      the staging buffer (256 KiB on I/O queues), larger payloads in place ──► one sendmsg(iovec[..])
 //! ```
 //!
 //! No locks and no allocation per command on this path: request slots are preallocated per
@@ -506,8 +506,12 @@ struct Tx {
     stage: Box<[u8]>,
 }
 
-/// Bytes of a queue pair's send staging buffer.
+/// Bytes of a queue pair's send staging buffer while it is an admin queue or connecting.
 const STAGE_LEN: usize = 64 * 1024;
+/// Bytes of an I/O queue's staging buffer: a whole batch of QD32 4 KiB read replies (~129 KiB)
+/// goes out in one `sendmsg`. With 64 KiB a batch took two, and 4K QD32 reads ran ~1.10×
+/// slower on the RAM namespace (BENCHMARKS.md, sixth session).
+const STAGE_LEN_IO: usize = 256 * 1024;
 /// Parts up to this size are copied into the staging buffer; larger payloads are sent from
 /// where they are (their own iovec).
 const STAGE_PART_MAX: usize = 16 * 1024;
@@ -1435,6 +1439,7 @@ impl Qpair {
         c.icdsz = opts.in_capsule_data_size;
         self.conn.set(c);
         group_mark_io(self.id);
+        self.tx.borrow_mut().stage = vec![0u8; STAGE_LEN_IO].into_boxed_slice();
         *self.ctrl.borrow_mut() = Some(ctrl.clone());
         tracing::debug!(peer = %self.peer, cntlid = ctrl.cntlid, qid = cmd.qid, sqsize = c.sqsize,
             "I/O queue connected");
