@@ -37,12 +37,34 @@ impl Drop for Class {
     }
 }
 
+/// Where a buffer goes when it drops. Every variant is at most one thin pointer, so an
+/// [`IoBuf`] is 40 bytes and a one-buffer `BdevIo` fits in 128 (moved by value several times
+/// per I/O: small enough to be copied inline instead of by a `memcpy` call).
 enum Home {
-    Heap(Layout),
+    /// `std::alloc` with `cap` bytes aligned to [`BUF_ALIGN`].
+    Heap,
     Pool(Rc<Class>),
     /// A window on memory someone else owns (a bdev lending its blocks for a zero-copy read):
     /// the owner is kept alive until the buffer drops.
-    Lent(#[allow(dead_code)] Rc<dyn std::any::Any>),
+    Lent(#[allow(dead_code)] Lender),
+}
+
+/// What keeps lent memory alive (see [`IoBuf::lent`]): a lending channel makes one and clones
+/// it (a non-atomic count) into every buffer it lends. A thin pointer, unlike `Rc<dyn Any>`.
+#[derive(Clone)]
+pub struct Lender(#[allow(dead_code)] Rc<Box<dyn std::any::Any>>);
+
+impl Lender {
+    /// A lender keeping `owner` (e.g. the mapping lent from) alive while any lent buffer lives.
+    pub fn new(owner: impl std::any::Any) -> Lender {
+        Lender(Rc::new(Box::new(owner)))
+    }
+}
+
+impl std::fmt::Debug for Lender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Lender")
+    }
 }
 
 /// An owned, 4096-aligned I/O buffer with a length (≤ capacity), or (see [`IoBuf::lent`]) a
@@ -75,7 +97,7 @@ impl IoBuf {
             ptr,
             len,
             cap,
-            home: Home::Heap(layout),
+            home: Home::Heap,
         }
     }
 
@@ -94,7 +116,7 @@ impl IoBuf {
     ///
     /// # Safety
     /// `ptr..ptr+len` must be initialised memory that stays mapped while `owner` lives.
-    pub unsafe fn lent(ptr: NonNull<u8>, len: usize, owner: Rc<dyn std::any::Any>) -> IoBuf {
+    pub unsafe fn lent(ptr: NonNull<u8>, len: usize, owner: Lender) -> IoBuf {
         IoBuf {
             ptr,
             len,
@@ -155,8 +177,13 @@ impl std::ops::DerefMut for IoBuf {
 impl Drop for IoBuf {
     fn drop(&mut self) {
         match &self.home {
-            // SAFETY: allocated in `heap` with exactly this layout, owned by us.
-            Home::Heap(layout) => unsafe { std::alloc::dealloc(self.ptr.as_ptr(), *layout) },
+            // SAFETY: allocated in `heap` with this layout (`cap` never changes), owned by us.
+            Home::Heap => unsafe {
+                std::alloc::dealloc(
+                    self.ptr.as_ptr(),
+                    Layout::from_size_align_unchecked(self.cap, BUF_ALIGN),
+                )
+            },
             Home::Pool(class) => class.free.borrow_mut().push(self.ptr),
             Home::Lent(_) => {}
         }

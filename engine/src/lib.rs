@@ -44,5 +44,5 @@ pub use bdev::{
     BackendChannel, Bdev, BdevBackend, BdevDesc, BdevInfo, BdevIo, Completions, IoCallback,
     IoChannel, IoSink, IoStat, IoStatus, IoType, SgList,
 };
-pub use buf::IoBuf;
+pub use buf::{IoBuf, Lender};
 pub use error::{Error, Result};

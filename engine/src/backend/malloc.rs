@@ -5,13 +5,12 @@
 //! target sends C2HData straight out of the region).
 
 use std::ptr::NonNull;
-use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::bdev::{
     self, BackendChannel, Bdev, BdevBackend, BdevInfo, BdevIo, Completions, IoStatus, IoType,
 };
-use crate::buf::IoBuf;
+use crate::buf::{IoBuf, Lender};
 use crate::error::{Error, Result};
 
 const PAGE: usize = 4096;
@@ -99,7 +98,7 @@ impl BdevBackend for MallocBackend {
     fn create_channel(&self) -> Result<Box<dyn BackendChannel>> {
         Ok(Box::new(MallocChannel {
             mem: self.mem.clone(),
-            lender: Rc::new(self.mem.clone()),
+            lender: Lender::new(self.mem.clone()),
             block_size: self.block_size,
         }))
     }
@@ -107,10 +106,9 @@ impl BdevBackend for MallocBackend {
 
 struct MallocChannel {
     mem: Arc<Region>,
-    /// Keeps the region mapped while buffers lent from it (zero-copy reads) are alive; an
-    /// `Rc` so that lending costs no atomic operation (the extra allocation is the point).
-    #[allow(clippy::redundant_allocation)]
-    lender: Rc<Arc<Region>>,
+    /// Keeps the region mapped while buffers lent from it (zero-copy reads) are alive (an
+    /// `Rc` inside: lending costs no atomic operation).
+    lender: Lender,
     block_size: usize,
 }
 
@@ -128,7 +126,7 @@ impl BackendChannel for MallocChannel {
                     IoBuf::lent(
                         NonNull::new_unchecked(mem.add(base)),
                         len,
-                        self.lender.clone() as Rc<dyn std::any::Any>,
+                        self.lender.clone(),
                     )
                 };
                 io.bufs.push(buf);

@@ -6,13 +6,12 @@
 //! and not a 4 KiB memset per read.
 
 use std::ptr::NonNull;
-use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
 
 use crate::bdev::{
     self, BackendChannel, Bdev, BdevBackend, BdevInfo, BdevIo, Completions, IoStatus, IoType,
 };
-use crate::buf::IoBuf;
+use crate::buf::{IoBuf, Lender};
 use crate::error::Result;
 
 /// Bytes of zeros one lent buffer covers; longer reads get several.
@@ -64,7 +63,7 @@ impl BdevBackend for NullBackend {
     fn create_channel(&self) -> Result<Box<dyn BackendChannel>> {
         Ok(Box::new(NullChannel {
             zeros: zeros(),
-            owner: Rc::new(()),
+            owner: Lender::new(()),
             block_size: self.block_size,
         }))
     }
@@ -73,7 +72,7 @@ impl BdevBackend for NullBackend {
 struct NullChannel {
     zeros: Option<NonNull<u8>>,
     /// The lent buffers' owner (the window itself lives for the whole process).
-    owner: Rc<()>,
+    owner: Lender,
     block_size: usize,
 }
 
@@ -86,8 +85,7 @@ impl BackendChannel for NullChannel {
                 while left > 0 {
                     let n = left.min(ZERO_WINDOW);
                     // SAFETY: `z` maps ZERO_WINDOW ≥ n readable bytes for the whole process.
-                    let b =
-                        unsafe { IoBuf::lent(z, n, self.owner.clone() as Rc<dyn std::any::Any>) };
+                    let b = unsafe { IoBuf::lent(z, n, self.owner.clone()) };
                     io.bufs.push(b);
                     left -= n;
                 }

@@ -26,7 +26,7 @@ use crate::buf::IoBuf;
 use crate::error::Result;
 
 /// Scatter-gather list of an I/O: owned buffers, handed back in the completion.
-pub type SgList = SmallVec<[IoBuf; 2]>;
+pub type SgList = SmallVec<[IoBuf; 1]>;
 
 /// The operations a bdev may support.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -141,6 +141,11 @@ pub struct BdevIo {
     pub lend: bool,
     cb: Option<IoCallback>,
 }
+
+// A BdevIo is moved by value several times per I/O (submit, completion queue, callback): at
+// 128 bytes or less the compiler copies it inline; larger, each move is a `memcpy` call
+// (~35 ns per 4 KiB read on the target before this bound; BENCHMARKS.md, sixth session).
+const _: () = assert!(std::mem::size_of::<BdevIo>() <= 128);
 
 impl std::fmt::Debug for BdevIo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
