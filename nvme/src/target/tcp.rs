@@ -657,42 +657,56 @@ impl Qpair {
             let progressed = match state {
                 RecvState::Quiescing => return Ok(()),
                 RecvState::AwaitCh => {
-                    let mut rx = self.rx.borrow_mut();
-                    if rx.end - rx.start < pdu::CH_LEN {
-                        return Ok(());
-                    }
-                    let mut raw = [0u8; pdu::CH_LEN];
-                    raw.copy_from_slice(&rx.buf[rx.start..rx.start + pdu::CH_LEN]);
-                    let ch = pdu::CommonHeader::parse(&raw);
+                    let ch = {
+                        let rx = self.rx.borrow();
+                        if rx.end - rx.start < pdu::CH_LEN {
+                            return Ok(());
+                        }
+                        let raw: &[u8; pdu::CH_LEN] = rx.buf[rx.start..rx.start + pdu::CH_LEN]
+                            .try_into()
+                            .expect("CH_LEN bytes");
+                        pdu::CommonHeader::parse(raw)
+                    };
                     let c = self.conn.get();
                     ch.validate(c.hdgst, c.ddgst, self.max_plen())
                         .map_err(|(fes, fei)| fatal(fes, fei))?;
-                    rx.state = RecvState::AwaitPsh(ch);
-                    true
+                    // Usually the whole header is here already: handle it without a trip
+                    // through the AwaitPsh state.
+                    self.take_header(ch)?
                 }
-                RecvState::AwaitPsh(ch) => {
-                    let c = self.conn.get();
-                    let need = ch.header_len_with_digest(c.hdgst);
-                    let hdr = {
-                        let rx = self.rx.borrow();
-                        if rx.end - rx.start < need {
-                            return Ok(());
-                        }
-                        let mut h = [0u8; pdu::MAX_RX_HDR];
-                        h[..need].copy_from_slice(&rx.buf[rx.start..rx.start + need]);
-                        h
-                    };
-                    self.rx.borrow_mut().start += need;
-                    let next = self.handle_header(ch, &hdr[..need])?;
-                    self.rx.borrow_mut().state = next;
-                    true
-                }
+                RecvState::AwaitPsh(ch) => self.take_header(ch)?,
                 RecvState::Payload(p) => self.recv_payload(p)?,
             };
             if !progressed {
                 return Ok(());
             }
         }
+    }
+
+    /// Consumes and handles the header of the PDU `ch` starts if all of it (with digest) has
+    /// arrived, else waits for it in AwaitPsh. Returns whether it progressed.
+    fn take_header(&self, ch: pdu::CommonHeader) -> Result<bool, Fatal> {
+        let need = ch.header_len_with_digest(self.conn.get().hdgst);
+        let hdr = {
+            let mut rx = self.rx.borrow_mut();
+            let s = rx.start;
+            if rx.end - s < need {
+                rx.state = RecvState::AwaitPsh(ch);
+                return Ok(false);
+            }
+            let mut h = [0u8; pdu::MAX_RX_HDR];
+            match rx.buf.get(s..s + pdu::MAX_RX_HDR) {
+                // A fixed-size copy (inline moves; bytes past `need` are not used) instead
+                // of a memcpy call of `need` bytes.
+                Some(all) => h.copy_from_slice(all),
+                None => h[..need].copy_from_slice(&rx.buf[s..s + need]),
+            }
+            rx.start += need;
+            h
+        };
+        let next = self.handle_header(ch, &hdr[..need])?;
+        self.rx.borrow_mut().state = next;
+        Ok(true)
     }
 
     /// Largest PDU this queue accepts.
@@ -1829,8 +1843,8 @@ impl IoSink for Qpair {
         let last = {
             let mut reqs = self.reqs.borrow_mut();
             let r = &mut reqs[slot as usize];
-            if let Some(b) = io.bufs.drain(..).next() {
-                r.buf = Some(b);
+            if !io.bufs.is_empty() {
+                r.buf = Some(io.bufs.swap_remove(0));
             }
             if status != Status::SUCCESS && r.status == Status::SUCCESS {
                 r.status = status;
