@@ -215,20 +215,28 @@ fn replies_resume_after_the_socket_fills() {
     let t = TestTarget::new(1);
     let (_a, cntlid) = Host::admin(t.addr, &t.nqn, false, false);
     let d = pattern(256 * 1024, 21);
-    for dgst in [false, true] {
+    // All 16 KiB reads: written straight into the staging buffer (until it is full, then
+    // queued), sent in pieces as the socket takes them. 4 KiB ones mixed with 128 KiB ones:
+    // those queue as items (sent in place) and the 4 KiB replies behind them queue too.
+    for (dgst, mixed) in [(false, false), (true, false), (false, true), (true, true)] {
         let mut h = Host::tcp_small_rcvbuf(t.addr, 4096);
         h.icreq(dgst, dgst);
         let c = h.connect(&t.nqn, HOSTNQN, 1, cntlid, 0);
         assert_eq!(c.status, Status::SUCCESS);
+        h.shrink_target_sndbuf(16384);
         for (i, chunk) in d.chunks(8192).enumerate() {
             let w = h.write(i as u64 * 16, chunk, true);
             assert_eq!(w.status, Status::SUCCESS);
         }
-        // A full queue of reads without reading a byte back: 4 KiB ones (staged) and 128 KiB
-        // ones (sent in place), ~3 MiB in all: more than loopback's send buffer takes.
+        // A full queue of reads without reading a byte back: ~0.5 MiB (16 KiB) or ~3 MiB
+        // (mixed), far more than the host's 4 KiB window and the target's 16 KiB send buffer.
         let mut want = std::collections::HashMap::new();
         for i in 0..31u64 {
-            let len: u32 = if i % 4 == 3 { 4096 } else { 131072 };
+            let len: u32 = match (mixed, i % 4) {
+                (false, _) => 16384,
+                (true, 3) => 4096,
+                (true, _) => 131072,
+            };
             let slba = (i * 8192 % (128 * 1024) as u64) / BLOCK as u64;
             let cid = h.next_cid();
             let mut sqe = Host::rw_sqe(spec::IoOpcode::Read as u8, 1, slba, len / BLOCK);

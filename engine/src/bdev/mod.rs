@@ -251,6 +251,11 @@ impl Completions {
     pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The next completion to be delivered.
+    pub(crate) fn front(&self) -> Option<&BdevIo> {
+        self.0.front()
+    }
 }
 
 /// A bdev implementation (module), shared by all reactors.

@@ -9,13 +9,15 @@
 //!        └──────────────────────────────────┘ CapsuleCmd → Request (slot = R2T ttag)
 //!                                             H2CData → Request buffer
 //!  Request: Free → NeedBuffer → AwaitH2C → Executing → Responding → Free
-//!  tx queue (bounded by the queue depth) ──► flush: headers + payloads ≤ 16 KiB joined in
-//!      the staging buffer (256 KiB on I/O queues), larger payloads in place ──► one sendmsg(iovec[..])
+//!  respond ──► staging buffer (256 KiB on I/O queues): C2HData + data ≤ 16 KiB + CapsuleResp
+//!      written in place, slot freed at once ──┐
+//!  tx items (R2T, big reads, ICResp, or while  ├──► flush: staged bytes first, then items
+//!      items wait): bounded by the queue depth ┘    (small parts joined) ──► one sendmsg
 //! ```
 //!
 //! No locks and no allocation per command on this path: request slots are preallocated per
 //! queue pair, data buffers come from the reactor's pool, completions arrive through the
-//! queue pair's [`IoSink`], and every PDU header is built in place in the tx queue. Reads of a
+//! queue pair's [`IoSink`], and every PDU header is built in place (staging buffer or tx item). Reads of a
 //! namespace that lends its memory (malloc, null) take no buffer at all: the C2HData payload
 //! is read from the bdev's memory ([`ballast_engine::BdevIo::lend`]) — copied once, into the
 //! staging run (small reads) or by the kernel straight into the socket (large ones).
@@ -270,6 +272,8 @@ pub(crate) fn start_qpair(
             items: VecDeque::with_capacity(depth * 2 + 4),
             sent: 0,
             stage: vec![0u8; STAGE_LEN].into_boxed_slice(),
+            head: 0,
+            tail: 0,
         }),
         reqs: RefCell::new((0..depth).map(|_| Request::default()).collect()),
         free: RefCell::new((0..depth as u16).rev().collect()),
@@ -442,7 +446,8 @@ enum ReqState {
     AwaitH2C,
     /// Submitted to a bdev (or parked as an AER).
     Executing,
-    /// Response PDUs queued; freed when they have left the socket.
+    /// Response PDUs queued as tx items; freed when they have left the socket (a response
+    /// written into the staging buffer frees its slot at once).
     Responding,
 }
 
@@ -499,11 +504,31 @@ impl TxItem {
 }
 
 struct Tx {
+    /// PDUs waiting to be sent, after the staged bytes `stage[head..tail]`.
     items: VecDeque<TxItem>,
     /// Bytes of the front item already sent.
     sent: usize,
-    /// Where `flush` joins headers and small payloads into one contiguous run per send.
+    /// Responses written straight into `stage` by [`Qpair::respond`] (the common case) wait
+    /// in `stage[head..tail]`; while that is empty, `flush` uses `stage` to join the headers
+    /// and small payloads of queued items into one contiguous run per send.
     stage: Box<[u8]>,
+    head: usize,
+    tail: usize,
+}
+
+impl Tx {
+    /// True while anything waits to be sent.
+    fn pending(&self) -> bool {
+        self.head < self.tail || !self.items.is_empty()
+    }
+
+    /// Drops everything waiting (the connection is going away).
+    fn clear(&mut self) {
+        self.items.clear();
+        self.sent = 0;
+        self.head = 0;
+        self.tail = 0;
+    }
 }
 
 /// Bytes of a queue pair's send staging buffer while it is an admin queue or connecting.
@@ -1453,7 +1478,15 @@ impl Qpair {
         c.icdsz = opts.in_capsule_data_size;
         self.conn.set(c);
         group_mark_io(self.id);
-        self.tx.borrow_mut().stage = vec![0u8; STAGE_LEN_IO].into_boxed_slice();
+        {
+            let mut tx = self.tx.borrow_mut();
+            let mut stage = vec![0u8; STAGE_LEN_IO].into_boxed_slice();
+            let (h, t) = (tx.head, tx.tail);
+            stage[..t - h].copy_from_slice(&tx.stage[h..t]);
+            tx.stage = stage;
+            tx.head = 0;
+            tx.tail = t - h;
+        }
         *self.ctrl.borrow_mut() = Some(ctrl.clone());
         tracing::debug!(peer = %self.peer, cntlid = ctrl.cntlid, qid = cmd.qid, sqsize = c.sqsize,
             "I/O queue connected");
@@ -1518,6 +1551,18 @@ impl Qpair {
         };
         let success_flag =
             c2h && self.target.opts().c2h_success && c.sqflow_disabled && status == Status::SUCCESS;
+        let cqe = spec::Cqe {
+            dw0,
+            dw1,
+            sqhd: c.sqhd,
+            sqid: c.qid,
+            cid,
+            status,
+        };
+        if self.stage_response(slot, &c, &cqe, c2h.then_some(data_len), success_flag) {
+            self.release(slot);
+            return;
+        }
         if c2h {
             let ddgst = if c.ddgst {
                 let reqs = self.reqs.borrow();
@@ -1546,18 +1591,71 @@ impl Qpair {
             }
             self.push_tx(item);
         }
-        let cqe = spec::Cqe {
-            dw0,
-            dw1,
-            sqhd: c.sqhd,
-            sqid: c.qid,
-            cid,
-            status,
-        };
         let mut item = self.tx_item();
         item.hdr_len = pdu::encode_capsule_resp(&mut item.hdr, &cqe, c.hdgst) as u8;
         item.release = Some(slot);
         self.push_tx(item);
+    }
+
+    /// The common case of [`Qpair::respond`]: writes the response's PDUs — a C2HData of
+    /// `data` bytes (≤ [`STAGE_PART_MAX`]) with its padding and digest, then the CapsuleResp
+    /// unless `success` lets the C2HData stand for it — straight into the staging buffer, so
+    /// the slot can be freed at once. Declines (false) while items are queued (the bytes must
+    /// follow them) or when the buffer lacks room; `respond` then queues items.
+    fn stage_response(
+        &self,
+        slot: u16,
+        c: &Conn,
+        cqe: &spec::Cqe,
+        data: Option<u32>,
+        success: bool,
+    ) -> bool {
+        let mut tx = self.tx.borrow_mut();
+        if !tx.items.is_empty() || data.is_some_and(|n| n as usize > STAGE_PART_MAX) {
+            return false;
+        }
+        if tx.head == tx.tail {
+            tx.head = 0;
+            tx.tail = 0;
+        }
+        // At most: C2HData header + digest, padding to the host's alignment, data, data
+        // digest, CapsuleResp + digest.
+        let room = data.map_or(0, |n| {
+            pdu::MAX_TX_HDR + c.hpda_bytes as usize + n as usize + 4
+        }) + pdu::MAX_TX_HDR;
+        if tx.tail + room > tx.stage.len() {
+            return false;
+        }
+        let Tx { stage, tail, .. } = &mut *tx;
+        let mut at = *tail;
+        if let Some(len) = data {
+            let reqs = self.reqs.borrow();
+            let Some(buf) = reqs[slot as usize].buf.as_ref() else {
+                return false;
+            };
+            let payload = &buf[..len as usize];
+            let (n, pdo) = pdu::C2HData {
+                cccid: cqe.cid,
+                datao: 0,
+                datal: len,
+                last_pdu: true,
+                success,
+            }
+            .encode(&mut stage[at..], c.hdgst, c.ddgst, c.hpda_bytes);
+            stage[at + n..at + pdo].fill(0);
+            at += pdo;
+            stage[at..at + payload.len()].copy_from_slice(payload);
+            at += payload.len();
+            if c.ddgst {
+                stage[at..at + 4].copy_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+                at += 4;
+            }
+        }
+        if !(data.is_some() && success) {
+            at += pdu::encode_capsule_resp(&mut stage[at..], cqe, c.hdgst);
+        }
+        *tail = at;
+        true
     }
 
     fn release(&self, slot: u16) {
@@ -1595,6 +1693,44 @@ impl Qpair {
     fn flush(&self) -> bool {
         let mut did = false;
         loop {
+            // Staged responses go first: every queued item came after them.
+            let staged = {
+                let tx = self.tx.borrow();
+                if tx.head == tx.tail {
+                    None
+                } else {
+                    let mut iov = ballast_reactor::IoVecs::<1>::new(0);
+                    iov.push(&tx.stage[tx.head..tx.tail]);
+                    Some(iov.send(self.fd))
+                }
+            };
+            match staged {
+                None => {}
+                Some(Ok(n)) => {
+                    did = true;
+                    let mut tx = self.tx.borrow_mut();
+                    tx.head += n;
+                    if tx.head < tx.tail {
+                        // The socket took less than offered: it is full.
+                        drop(tx);
+                        self.after_send(true, true);
+                        return did;
+                    }
+                    tx.head = 0;
+                    tx.tail = 0;
+                }
+                Some(Err(e)) if e.kind() == ErrorKind::WouldBlock => {
+                    self.after_send(true, did);
+                    return did;
+                }
+                Some(Err(e)) if e.kind() == ErrorKind::Interrupted => continue,
+                Some(Err(e)) => {
+                    tracing::debug!(peer = %self.peer, "send: {e}");
+                    self.tx.borrow_mut().clear();
+                    self.begin_close("connection error on send");
+                    return true;
+                }
+            }
             let sent = {
                 let mut tx = self.tx.borrow_mut();
                 if tx.items.is_empty() {
@@ -1602,7 +1738,9 @@ impl Qpair {
                     return did;
                 }
                 let reqs = self.reqs.borrow();
-                let Tx { items, sent, stage } = &mut *tx;
+                let Tx {
+                    items, sent, stage, ..
+                } = &mut *tx;
                 // Join headers and small payloads into one contiguous run (the kernel copies
                 // one long run much faster than many short iovecs); big payloads go in place.
                 let mut segs: smallvec::SmallVec<[Seg; MAX_IOV]> = smallvec::SmallVec::new();
@@ -1668,7 +1806,7 @@ impl Qpair {
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
                     tracing::debug!(peer = %self.peer, "send: {e}");
-                    self.tx.borrow_mut().items.clear();
+                    self.tx.borrow_mut().clear();
                     self.begin_close("connection error on send");
                     return true;
                 }
@@ -1692,7 +1830,7 @@ impl Qpair {
     /// True while responses wait for room and the reactor would not wake for it: the queue
     /// pair's poller reports work so the reactor does not sleep yet.
     fn must_keep_polling(&self) -> bool {
-        !self.room.get().armed() && !self.tx.borrow().items.is_empty()
+        !self.room.get().armed() && self.tx.borrow().pending()
     }
 
     /// Consumes `n` sent bytes from the tx queue; returns false if the socket took less than
@@ -1791,7 +1929,7 @@ impl Qpair {
         for slot in waiting {
             self.release(slot);
         }
-        self.tx.borrow_mut().items.clear();
+        self.tx.borrow_mut().clear();
         self.try_finish_close();
     }
 

@@ -148,6 +148,21 @@ pub struct Host {
     pub qid: u16,
 }
 
+/// Sets a socket's SO_RCVBUF or SO_SNDBUF (`opt`) to `bytes`.
+fn set_buf_size(fd: i32, opt: i32, bytes: i32) {
+    // SAFETY: setsockopt with a valid i32 option value and its size; a bad fd only fails.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            (&bytes as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0, "setsockopt({opt}, {bytes})");
+}
+
 impl Host {
     pub fn tcp(addr: SocketAddr) -> Self {
         Self::from_stream(TcpStream::connect(addr).unwrap())
@@ -178,14 +193,7 @@ impl Host {
         let fd = unsafe {
             let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
             assert!(fd >= 0, "socket");
-            let r = libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&rcvbuf as *const i32).cast(),
-                std::mem::size_of::<i32>() as libc::socklen_t,
-            );
-            assert_eq!(r, 0, "SO_RCVBUF");
+            set_buf_size(fd, libc::SO_RCVBUF, rcvbuf);
             let mut sa: libc::sockaddr_in = std::mem::zeroed();
             sa.sin_family = libc::AF_INET as libc::sa_family_t;
             sa.sin_port = v4.port().to_be();
@@ -200,6 +208,47 @@ impl Host {
         };
         // SAFETY: `fd` is a connected socket owned by nothing else.
         Self::from_stream(unsafe { TcpStream::from_raw_fd(fd) })
+    }
+
+    /// Fixes the send buffer of the target's end of this connection at about `bytes` (the
+    /// target runs in this process: its socket is found by its addresses). On loopback the
+    /// kernel otherwise grows it to megabytes, so replies would rarely find the socket full.
+    pub fn shrink_target_sndbuf(&self, bytes: i32) {
+        fn addrs(fd: i32) -> Option<(SocketAddr, SocketAddr)> {
+            let get = |peer: bool| {
+                // SAFETY: `sa` is a zeroed sockaddr_in and `len` its size; the calls only write
+                // within it (a non-socket or non-IPv4 fd fails or reports another family).
+                unsafe {
+                    let mut sa: libc::sockaddr_in = std::mem::zeroed();
+                    let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+                    let p = (&mut sa as *mut libc::sockaddr_in).cast();
+                    let r = if peer {
+                        libc::getpeername(fd, p, &mut len)
+                    } else {
+                        libc::getsockname(fd, p, &mut len)
+                    };
+                    (r == 0 && sa.sin_family == libc::AF_INET as libc::sa_family_t).then(|| {
+                        SocketAddr::from((
+                            u32::from_be(sa.sin_addr.s_addr).to_be_bytes(),
+                            u16::from_be(sa.sin_port),
+                        ))
+                    })
+                }
+            };
+            Some((get(false)?, get(true)?))
+        }
+        let want = (self.s.peer_addr().unwrap(), self.s.local_addr().unwrap());
+        let mut found = false;
+        for e in std::fs::read_dir("/proc/self/fd").unwrap() {
+            let Ok(fd) = e.unwrap().file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            if addrs(fd) == Some(want) {
+                set_buf_size(fd, libc::SO_SNDBUF, bytes);
+                found = true;
+            }
+        }
+        assert!(found, "the target's end of {want:?} is not in this process");
     }
 
     /// TCP connect + ICReq/ICResp.
