@@ -46,18 +46,38 @@ enum Home {
     Pool(Rc<Class>),
     /// A window on memory someone else owns (a bdev lending its blocks for a zero-copy read):
     /// the owner is kept alive until the buffer drops.
-    Lent(#[allow(dead_code)] Lender),
+    Lent(Lender),
 }
 
 /// What keeps lent memory alive (see [`IoBuf::lent`]): a lending channel makes one and clones
 /// it (a non-atomic count) into every buffer it lends. A thin pointer, unlike `Rc<dyn Any>`.
 #[derive(Clone)]
-pub struct Lender(#[allow(dead_code)] Rc<Box<dyn std::any::Any>>);
+pub struct Lender(Rc<LenderInner>);
+
+struct LenderInner {
+    #[allow(dead_code)]
+    owner: Box<dyn std::any::Any>,
+    /// The lent memory is large (a RAM namespace): worth prefetching before it is read.
+    cold: bool,
+}
 
 impl Lender {
     /// A lender keeping `owner` (e.g. the mapping lent from) alive while any lent buffer lives.
+    /// Its memory is taken to be out of the CPU's caches (see [`IoBuf::prefetch_lent`]).
     pub fn new(owner: impl std::any::Any) -> Lender {
-        Lender(Rc::new(Box::new(owner)))
+        Lender(Rc::new(LenderInner {
+            owner: Box::new(owner),
+            cold: true,
+        }))
+    }
+
+    /// As [`Lender::new`], for a few KiB lent over and over (the null bdev's zeros): always
+    /// cached, never prefetched.
+    pub fn cached(owner: impl std::any::Any) -> Lender {
+        Lender(Rc::new(LenderInner {
+            owner: Box::new(owner),
+            cold: false,
+        }))
     }
 }
 
@@ -128,6 +148,17 @@ impl IoBuf {
     /// Whether this buffer is lent memory of a bdev (see [`IoBuf::lent`]).
     pub fn is_lent(&self) -> bool {
         matches!(self.home, Home::Lent(_))
+    }
+
+    /// If this buffer is lent memory that is likely out of the caches (a RAM namespace, not
+    /// the null bdev's zeros), starts loading its first `max` bytes: see [`IoBuf::prefetch`].
+    #[inline]
+    pub fn prefetch_lent(&self, max: usize) {
+        if let Home::Lent(l) = &self.home {
+            if l.0.cold {
+                self.prefetch(max);
+            }
+        }
     }
 
     /// Asks the CPU to start loading the first `max` bytes (at most `len`) into its caches,

@@ -63,7 +63,7 @@ impl BdevBackend for NullBackend {
     fn create_channel(&self) -> Result<Box<dyn BackendChannel>> {
         Ok(Box::new(NullChannel {
             zeros: zeros(),
-            owner: Lender::new(()),
+            owner: Lender::cached(()),
             block_size: self.block_size,
         }))
     }

@@ -106,8 +106,8 @@ impl ChannelInner {
             // A lent read's consumer reads its data next, from the bdev's memory (DRAM for a
             // RAM namespace): start fetching the next one's while this one is handled.
             if let Some(next) = self.done.borrow().front() {
-                for b in next.bufs.iter().filter(|b| b.is_lent()) {
-                    b.prefetch(LENT_PREFETCH_MAX);
+                for b in &next.bufs {
+                    b.prefetch_lent(LENT_PREFETCH_MAX);
                 }
             }
             busy = true;
