@@ -100,6 +100,7 @@ impl BdevBackend for MallocBackend {
             mem: self.mem.clone(),
             lender: Lender::new(self.mem.clone()),
             block_size: self.block_size,
+            unfenced: false,
         }))
     }
 }
@@ -110,6 +111,60 @@ struct MallocChannel {
     /// `Rc` inside: lending costs no atomic operation).
     lender: Lender,
     block_size: usize,
+    /// Writes since the last `poll` used non-temporal stores: fence before completing them.
+    unfenced: bool,
+}
+
+/// Copies `len` bytes of a write into the region. Whole 64-byte lines at a 16-byte aligned
+/// destination (4 KiB or more) go with non-temporal stores: a random block of a large region
+/// is rarely cached, and a plain store would first read every line from DRAM only to
+/// overwrite it. The rest is copied plainly. Returns true if it used non-temporal stores:
+/// they are weakly ordered, so the caller must `sfence` before reporting the write done
+/// (once per batch: a fence per write waits for each write's lines to drain and gives the
+/// gain back).
+///
+/// # Safety
+/// `src..src+len` must be readable and `dst..dst+len` writable, not overlapping.
+unsafe fn copy_to_region(dst: *mut u8, src: *const u8, len: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if len >= 4096 && (dst as usize).is_multiple_of(16) {
+        use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_stream_si128};
+        let lines = len / 64;
+        // SAFETY: every access is inside `src..src+len` / `dst..dst+len` (the caller's
+        // contract; `lines * 64 <= len`); each `d` is 16-byte aligned as the streaming store
+        // requires (`dst` is, and steps of 16 keep it); SSE2 is part of x86_64.
+        unsafe {
+            for i in 0..lines {
+                let s = src.add(i * 64) as *const __m128i;
+                let d = dst.add(i * 64) as *mut __m128i;
+                let (a, b, c, e) = (
+                    _mm_loadu_si128(s),
+                    _mm_loadu_si128(s.add(1)),
+                    _mm_loadu_si128(s.add(2)),
+                    _mm_loadu_si128(s.add(3)),
+                );
+                _mm_stream_si128(d, a);
+                _mm_stream_si128(d.add(1), b);
+                _mm_stream_si128(d.add(2), c);
+                _mm_stream_si128(d.add(3), e);
+            }
+            let done = lines * 64;
+            std::ptr::copy_nonoverlapping(src.add(done), dst.add(done), len - done);
+        }
+        return true;
+    }
+    // SAFETY: the caller's contract.
+    unsafe { std::ptr::copy_nonoverlapping(src, dst, len) };
+    false
+}
+
+/// Makes earlier non-temporal stores visible to every core before what follows.
+fn store_fence() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE is part of x86_64; a fence has no other effect.
+    unsafe {
+        std::arch::x86_64::_mm_sfence()
+    };
 }
 
 impl BackendChannel for MallocChannel {
@@ -138,12 +193,14 @@ impl BackendChannel for MallocChannel {
                     std::ptr::copy_nonoverlapping(mem.add(base + off), seg.as_mut_ptr(), seg.len())
                 }
             }),
-            (IoType::Write, None) => super::for_each_segment(&mut io, |off, seg| {
-                // SAFETY: as for Read.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(seg.as_ptr(), mem.add(base + off), seg.len())
-                }
-            }),
+            (IoType::Write, None) => {
+                let mut nt = false;
+                super::for_each_segment(&mut io, |off, seg| {
+                    // SAFETY: as for Read.
+                    nt |= unsafe { copy_to_region(mem.add(base + off), seg.as_ptr(), seg.len()) };
+                });
+                self.unfenced |= nt;
+            }
             // The transform reads or writes the region in place of the copy above.
             (op @ (IoType::Read | IoType::Write), Some(x)) => {
                 let mut ok = true;
@@ -171,6 +228,15 @@ impl BackendChannel for MallocChannel {
 
     fn fuses_copy(&self) -> bool {
         true
+    }
+
+    /// Runs before the channel delivers completions: fences this batch's non-temporal writes.
+    fn poll(&mut self, _done: &mut Completions) -> bool {
+        if self.unfenced {
+            store_fence();
+            self.unfenced = false;
+        }
+        false
     }
 
     fn lends_reads(&self) -> bool {
