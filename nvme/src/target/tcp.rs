@@ -17,10 +17,11 @@
 //!
 //! No locks and no allocation per command on this path: request slots are preallocated per
 //! queue pair, data buffers come from the reactor's pool, completions arrive through the
-//! queue pair's [`IoSink`], and every PDU header is built in place (staging buffer or tx item). Reads of a
-//! namespace that lends its memory (malloc, null) take no buffer at all: the C2HData payload
-//! is read from the bdev's memory ([`ballast_engine::BdevIo::lend`]) — copied once, into the
-//! staging run (small reads) or by the kernel straight into the socket (large ones).
+//! queue pair's [`IoSink`], and every PDU header is built in place (in the staging buffer or
+//! a tx item). Reads of a namespace that lends its memory (malloc, null) take no buffer at
+//! all: the C2HData payload is read from the bdev's memory ([`ballast_engine::BdevIo::lend`])
+//! — copied once, into the staging buffer (small reads) or by the kernel straight into the
+//! socket (large ones).
 //!
 //! Why stage: on loopback the kernel copies one long contiguous run far faster than many
 //! short iovecs (a 24-byte header, 4 KiB of data, the next header, ...); the user-space copy
