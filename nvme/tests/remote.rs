@@ -30,6 +30,16 @@ fn attach(t: &TestTarget, name: &str, io_queues: u16) -> Vec<String> {
     .unwrap()
 }
 
+/// A target, controller `name` attached to it with one I/O queue, and a one-reactor harness
+/// (and its core) to submit on.
+fn one_queue(name: &str) -> (TestTarget, Harness, usize) {
+    let t = TestTarget::new(1);
+    attach(&t, name, 1);
+    let h = Harness::new(1);
+    let core = h.rt.cores()[0];
+    (t, h, core)
+}
+
 #[test]
 fn conformance_over_nvme_tcp() {
     let t = TestTarget::new(1);
@@ -56,10 +66,7 @@ fn conformance_over_nvme_tcp() {
 
 #[test]
 fn io_survives_a_dropped_connection() {
-    let t = TestTarget::new(1);
-    attach(&t, "RemoteRe", 1);
-    let h = Harness::new(1);
-    let core = h.rt.cores()[0];
+    let (t, h, core) = one_queue("RemoteRe");
     let data = common::pattern(4096, 3);
     let (st, _) = h.io(
         core,
@@ -93,4 +100,48 @@ fn io_survives_a_dropped_connection() {
     assert!(info.connected && !info.failed);
     drop(h);
     remote::detach("RemoteRe").unwrap();
+}
+
+#[test]
+fn writes_resume_after_the_socket_fills() {
+    // A remote queue whose write data waits for room in a full socket must not sleep until
+    // something else wakes its reactor: nothing would, the target is waiting for the rest of
+    // the data. The host library's sockets to the target get a 16 KiB send buffer (loopback
+    // would otherwise autotune it to megabytes), so each 128 KiB write goes out in pieces.
+    let (t, h, core) = one_queue("RemoteFull");
+    // The reactor's I/O queue connects on first use.
+    let (st, _) = h.io(core, "RemoteFulln1", IoType::Read, 0, 8, None, 4096, None);
+    assert_eq!(st, IoStatus::Success);
+    let pinned = common::pin_sndbuf(|_, peer| peer == t.addr, 16384);
+    assert!(pinned >= 2, "the admin and I/O queue sockets: {pinned}");
+    for i in 0..16u64 {
+        let data = common::pattern(131072, i + 1);
+        let (st, _) = h.io(
+            core,
+            "RemoteFulln1",
+            IoType::Write,
+            i * 256,
+            256,
+            Some(data.clone()),
+            0,
+            None,
+        );
+        assert_eq!(st, IoStatus::Success, "write {i}");
+        let (st, got) = h.io(
+            core,
+            "RemoteFulln1",
+            IoType::Read,
+            i * 256,
+            256,
+            None,
+            131072,
+            None,
+        );
+        assert_eq!(st, IoStatus::Success, "read {i}");
+        assert!(got == data, "read {i} returned other data");
+    }
+    // With a stalled send that does not wake its reactor, the first write never completes
+    // (the harness gives up after 30 s): checked by disabling the wake-up on purpose.
+    drop(h);
+    remote::detach("RemoteFull").unwrap();
 }

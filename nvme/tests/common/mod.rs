@@ -163,6 +163,47 @@ fn set_buf_size(fd: i32, opt: i32, bytes: i32) {
     assert_eq!(r, 0, "setsockopt({opt}, {bytes})");
 }
 
+/// Fixes at about `bytes` the send buffer of every TCP socket of this process whose (local,
+/// peer) addresses `matches` (SO_SNDBUF also ends the kernel's autotuning, which on loopback
+/// grows it to megabytes); returns how many it changed. Tests use it to make an end of a
+/// connection in this process (the target's, or the host library's) find its socket full.
+pub fn pin_sndbuf(matches: impl Fn(SocketAddr, SocketAddr) -> bool, bytes: i32) -> usize {
+    fn addrs(fd: i32) -> Option<(SocketAddr, SocketAddr)> {
+        let get = |peer: bool| {
+            // SAFETY: `sa` is a zeroed sockaddr_in and `len` its size; the calls only write
+            // within it (a non-socket or non-IPv4 fd fails or reports another family).
+            unsafe {
+                let mut sa: libc::sockaddr_in = std::mem::zeroed();
+                let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+                let p = (&mut sa as *mut libc::sockaddr_in).cast();
+                let r = if peer {
+                    libc::getpeername(fd, p, &mut len)
+                } else {
+                    libc::getsockname(fd, p, &mut len)
+                };
+                (r == 0 && sa.sin_family == libc::AF_INET as libc::sa_family_t).then(|| {
+                    SocketAddr::from((
+                        u32::from_be(sa.sin_addr.s_addr).to_be_bytes(),
+                        u16::from_be(sa.sin_port),
+                    ))
+                })
+            }
+        };
+        Some((get(false)?, get(true)?))
+    }
+    let mut n = 0;
+    for e in std::fs::read_dir("/proc/self/fd").unwrap() {
+        let Ok(fd) = e.unwrap().file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if addrs(fd).is_some_and(|(local, peer)| matches(local, peer)) {
+            set_buf_size(fd, libc::SO_SNDBUF, bytes);
+            n += 1;
+        }
+    }
+    n
+}
+
 impl Host {
     pub fn tcp(addr: SocketAddr) -> Self {
         Self::from_stream(TcpStream::connect(addr).unwrap())
@@ -214,41 +255,9 @@ impl Host {
     /// target runs in this process: its socket is found by its addresses). On loopback the
     /// kernel otherwise grows it to megabytes, so replies would rarely find the socket full.
     pub fn shrink_target_sndbuf(&self, bytes: i32) {
-        fn addrs(fd: i32) -> Option<(SocketAddr, SocketAddr)> {
-            let get = |peer: bool| {
-                // SAFETY: `sa` is a zeroed sockaddr_in and `len` its size; the calls only write
-                // within it (a non-socket or non-IPv4 fd fails or reports another family).
-                unsafe {
-                    let mut sa: libc::sockaddr_in = std::mem::zeroed();
-                    let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-                    let p = (&mut sa as *mut libc::sockaddr_in).cast();
-                    let r = if peer {
-                        libc::getpeername(fd, p, &mut len)
-                    } else {
-                        libc::getsockname(fd, p, &mut len)
-                    };
-                    (r == 0 && sa.sin_family == libc::AF_INET as libc::sa_family_t).then(|| {
-                        SocketAddr::from((
-                            u32::from_be(sa.sin_addr.s_addr).to_be_bytes(),
-                            u16::from_be(sa.sin_port),
-                        ))
-                    })
-                }
-            };
-            Some((get(false)?, get(true)?))
-        }
         let want = (self.s.peer_addr().unwrap(), self.s.local_addr().unwrap());
-        let mut found = false;
-        for e in std::fs::read_dir("/proc/self/fd").unwrap() {
-            let Ok(fd) = e.unwrap().file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            if addrs(fd) == Some(want) {
-                set_buf_size(fd, libc::SO_SNDBUF, bytes);
-                found = true;
-            }
-        }
-        assert!(found, "the target's end of {want:?} is not in this process");
+        let n = pin_sndbuf(|local, peer| (local, peer) == want, bytes);
+        assert!(n > 0, "the target's end of {want:?} is not in this process");
     }
 
     /// TCP connect + ICReq/ICResp.
