@@ -1697,42 +1697,14 @@ impl Qpair {
             // Staged responses go first: every queued item came after them.
             let staged = {
                 let tx = self.tx.borrow();
-                if tx.head == tx.tail {
-                    None
-                } else {
-                    let mut iov = ballast_reactor::IoVecs::<1>::new(0);
-                    iov.push(&tx.stage[tx.head..tx.tail]);
-                    Some(iov.send(self.fd))
-                }
+                tx.head < tx.tail
             };
-            match staged {
-                None => {}
-                Some(Ok(n)) => {
-                    did = true;
-                    let mut tx = self.tx.borrow_mut();
-                    tx.head += n;
-                    if tx.head < tx.tail {
-                        // The socket took less than offered: it is full.
-                        drop(tx);
-                        self.after_send(true, true);
-                        return did;
-                    }
-                    tx.head = 0;
-                    tx.tail = 0;
-                }
-                Some(Err(e)) if e.kind() == ErrorKind::WouldBlock => {
-                    self.after_send(true, did);
-                    return did;
-                }
-                Some(Err(e)) if e.kind() == ErrorKind::Interrupted => continue,
-                Some(Err(e)) => {
-                    tracing::debug!(peer = %self.peer, "send: {e}");
-                    self.tx.borrow_mut().clear();
-                    self.begin_close("connection error on send");
-                    return true;
-                }
-            }
-            let sent = {
+            let sent = if staged {
+                let tx = self.tx.borrow();
+                let mut iov = ballast_reactor::IoVecs::<1>::new(0);
+                iov.push(&tx.stage[tx.head..tx.tail]);
+                iov.send(self.fd)
+            } else {
                 let mut tx = self.tx.borrow_mut();
                 if tx.items.is_empty() {
                     self.after_send(false, false);
@@ -1813,7 +1785,12 @@ impl Qpair {
                 }
             };
             did = true;
-            if !self.advance_tx(n) {
+            let all_taken = if staged {
+                self.advance_staged(n)
+            } else {
+                self.advance_tx(n)
+            };
+            if !all_taken {
                 // The socket took less than offered: it is full.
                 self.after_send(true, true);
                 return did;
@@ -1832,6 +1809,19 @@ impl Qpair {
     /// pair's poller reports work so the reactor does not sleep yet.
     fn must_keep_polling(&self) -> bool {
         !self.room.get().armed() && self.tx.borrow().pending()
+    }
+
+    /// Consumes `n` sent bytes of the staged responses; returns false if the socket took less
+    /// than was offered (so it is full).
+    fn advance_staged(&self, n: usize) -> bool {
+        let mut tx = self.tx.borrow_mut();
+        tx.head += n;
+        if tx.head < tx.tail {
+            return false;
+        }
+        tx.head = 0;
+        tx.tail = 0;
+        true
     }
 
     /// Consumes `n` sent bytes from the tx queue; returns false if the socket took less than
