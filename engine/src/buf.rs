@@ -65,18 +65,19 @@ impl Lender {
     /// A lender keeping `owner` (e.g. the mapping lent from) alive while any lent buffer lives.
     /// Its memory is taken to be out of the CPU's caches (see [`IoBuf::prefetch_lent`]).
     pub fn new(owner: impl std::any::Any) -> Lender {
-        Lender(Rc::new(LenderInner {
-            owner: Box::new(owner),
-            cold: true,
-        }))
+        Self::with(owner, true)
     }
 
     /// As [`Lender::new`], for a few KiB lent over and over (the null bdev's zeros): always
     /// cached, never prefetched.
     pub fn cached(owner: impl std::any::Any) -> Lender {
+        Self::with(owner, false)
+    }
+
+    fn with(owner: impl std::any::Any, cold: bool) -> Lender {
         Lender(Rc::new(LenderInner {
             owner: Box::new(owner),
-            cold: false,
+            cold,
         }))
     }
 }
