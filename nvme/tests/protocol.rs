@@ -724,3 +724,111 @@ fn ipv6_listener_and_two_listeners_per_subsystem() {
         Status::SUCCESS
     );
 }
+
+/// Reads of a namespace that does not lend its memory (a crypto bdev over malloc) arrive
+/// without a buffer, like lent reads, and get one only after the namespace is looked up: one
+/// at a time, pipelined past the queue's depth of buffers, and with the same error statuses.
+#[test]
+fn reads_of_a_namespace_that_does_not_lend() {
+    use ballast_engine::backend::{crypto, malloc};
+    let t = TestTarget::new(2);
+    let (base, cname, kname) = (
+        format!("{}_cb", t.bdev),
+        format!("{}_c", t.bdev),
+        format!("{}_k", t.bdev),
+    );
+    const NB: u64 = 4096;
+    malloc::create(malloc::MallocOpts {
+        name: base.clone(),
+        num_blocks: NB,
+        block_size: BLOCK,
+        uuid: None,
+    })
+    .unwrap();
+    crypto::key_create(&kname, "AES_XTS", &[1u8; 32], &[2u8; 32]).unwrap();
+    crypto::create(&cname, &base, &kname).unwrap();
+    let nsid = t.subsys.add_ns(&cname, Some(2), None, None, None).unwrap();
+    assert_eq!(nsid, 2);
+    let (mut a, cntlid) = Host::admin(t.addr, &t.nqn, false, false);
+    assert_eq!(a.set_queues(1).status, Status::SUCCESS);
+    let mut q = Host::io(t.addr, &t.nqn, cntlid, 1, false, false);
+    let nlb = |len: usize| (len / BLOCK as usize) as u32;
+    // One at a time: in-capsule and R2T writes, each read back.
+    for (i, (len, icd)) in [(512, true), (4096, true), (8192, true), (65536, false)]
+        .into_iter()
+        .enumerate()
+    {
+        let slba = i as u64 * 200;
+        let data = pattern(len, 40 + i as u64);
+        let w = q.exec(Host::rw_sqe(0x01, 2, slba, nlb(len)), &data, icd, 0);
+        assert_eq!(w.cqe.status, Status::SUCCESS, "write {len} B");
+        let r = q.exec(
+            Host::rw_sqe(0x02, 2, slba, nlb(len)),
+            &[],
+            false,
+            len as u32,
+        );
+        assert_eq!(r.cqe.status, Status::SUCCESS, "read {len} B");
+        assert!(r.data == data, "read back differs ({len} B)");
+    }
+    // Pipelined: 31 reads of 4 KiB in flight at once (the whole queue), each its own data.
+    let mut want = std::collections::HashMap::new();
+    for i in 0..31u64 {
+        let slba = 1024 + i * 8;
+        let data = pattern(4096, 100 + i);
+        let w = q.exec(Host::rw_sqe(0x01, 2, slba, 8), &data, true, 0);
+        assert_eq!(w.cqe.status, Status::SUCCESS);
+        let cid = q.next_cid();
+        let mut s = Host::rw_sqe(0x02, 2, slba, 8);
+        s.0[2..4].copy_from_slice(&cid.to_le_bytes());
+        s.set_sgl(spec::Sgl {
+            address: 0,
+            length: 4096,
+            type_byte: spec::SGL_TRANSPORT_DATA_BLOCK,
+        });
+        want.insert(cid, (s, data, Vec::new()));
+    }
+    let cids: Vec<u16> = want.keys().copied().collect();
+    for cid in &cids {
+        let c = q.capsule(&want[cid].0, &[]);
+        q.send(&c);
+    }
+    let mut done = 0;
+    while done < cids.len() {
+        let p = q.recv();
+        match p.ch.pdu_type {
+            PduType::C2HData => {
+                let d = pdu::DataHeader::parse(&p.hdr);
+                let got = &mut want.get_mut(&d.cccid).expect("data for a command sent").2;
+                assert_eq!(d.datao as usize, got.len());
+                got.extend_from_slice(&p.data);
+                done += d.success as usize;
+            }
+            PduType::CapsuleResp => {
+                let cqe = spec::Cqe::from_bytes(&p.hdr[8..24]);
+                assert_eq!(cqe.status, Status::SUCCESS, "pipelined read {cqe:?}");
+                assert!(want.contains_key(&cqe.cid));
+                done += 1;
+            }
+            t => panic!("unexpected PDU {t:?}"),
+        }
+    }
+    for (cid, (_, data, got)) in &want {
+        assert!(got == data, "pipelined read {cid} differs");
+    }
+    // Errors are the same as for any namespace, and the queue goes on.
+    let r = q.exec(Host::rw_sqe(0x02, 2, NB - 1, 2), &[], false, 1024);
+    assert_eq!(r.cqe.status, Status::LBA_OUT_OF_RANGE);
+    let r = q.exec(Host::rw_sqe(0x02, 2, 0, 8), &[], false, 512);
+    assert_eq!(r.cqe.status, Status::DATA_SGL_LENGTH_INVALID);
+    let r = q.exec(Host::rw_sqe(0x02, 9, 0, 1), &[], false, 512);
+    assert_eq!(r.cqe.status, Status::INVALID_NAMESPACE_OR_FORMAT);
+    let r = q.exec(Host::rw_sqe(0x02, 2, 0, 1), &[], false, 512);
+    assert!(r.data == pattern(512, 40));
+    drop((a, q));
+    t.wait_for("queue pairs closed", 10, || t.qpairs() == 0);
+    t.subsys.remove_ns(2).unwrap();
+    ballast_engine::bdev::delete(&cname).unwrap();
+    ballast_engine::bdev::delete(&base).unwrap();
+    crypto::key_destroy(&kname).unwrap();
+}

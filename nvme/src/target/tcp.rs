@@ -580,6 +580,15 @@ pub(crate) struct Qpair {
     room: Cell<ballast_reactor::SendRoom>,
 }
 
+/// What [`Qpair::start_io`] did with a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Submitted {
+    /// Submitted to the bdev, or finished with an error status.
+    Done,
+    /// A read of a namespace that does not lend its memory: it needs a data buffer first.
+    NeedsBuffer,
+}
+
 /// Why a PDU stream cannot continue: reported to the host in a C2HTermReq.
 #[derive(Debug, Clone, Copy)]
 struct Fatal {
@@ -974,15 +983,22 @@ impl Qpair {
             return Ok(RecvState::AwaitCh);
         }
         // No in-capsule data: commands that move data need a buffer first (then an R2T for
-        // host-to-controller data), except reads the bdev serves from its own memory.
-        if xfer > 0 && !self.reads_lent(&sqe) {
-            self.reqs.borrow_mut()[slot as usize].state = ReqState::NeedBuffer;
-            self.waiting_buf.borrow_mut().push_back(slot);
-            self.retry_buffers();
+        // host-to-controller data), except NVM Reads: `exec_io` looks their namespace up
+        // anyway and asks for a buffer only if the bdev does not lend its memory.
+        if xfer > 0 && !self.is_io_read(&sqe) {
+            self.wait_for_buffer(slot);
         } else {
             self.ready(slot);
         }
         Ok(RecvState::AwaitCh)
+    }
+
+    /// Queues request `slot` for a data buffer of its transfer length (taken in order as the
+    /// reactor's pool has them; see [`Qpair::retry_buffers`]).
+    fn wait_for_buffer(&self, slot: u16) {
+        self.reqs.borrow_mut()[slot as usize].state = ReqState::NeedBuffer;
+        self.waiting_buf.borrow_mut().push_back(slot);
+        self.retry_buffers();
     }
 
     fn handle_h2c(&self, ch: pdu::CommonHeader, hdr: &[u8]) -> Result<RecvState, Fatal> {
@@ -1203,14 +1219,11 @@ impl Qpair {
         Some(std::cell::Ref::map(self.ns.borrow(), |ns| &ns.chans[idx]))
     }
 
-    /// True if `sqe` is an NVM Read whose namespace lends its memory: the data goes out of
-    /// the bdev's own memory, so the command needs no buffer.
-    fn reads_lent(&self, sqe: &spec::Sqe) -> bool {
+    /// True if `sqe` is an NVM Read on a connected I/O queue: [`Qpair::exec_io`] decides
+    /// whether it needs a buffer (not if its namespace lends its memory).
+    fn is_io_read(&self, sqe: &spec::Sqe) -> bool {
         let c = self.conn.get();
-        c.connected
-            && c.qid != 0
-            && sqe.opcode() == spec::IoOpcode::Read as u8
-            && self.channel_for(sqe.nsid()).is_some_and(|n| n.lends)
+        c.connected && c.qid != 0 && sqe.opcode() == spec::IoOpcode::Read as u8
     }
 
     fn sink(&self) -> IoCallback {
@@ -1219,16 +1232,25 @@ impl Qpair {
     }
 
     fn exec_io(&self, slot: u16, sqe: &spec::Sqe) {
+        if self.start_io(slot, sqe) == Submitted::NeedsBuffer {
+            // A read of a namespace that does not lend its memory: execute it again once it
+            // has a buffer (the namespace is no longer borrowed here).
+            self.wait_for_buffer(slot);
+        }
+    }
+
+    /// Validates and submits I/O command `slot` (one namespace lookup per command).
+    fn start_io(&self, slot: u16, sqe: &spec::Sqe) -> Submitted {
         let Some(op) = spec::IoOpcode::from_u8(sqe.opcode()) else {
             self.finish(slot, Status::INVALID_OPCODE, 0);
-            return;
+            return Submitted::Done;
         };
         let nsid = sqe.nsid();
         // Borrowed for the whole command: nothing below looks namespaces up again, and
         // completions are never delivered inside `submit`.
         let Some(chan) = self.channel_for(nsid) else {
             self.finish(slot, Status::INVALID_NAMESPACE_OR_FORMAT, 0);
-            return;
+            return Submitted::Done;
         };
         let (bs, nb, lends) = (chan.block_size, chan.num_blocks, chan.lends);
         let slba = sqe.cdw10() as u64 | (sqe.cdw11() as u64) << 32;
@@ -1245,28 +1267,29 @@ impl Qpair {
                 let xfer = self.reqs.borrow()[slot as usize].xfer as u64;
                 if nlb * bs as u64 != xfer {
                     self.finish(slot, Status::DATA_SGL_LENGTH_INVALID, 0);
-                    return;
+                    return Submitted::Done;
                 }
                 if slba.checked_add(nlb).is_none_or(|end| end > nb) {
                     self.finish(slot, Status::LBA_OUT_OF_RANGE, 0);
-                    return;
+                    return Submitted::Done;
                 }
                 let io_op = if op == spec::IoOpcode::Read {
                     IoType::Read
                 } else {
                     IoType::Write
                 };
-                // A read of a lending namespace has no buffer (see `reads_lent`): the bdev
-                // completes it with a window on its memory.
+                // A read arrives without a buffer (see `is_io_read`): a lending namespace
+                // completes it with a window on its memory; any other gets one first.
                 let buf = self.reqs.borrow_mut()[slot as usize].buf.take();
                 let lend = buf.is_none() && lends && io_op == IoType::Read;
                 let mut bufs = SgList::new();
                 match buf {
                     Some(b) => bufs.push(b),
                     None if lend => {}
+                    None if io_op == IoType::Read => return Submitted::NeedsBuffer,
                     None => {
                         self.finish(slot, Status::INTERNAL_ERROR, 0);
-                        return;
+                        return Submitted::Done;
                     }
                 }
                 self.reqs.borrow_mut()[slot as usize].sub_pending = 1;
@@ -1281,7 +1304,7 @@ impl Qpair {
             spec::IoOpcode::WriteZeroes => {
                 if slba.checked_add(nlb).is_none_or(|end| end > nb) {
                     self.finish(slot, Status::LBA_OUT_OF_RANGE, 0);
-                    return;
+                    return Submitted::Done;
                 }
                 self.reqs.borrow_mut()[slot as usize].sub_pending = 1;
                 submit(IoType::WriteZeroes, slba, nlb, SgList::new());
@@ -1295,7 +1318,7 @@ impl Qpair {
                     let Some(b) = r.buf.as_ref().filter(|b| b.len() >= nr * 16) else {
                         drop(reqs);
                         self.finish(slot, Status::DATA_SGL_LENGTH_INVALID, 0);
-                        return;
+                        return Submitted::Done;
                     };
                     spec::DsmRange::parse_list(&b[..nr * 16])
                         .into_iter()
@@ -1305,14 +1328,14 @@ impl Qpair {
                 };
                 if !deallocate || ranges.is_empty() {
                     self.finish(slot, Status::SUCCESS, 0);
-                    return;
+                    return Submitted::Done;
                 }
                 if ranges
                     .iter()
                     .any(|(s, n)| s.checked_add(*n).is_none_or(|end| end > nb))
                 {
                     self.finish(slot, Status::LBA_OUT_OF_RANGE, 0);
-                    return;
+                    return Submitted::Done;
                 }
                 self.reqs.borrow_mut()[slot as usize].sub_pending = ranges.len() as u16;
                 for (s, n) in ranges {
@@ -1321,6 +1344,7 @@ impl Qpair {
             }
             _ => self.finish(slot, Status::INVALID_OPCODE, 0),
         }
+        Submitted::Done
     }
 
     fn exec_fabrics(&self, slot: u16, sqe: &spec::Sqe) {
