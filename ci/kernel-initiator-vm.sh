@@ -85,6 +85,10 @@
 #   VM_CPUS     (2)      guest vCPUs (= number of nvme-tcp I/O queues)
 #   VM_MEM      (1024)   guest MiB
 #   VM_TIMEOUT  (900)    seconds before the guest is killed
+#   VM_BOOT_TIMEOUT (60) seconds for the guest's init to start (it prints
+#                        "@@NVMF_VM booted"); if it has not, QEMU is killed and
+#                        the guest booted again, up to VM_BOOT_TRIES (2) times
+#                        (rc 126 if none booted). VM_TIMEOUT counts per try.
 #   VM_KLOG     (0)      1: show kernel messages (loglevel 7) on the console
 #   FIO_RUNTIME (15)     seconds per fio job in fio_std / baseline
 #   KERNEL_PKG  ()       e.g. linux-image-6.1.0-56-amd64; default: whatever
@@ -107,6 +111,8 @@ VM_ACCEL=${VM_ACCEL:-auto}
 VM_CPUS=${VM_CPUS:-2}
 VM_MEM=${VM_MEM:-1024}
 VM_TIMEOUT=${VM_TIMEOUT:-900}
+VM_BOOT_TIMEOUT=${VM_BOOT_TIMEOUT:-60}
+VM_BOOT_TRIES=${VM_BOOT_TRIES:-2}
 VM_KLOG=${VM_KLOG:-0}
 FIO_RUNTIME=${FIO_RUNTIME:-15}
 
@@ -491,12 +497,37 @@ run_guest() {
         "${qemu[@]}" -serial mon:stdio || true
         rm -rf "$tmp"; return 0
     fi
-    local t0=$SECONDS rc=0 log=$tmp/console.log
-    # stdin from /dev/null: works without a terminal (CI). Console -> stdout,
-    # line-buffered (stdbuf) so that whoever watches it sees each line as the
-    # guest prints it (e.g. a marker before the host kills the VM).
-    timeout --foreground -k 10 "$VM_TIMEOUT" "${qemu[@]}" -serial stdio < /dev/null \
-        | stdbuf -oL tr -d '\r' | tee "$log" || rc=$?
+    local t0=$SECONDS rc=0 log=$tmp/console.log try=1 wd
+    while :; do
+        rc=0
+        : > "$log"; rm -f "$tmp/no-boot"
+        # Boot watchdog: a guest boots in ~5 s under TCG; now and then one
+        # hangs before its init runs (no console output at all). Nothing has
+        # run in it yet then, so it is killed and booted again, and says so.
+        (
+            for ((i = 0; i < VM_BOOT_TIMEOUT; i++)); do
+                sleep 1
+                grep -q '^@@NVMF_VM booted' "$log" 2>/dev/null && exit 0
+            done
+            touch "$tmp/no-boot"
+            pkill -TERM -f -- "-kernel $tmp/kernel" || true
+        ) &
+        wd=$!
+        # stdin from /dev/null: works without a terminal (CI). Console -> stdout,
+        # line-buffered (stdbuf) so that whoever watches it sees each line as the
+        # guest prints it (e.g. a marker before the host kills the VM).
+        timeout --foreground -k 10 "$VM_TIMEOUT" "${qemu[@]}" -serial stdio < /dev/null \
+            | stdbuf -oL tr -d '\r' | tee "$log" || rc=$?
+        kill "$wd" 2>/dev/null || true
+        wait "$wd" 2>/dev/null || true
+        [[ -f $tmp/no-boot ]] || break
+        if ((try >= VM_BOOT_TRIES)); then
+            log "guest did not boot within ${VM_BOOT_TIMEOUT}s, $try tries: giving up"
+            rm -rf "$tmp"; return 126
+        fi
+        log "guest did not boot within ${VM_BOOT_TIMEOUT}s (try $try of $VM_BOOT_TRIES): killed, booting again"
+        try=$((try + 1)); t0=$SECONDS
+    done
     [[ -n ${VM_LOG:-} ]] && cp "$log" "$VM_LOG"
     local grc
     grc=$(sed -n 's/^@@NVMF_VM rc=\([0-9]*\).*/\1/p' "$log" | tail -n1)
