@@ -34,7 +34,7 @@ start new "$NEW"
 
 nqn=nqn.2026-11.io.ballast:default
 if [ -n "${NULL:-}" ]; then
-    nqn=nqn.2026-11.io.ballast:null
+    nqn=$NULL_NQN
     for name in old new; do
         add_null_subsystem "$OUT/$name.sock" "$(eval echo "\$port_$name")"
     done

@@ -34,7 +34,7 @@ for _ in $(seq 300); do [ -S "$sock" ] && break; sleep 0.1; done
 wait_listening "$port" "$OUT/ballastd.log"
 add_null_subsystem "$sock" "$port"
 $BIN/ballast-perf -c 0x2 -t "$SECS" --warmup 0 --quiet -w randread -o 4096 -q "$QD" \
-    -r "trtype:tcp traddr:127.0.0.1 trsvcid:$port subnqn:nqn.2026-11.io.ballast:null" >/dev/null
+    -r "$(null_trid "$port")" >/dev/null
 reads=$($BIN/ballast-rpc -s "$sock" bdev_get_iostat -b Null0 |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["bdevs"][0]["num_read_ops"])')
 kill -INT $vpid

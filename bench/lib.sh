@@ -27,10 +27,17 @@ start_ballastd() {
     wait_listening "$port" "$log"
 }
 
-# add_null_subsystem SOCK PORT: a 256 MiB null bdev exported as nqn.2026-11.io.ballast:null on
-# 127.0.0.1:PORT by the daemon whose RPC socket is SOCK (the target with no data touched).
+NULL_NQN=nqn.2026-11.io.ballast:null
+
+# null_trid PORT: ballast-perf's -r transport ID of the null subsystem on 127.0.0.1:PORT.
+null_trid() {
+    echo "trtype:tcp traddr:127.0.0.1 trsvcid:$1 subnqn:$NULL_NQN"
+}
+
+# add_null_subsystem SOCK PORT: a 256 MiB null bdev exported as $NULL_NQN on 127.0.0.1:PORT
+# by the daemon whose RPC socket is SOCK (the target with no data touched).
 add_null_subsystem() {
-    local rpc="$BIN/ballast-rpc -s $1" port=$2 nqn=nqn.2026-11.io.ballast:null
+    local rpc="$BIN/ballast-rpc -s $1" port=$2 nqn=$NULL_NQN
     $rpc bdev_null_create Null0 256 512 >/dev/null
     $rpc nvmf_create_subsystem "$nqn" -a >/dev/null
     $rpc nvmf_subsystem_add_ns "$nqn" Null0 >/dev/null

@@ -60,7 +60,7 @@ observe() {
 runs=()
 for r in $(seq "$REPS"); do
     $BIN/ballast-perf -c 0x2 -t "$SECS" --json --quiet "$@" \
-        -r "trtype:tcp traddr:127.0.0.1 trsvcid:$port subnqn:nqn.2026-11.io.ballast:null" \
+        -r "$(null_trid "$port")" \
         >"$OUT/target$r.json" &
     observe "target$r"
     wait $!
@@ -73,7 +73,6 @@ done
 python3 - "$OUT" "${runs[@]}" <<'EOF'
 import json, re, sys
 out, runs = sys.argv[1], sys.argv[2:]
-SAMPLE_NS = 1e9 / 10000  # -F 10000
 for name in runs:
     j = json.load(open(f"{out}/{name}.json"))
     iops = j["total"]["iops"] if "total" in j else j["iops"]

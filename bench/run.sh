@@ -33,7 +33,7 @@ target="trtype:tcp traddr:127.0.0.1 trsvcid:$port subnqn:nqn.2026-11.io.ballast:
 # no data touched on the target, so its rows show what the target itself costs; the malloc
 # rows add what reading and writing random RAM costs (see BENCHMARKS.md).
 add_null_subsystem "$sock" "$port"
-null_target="trtype:tcp traddr:127.0.0.1 trsvcid:$port subnqn:nqn.2026-11.io.ballast:null"
+null_target=$(null_trid "$port")
 # Write the whole namespace first: reads of never-written RAM would copy the kernel's zero
 # page (always cached) instead of random memory.
 $BIN/ballast-perf -c 0x2 -w write -o 131072 -q 8 -t 3 --warmup 0 --json --quiet -r "$target" >/dev/null

@@ -63,7 +63,7 @@ for r in $(seq "$REPS"); do
     line="round $r"
     for s in $SPINS; do
         iops=$($BIN/ballast-perf -c 0x2 -t "$SECS" --json --quiet "$@" \
-            -r "trtype:tcp traddr:127.0.0.1 trsvcid:${port[$s]} subnqn:nqn.2026-11.io.ballast:null" |
+            -r "$(null_trid "${port[$s]}")" |
             python3 -c 'import json,sys; print(int(json.load(sys.stdin)["total"]["iops"]))')
         line="$line $s:$iops"
     done
