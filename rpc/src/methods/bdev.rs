@@ -1,0 +1,209 @@
+//! Generic bdev methods and the base bdevs: malloc, null, uring.
+
+use super::*;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NameOpt {
+    #[serde(default)]
+    pub(crate) name: Option<String>,
+    /// SPDK's bdev_get_bdevs takes a timeout for examine; nothing to wait for here.
+    #[serde(default)]
+    #[allow(dead_code)]
+    timeout: Option<u64>,
+}
+
+pub(crate) fn bdevs_named(
+    name: Option<String>,
+) -> Result<Vec<Arc<ballast_engine::Bdev>>, RpcError> {
+    match name {
+        Some(n) => ballast_engine::bdev::lookup(&n)
+            .map(|b| vec![b])
+            .ok_or_else(|| RpcError::new(-19, format!("bdev {n} not found"))),
+        None => {
+            let mut v = ballast_engine::bdev::list();
+            v.sort_by(|a, b| a.name().cmp(b.name()));
+            Ok(v)
+        }
+    }
+}
+
+pub(crate) fn bdev_get_bdevs(_: &Context, params: Option<Value>) -> Result<Value, RpcError> {
+    let p: NameOpt = parse(params)?;
+    let out: Vec<Value> = bdevs_named(p.name)?
+        .into_iter()
+        .map(|b| {
+            let i = b.info();
+            let io = |t| b.supports(t);
+            let specific: Map<String, Value> = b
+                .describe()
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect();
+            json!({
+                "name": i.name,
+                "aliases": i.aliases,
+                "product_name": b.product_name(),
+                "block_size": i.block_size,
+                "num_blocks": i.num_blocks,
+                "uuid": i.uuid.to_string(),
+                "claimed": b.claimed_by().is_some(),
+                "claimed_by": b.claimed_by(),
+                "write_cache": i.write_cache,
+                "optimal_io_boundary": i.optimal_io_boundary,
+                "supported_io_types": {
+                    "read": io(IoType::Read),
+                    "write": io(IoType::Write),
+                    "flush": io(IoType::Flush),
+                    "unmap": io(IoType::Unmap),
+                    "write_zeroes": io(IoType::WriteZeroes),
+                    "reset": false,
+                    "nvme_admin": false,
+                    "nvme_io": false,
+                },
+                "driver_specific": specific,
+            })
+        })
+        .collect();
+    Ok(Value::Array(out))
+}
+
+pub(crate) fn bdev_get_iostat(ctx: &Context, params: Option<Value>) -> Result<Value, RpcError> {
+    let p: NameOpt = parse(params)?;
+    let bdevs: Vec<Value> = bdevs_named(p.name)?
+        .into_iter()
+        .map(|b| {
+            let s = b.iostat();
+            json!({
+                "name": b.name(),
+                "bytes_read": s.bytes_read,
+                "num_read_ops": s.num_read_ops,
+                "bytes_written": s.bytes_written,
+                "num_write_ops": s.num_write_ops,
+                "num_unmap_ops": s.num_unmap_ops,
+                "num_write_zeroes_ops": s.num_write_zeroes_ops,
+                "num_flush_ops": s.num_flush_ops,
+                "num_io_errors": s.num_errors,
+            })
+        })
+        .collect();
+    Ok(json!({
+        "tick_rate": TICK_RATE,
+        "ticks": ctx.started.elapsed().as_nanos() as u64,
+        "bdevs": bdevs,
+    }))
+}
+
+pub(crate) fn parse_uuid(s: Option<String>, param: &str) -> Result<Option<uuid::Uuid>, RpcError> {
+    s.map(|u| {
+        uuid::Uuid::parse_str(&u)
+            .map_err(|e| RpcError::params(format!("Invalid parameters: {param} {u:?}: {e}")))
+    })
+    .transpose()
+}
+
+pub(crate) fn check_block_size(bs: u32) -> Result<(), RpcError> {
+    if bs != 512 && bs != 4096 {
+        return Err(RpcError::params(format!(
+            "Invalid parameters: block_size {bs} (must be 512 or 4096)"
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_num_blocks(n: u64, bs: u32) -> Result<(), RpcError> {
+    if n == 0 {
+        return Err(RpcError::params(
+            "Invalid parameters: num_blocks must be > 0",
+        ));
+    }
+    if n.checked_mul(bs as u64).is_none() {
+        return Err(RpcError::params("Invalid parameters: num_blocks too large"));
+    }
+    Ok(())
+}
+
+/// Next free default name with `prefix` (Malloc0, Malloc1, ...).
+pub(crate) fn next_name(prefix: &str) -> String {
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|n| ballast_engine::bdev::lookup(n).is_none())
+        .unwrap_or_else(|| prefix.to_string())
+}
+
+/// Params of the RAM-sized bdev constructors (malloc, null).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SizedBdev {
+    #[serde(default)]
+    pub(crate) name: Option<String>,
+    num_blocks: u64,
+    block_size: u32,
+    #[serde(default)]
+    uuid: Option<String>,
+}
+
+impl SizedBdev {
+    fn parse(params: Option<Value>) -> Result<(Self, Option<uuid::Uuid>), RpcError> {
+        let mut p: SizedBdev = parse(params)?;
+        check_block_size(p.block_size)?;
+        check_num_blocks(p.num_blocks, p.block_size)?;
+        let uuid = parse_uuid(p.uuid.take(), "uuid")?;
+        Ok((p, uuid))
+    }
+}
+
+pub(crate) fn bdev_malloc_create(_: &Context, params: Option<Value>) -> Result<Value, RpcError> {
+    let (p, uuid) = SizedBdev::parse(params)?;
+    let b = malloc::create(malloc::MallocOpts {
+        name: p.name.unwrap_or_else(|| next_name("Malloc")),
+        num_blocks: p.num_blocks,
+        block_size: p.block_size,
+        uuid,
+    })?;
+    Ok(json!(b.name()))
+}
+
+pub(crate) fn bdev_null_create(_: &Context, params: Option<Value>) -> Result<Value, RpcError> {
+    let (p, uuid) = SizedBdev::parse(params)?;
+    let name = p
+        .name
+        .ok_or_else(|| RpcError::params("Invalid parameters: missing field `name`"))?;
+    let b = null::create(&name, p.num_blocks, p.block_size, uuid)?;
+    Ok(json!(b.name()))
+}
+
+pub(crate) fn bdev_uring_create(_: &Context, params: Option<Value>) -> Result<Value, RpcError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct P {
+        name: String,
+        filename: String,
+        #[serde(default)]
+        block_size: Option<u32>,
+        #[serde(default)]
+        uuid: Option<String>,
+    }
+    let p: P = parse(params)?;
+    let bs = p.block_size.unwrap_or(512);
+    check_block_size(bs)?;
+    let uuid = parse_uuid(p.uuid, "uuid")?;
+    let b = uring::create(uring::UringOpts {
+        name: p.name,
+        filename: p.filename,
+        block_size: bs,
+        uuid,
+    })?;
+    Ok(json!(b.name()))
+}
+
+pub(crate) fn bdev_delete(_: &Context, params: Option<Value>) -> Result<Value, RpcError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct P {
+        name: String,
+    }
+    let p: P = parse(params)?;
+    ballast_engine::bdev::delete(&p.name)?;
+    Ok(json!(true))
+}

@@ -1,0 +1,149 @@
+//! Framework methods: versions, reactors, threads, shutdown, config save/load.
+
+use super::*;
+
+pub(crate) fn rpc_get_methods(_: &Context, params: Option<Value>) -> Result<Value, RpcError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct P {
+        #[serde(default)]
+        current: bool,
+        #[serde(default)]
+        include_aliases: bool,
+    }
+    parse::<P>(params)?;
+    Ok(json!(METHODS.iter().map(|(n, _)| *n).collect::<Vec<_>>()))
+}
+
+pub(crate) fn spdk_get_version(_: &Context, params: Option<Value>) -> Result<Value, RpcError> {
+    no_params(params)?;
+    let v = env!("CARGO_PKG_VERSION");
+    let mut parts = v.split('.').map(|p| p.parse::<u64>().unwrap_or(0));
+    Ok(json!({
+        "version": format!("ballast v{v}"),
+        "fields": {
+            "major": parts.next().unwrap_or(0),
+            "minor": parts.next().unwrap_or(0),
+            "patch": parts.next().unwrap_or(0),
+            "suffix": "",
+        }
+    }))
+}
+
+pub(crate) fn framework_wait_init(_: &Context, params: Option<Value>) -> Result<Value, RpcError> {
+    no_params(params)?;
+    // The daemon finishes initialisation before it serves RPC.
+    Ok(json!(true))
+}
+
+/// Reactor busy/idle are reported in nanoseconds; tick_rate says so (SPDK's shape).
+pub(crate) const TICK_RATE: u64 = 1_000_000_000;
+
+pub(crate) fn framework_get_reactors(
+    ctx: &Context,
+    params: Option<Value>,
+) -> Result<Value, RpcError> {
+    no_params(params)?;
+    let main = ctx.rt.main_core();
+    let reactors: Vec<Value> = ctx
+        .rt
+        .stats()
+        .into_iter()
+        .map(|s| {
+            json!({
+                "lcore": s.core,
+                "tid": s.tid,
+                "busy": s.busy.as_nanos() as u64,
+                "idle": s.idle.as_nanos() as u64,
+                "in_interrupt": false,
+                "polls": s.polls,
+                "messages": s.messages,
+                "sleeps": s.sleeps,
+                "wakeups": s.wakeups,
+                "pollers": s.pollers,
+                "lw_threads": [{
+                    "name": if s.core == main { "app_thread".to_string() } else { format!("reactor_{}", s.core) },
+                    "id": s.core + 1,
+                    "cpumask": format!("{:x}", 1u128 << s.core.min(127)),
+                    "elapsed": (s.busy + s.idle).as_nanos() as u64,
+                }],
+            })
+        })
+        .collect();
+    Ok(json!({"tick_rate": TICK_RATE, "reactors": reactors}))
+}
+
+pub(crate) fn thread_get_stats(ctx: &Context, params: Option<Value>) -> Result<Value, RpcError> {
+    no_params(params)?;
+    let main = ctx.rt.main_core();
+    let threads: Vec<Value> = ctx
+        .rt
+        .stats()
+        .into_iter()
+        .map(|s| {
+            json!({
+                "name": if s.core == main { "app_thread".to_string() } else { format!("reactor_{}", s.core) },
+                "id": s.core + 1,
+                "cpumask": format!("{:x}", 1u128 << s.core.min(127)),
+                "busy": s.busy.as_nanos() as u64,
+                "idle": s.idle.as_nanos() as u64,
+                "active_pollers_count": s.pollers,
+                "timed_pollers_count": 0,
+                "paused_pollers_count": 0,
+            })
+        })
+        .collect();
+    Ok(json!({"tick_rate": TICK_RATE, "threads": threads}))
+}
+
+pub(crate) fn spdk_kill_instance(ctx: &Context, params: Option<Value>) -> Result<Value, RpcError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct P {
+        sig_name: String,
+    }
+    let p: P = parse(params)?;
+    let sig = match p.sig_name.trim_start_matches("SIG") {
+        "INT" | "2" => libc::SIGINT,
+        "TERM" | "15" => libc::SIGTERM,
+        "KILL" | "9" => libc::SIGKILL,
+        _ => {
+            return Err(RpcError::params(format!(
+                "Invalid parameters: sig_name {:?} is not one of SIGINT, SIGTERM, SIGKILL",
+                p.sig_name
+            )))
+        }
+    };
+    if sig == libc::SIGKILL {
+        // Answer first, then die the hard way.
+        std::thread::spawn(|| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            std::process::abort();
+        });
+    } else {
+        tracing::info!(sig_name = %p.sig_name, "shutdown requested over RPC");
+        ctx.stop.store(true, Ordering::Release);
+        // Deliver the signal to ourselves once the answer is on its way: the daemon's main
+        // thread waits for exactly that.
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            // SAFETY: kill(2) on our own pid with a valid signal number has no memory effects.
+            unsafe {
+                libc::kill(libc::getpid(), sig);
+            }
+        });
+    }
+    Ok(json!(true))
+}
+
+pub(crate) fn save_config(ctx: &Context, params: Option<Value>) -> Result<Value, RpcError> {
+    no_params(params)?;
+    Ok(crate::config::save(ctx))
+}
+
+pub(crate) fn load_config(ctx: &Context, params: Option<Value>) -> Result<Value, RpcError> {
+    let v = params.unwrap_or(Value::Null);
+    crate::config::load(ctx, &v)?;
+    Ok(json!(true))
+}

@@ -1,0 +1,160 @@
+//! The methods, with SPDK's names and parameter names. Each takes the request's params and
+//! returns a JSON result or an [`RpcError`] whose message says what was wrong.
+//!
+//! Params are decoded with serde into structs that reject unknown fields, so a misspelt or
+//! missing parameter is named in the -32602 message.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ballast_engine::backend::compress::{self, Algorithm, CompressStats};
+use ballast_engine::backend::{malloc, null, uring};
+use ballast_engine::IoType;
+use ballast_nvme::target::{ListenAddr, Subsystem, SubsystemKind, Target, TransportOpts};
+use ballast_reactor::RuntimeHandle;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::error::{RpcError, METHOD_NOT_FOUND};
+
+mod bdev;
+mod compress_stage;
+mod crypto;
+mod framework;
+mod nvmf;
+mod remote;
+
+use bdev::*;
+pub(crate) use compress_stage::compress_json;
+use compress_stage::*;
+use crypto::*;
+use framework::*;
+use nvmf::*;
+pub use nvmf::{transport_json, DEFAULT_MODEL, DEFAULT_SERIAL};
+pub(crate) use remote::remote_json;
+use remote::*;
+
+/// What the methods act on.
+pub struct Context {
+    /// The reactors.
+    pub rt: RuntimeHandle,
+    /// The NVMe-oF target.
+    pub target: Arc<Target>,
+    /// Set by `spdk_kill_instance`; the daemon's main loop watches it.
+    pub stop: Arc<AtomicBool>,
+    /// When the daemon started.
+    pub started: Instant,
+}
+
+impl Context {
+    /// A context over `rt` and `target`.
+    pub fn new(rt: RuntimeHandle, target: Arc<Target>, stop: Arc<AtomicBool>) -> Arc<Self> {
+        Arc::new(Context {
+            rt,
+            target,
+            stop,
+            started: Instant::now(),
+        })
+    }
+}
+
+type Method = fn(&Context, Option<Value>) -> Result<Value, RpcError>;
+
+/// Every method, by name.
+pub const METHODS: &[(&str, Method)] = &[
+    ("rpc_get_methods", rpc_get_methods),
+    ("spdk_get_version", spdk_get_version),
+    ("framework_wait_init", framework_wait_init),
+    ("framework_get_reactors", framework_get_reactors),
+    ("thread_get_stats", thread_get_stats),
+    ("spdk_kill_instance", spdk_kill_instance),
+    ("save_config", save_config),
+    ("load_config", load_config),
+    ("bdev_get_bdevs", bdev_get_bdevs),
+    ("bdev_get_iostat", bdev_get_iostat),
+    ("bdev_malloc_create", bdev_malloc_create),
+    ("bdev_malloc_delete", bdev_delete),
+    ("bdev_null_create", bdev_null_create),
+    ("bdev_null_delete", bdev_delete),
+    ("bdev_uring_create", bdev_uring_create),
+    ("bdev_uring_delete", bdev_delete),
+    ("accel_crypto_key_create", accel_crypto_key_create),
+    ("accel_crypto_keys_get", accel_crypto_keys_get),
+    ("accel_crypto_key_destroy", accel_crypto_key_destroy),
+    ("bdev_crypto_create", bdev_crypto_create),
+    ("bdev_crypto_delete", bdev_delete),
+    ("bdev_compress_create", bdev_compress_create),
+    ("bdev_compress_delete", bdev_delete),
+    ("bdev_compress_get_stats", bdev_compress_get_stats),
+    ("bdev_nvme_attach_controller", bdev_nvme_attach_controller),
+    ("bdev_nvme_detach_controller", bdev_nvme_detach_controller),
+    ("bdev_nvme_get_controllers", bdev_nvme_get_controllers),
+    ("nvmf_create_transport", nvmf_create_transport),
+    ("nvmf_get_transports", nvmf_get_transports),
+    ("nvmf_create_subsystem", nvmf_create_subsystem),
+    ("nvmf_delete_subsystem", nvmf_delete_subsystem),
+    ("nvmf_get_subsystems", nvmf_get_subsystems),
+    ("nvmf_subsystem_add_ns", nvmf_subsystem_add_ns),
+    ("nvmf_subsystem_remove_ns", nvmf_subsystem_remove_ns),
+    ("nvmf_subsystem_add_listener", nvmf_subsystem_add_listener),
+    (
+        "nvmf_subsystem_remove_listener",
+        nvmf_subsystem_remove_listener,
+    ),
+    ("nvmf_subsystem_add_host", nvmf_subsystem_add_host),
+    ("nvmf_subsystem_remove_host", nvmf_subsystem_remove_host),
+    (
+        "nvmf_subsystem_allow_any_host",
+        nvmf_subsystem_allow_any_host,
+    ),
+    (
+        "nvmf_subsystem_get_controllers",
+        nvmf_subsystem_get_controllers,
+    ),
+    ("nvmf_subsystem_get_qpairs", nvmf_subsystem_get_qpairs),
+    ("nvmf_subsystem_get_listeners", nvmf_subsystem_get_listeners),
+];
+
+/// Calls `method` with `params`.
+pub fn call(ctx: &Context, method: &str, params: Option<Value>) -> Result<Value, RpcError> {
+    let Some((_, f)) = METHODS.iter().find(|(n, _)| *n == method) else {
+        return Err(RpcError::new(
+            METHOD_NOT_FOUND,
+            format!("Method not found: {method}"),
+        ));
+    };
+    f(ctx, params)
+}
+
+/// Decodes params (absent params decode like `{}`, so required ones are reported missing).
+fn parse<T: DeserializeOwned>(params: Option<Value>) -> Result<T, RpcError> {
+    let v = match params {
+        None | Some(Value::Null) => Value::Object(Map::new()),
+        Some(v @ Value::Object(_)) => v,
+        Some(_) => {
+            return Err(RpcError::params(
+                "Invalid parameters: params must be an object",
+            ))
+        }
+    };
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            RpcError::params(format!("Invalid parameters: {inner}"))
+        } else {
+            RpcError::params(format!("Invalid parameters: {path}: {inner}"))
+        }
+    })
+}
+
+/// Methods without parameters accept none (or an empty object).
+fn no_params(params: Option<Value>) -> Result<(), RpcError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct None_ {}
+    parse::<None_>(params).map(|_| ())
+}
