@@ -197,13 +197,72 @@ pub(crate) fn bdev_uring_create(_: &Context, params: Option<Value>) -> Result<Va
     Ok(json!(b.name()))
 }
 
-pub(crate) fn bdev_delete(_: &Context, params: Option<Value>) -> Result<Value, RpcError> {
+/// The product names of the bdev kinds, as `bdev_get_bdevs` reports them, and what the
+/// delete methods call each kind in their errors.
+pub(crate) const MALLOC: (&str, &str) = ("Malloc disk", "malloc");
+pub(crate) const NULL: (&str, &str) = ("Null disk", "null");
+pub(crate) const URING: (&str, &str) = ("URING bdev", "uring");
+pub(crate) const CRYPTO: (&str, &str) = ("crypto", "crypto");
+pub(crate) const COMPRESS: (&str, &str) = ("compress", "compress");
+
+/// Deletes bdev `params.name` if it is of `kind` (a product name and its short name). A
+/// delete aimed at a bdev of another kind is refused as SPDK refuses it (-19, "No such
+/// device"), naming the kind found, and leaves that bdev alone.
+fn delete_kind(params: Option<Value>, kind: (&str, &str)) -> Result<Value, RpcError> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct P {
         name: String,
     }
     let p: P = parse(params)?;
-    ballast_engine::bdev::delete(&p.name)?;
+    let b = ballast_engine::bdev::lookup(&p.name)
+        .ok_or_else(|| RpcError::new(-19, format!("No such device: bdev {} not found", p.name)))?;
+    if b.product_name() != kind.0 {
+        return Err(RpcError::new(
+            -19,
+            format!(
+                "No such device: bdev {} is a {} bdev, not a {} bdev (use its own delete method)",
+                b.name(),
+                kind_of(b.product_name()),
+                kind.1
+            ),
+        ));
+    }
+    ballast_engine::bdev::delete(b.name())?;
     Ok(json!(true))
+}
+
+/// The short kind name of a product name ("Malloc disk" -> "malloc").
+fn kind_of(product: &str) -> &str {
+    [
+        MALLOC,
+        NULL,
+        URING,
+        CRYPTO,
+        COMPRESS,
+        ("NVMe disk", "NVMe (bdev_nvme)"),
+    ]
+    .iter()
+    .find(|k| k.0 == product)
+    .map_or(product, |k| k.1)
+}
+
+pub(crate) fn bdev_malloc_delete(_: &Context, params: Option<Value>) -> Result<Value, RpcError> {
+    delete_kind(params, MALLOC)
+}
+
+pub(crate) fn bdev_null_delete(_: &Context, params: Option<Value>) -> Result<Value, RpcError> {
+    delete_kind(params, NULL)
+}
+
+pub(crate) fn bdev_uring_delete(_: &Context, params: Option<Value>) -> Result<Value, RpcError> {
+    delete_kind(params, URING)
+}
+
+pub(crate) fn bdev_crypto_delete(_: &Context, params: Option<Value>) -> Result<Value, RpcError> {
+    delete_kind(params, CRYPTO)
+}
+
+pub(crate) fn bdev_compress_delete(_: &Context, params: Option<Value>) -> Result<Value, RpcError> {
+    delete_kind(params, COMPRESS)
 }
