@@ -72,6 +72,19 @@ impl std::fmt::Display for RpcError {
     }
 }
 
+/// `s`, cut to at most `max` bytes (on a character boundary) with a note of what was cut, for
+/// quoting user input in errors and logs.
+pub fn cap(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} more bytes)", &s[..end], s.len() - end)
+}
+
 const ENODEV: i64 = -19;
 const EEXIST: i64 = -17;
 const EBUSY: i64 = -16;

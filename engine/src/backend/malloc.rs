@@ -5,6 +5,7 @@
 //! target sends C2HData straight out of the region).
 
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::bdev::{
@@ -30,7 +31,8 @@ unsafe impl Send for Region {}
 unsafe impl Sync for Region {}
 
 impl Region {
-    fn new(len: usize) -> Result<Self> {
+    fn new(len: usize, overcommit: bool) -> Result<Self> {
+        let reserved = reserve(len as u64, overcommit)?;
         // SAFETY: an anonymous mapping with no address hint; the result is checked.
         let p = unsafe {
             libc::mmap(
@@ -43,6 +45,7 @@ impl Region {
             )
         };
         if p == libc::MAP_FAILED {
+            COMMITTED.fetch_sub(reserved, Ordering::AcqRel);
             return Err(Error::Os {
                 op: "mmap",
                 path: String::new(),
@@ -80,7 +83,69 @@ impl Drop for Region {
         // SAFETY: unmapping exactly the mapping created in `new`; no channel outlives the
         // backend that owns the region.
         unsafe { libc::munmap(self.ptr.cast(), self.len) };
+        COMMITTED.fetch_sub(self.len as u64, Ordering::AcqRel);
     }
+}
+
+/// Bytes of all live malloc regions (each counted at its full size: pages are backed when
+/// written, and a RAM disk is there to be written).
+static COMMITTED: AtomicU64 = AtomicU64::new(0);
+
+/// The machine's physical memory in bytes (`MemTotal` of /proc/meminfo).
+fn mem_total() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// What malloc bdevs may hold together without overcommit: physical memory less a margin
+/// for the rest of the system (an eighth, at least 512 MiB).
+pub fn backing_limit() -> Option<u64> {
+    mem_total().map(|t| t.saturating_sub((t / 8).max(512 << 20)))
+}
+
+/// Bytes held by live malloc bdevs.
+pub fn committed() -> u64 {
+    COMMITTED.load(Ordering::Acquire)
+}
+
+fn gib(b: u64) -> String {
+    format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64)
+}
+
+/// Reserves `len` bytes of the backing limit (refused past it unless `overcommit`); the
+/// region releases them when dropped.
+fn reserve(len: u64, overcommit: bool) -> Result<u64> {
+    let limit = match backing_limit() {
+        Some(l) if !overcommit => l,
+        _ => {
+            COMMITTED.fetch_add(len, Ordering::AcqRel);
+            return Ok(len);
+        }
+    };
+    COMMITTED
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+            c.checked_add(len).filter(|&n| n <= limit)
+        })
+        .map_err(|held| Error::InvalidParam {
+            param: "num_blocks",
+            why: format!(
+                "{} is more than this machine can back in RAM: malloc bdevs may hold {} \
+                 together (physical memory less a margin), {} already held; pass overcommit \
+                 to create it anyway",
+                gib(len),
+                gib(limit),
+                gib(held)
+            ),
+        })?;
+    Ok(len)
 }
 
 struct MallocBackend {
@@ -257,8 +322,15 @@ pub struct MallocOpts {
     pub uuid: Option<uuid::Uuid>,
 }
 
-/// Creates and registers a malloc bdev.
+/// Creates and registers a malloc bdev; refused if it would take malloc bdevs past
+/// [`backing_limit`].
 pub fn create(opts: MallocOpts) -> Result<Arc<Bdev>> {
+    create_with(opts, false)
+}
+
+/// [`create`], past the backing limit too if `overcommit` (pages are backed as they are
+/// written: a disk larger than RAM works until it is filled).
+pub fn create_with(opts: MallocOpts, overcommit: bool) -> Result<Arc<Bdev>> {
     let len = opts
         .num_blocks
         .checked_mul(opts.block_size as u64)
@@ -278,7 +350,7 @@ pub fn create(opts: MallocOpts) -> Result<Arc<Bdev>> {
         info.uuid = u;
     }
     let backend = MallocBackend {
-        mem: Arc::new(Region::new(len as usize)?),
+        mem: Arc::new(Region::new(len as usize, overcommit)?),
         block_size: opts.block_size as usize,
     };
     bdev::register(info, Box::new(backend))

@@ -7,10 +7,20 @@ use super::*;
 pub(crate) struct NameOpt {
     #[serde(default)]
     pub(crate) name: Option<String>,
-    /// SPDK's bdev_get_bdevs takes a timeout for examine; nothing to wait for here.
+    /// Milliseconds to wait for bdev `name` to appear (SPDK's bdev_get_bdevs).
     #[serde(default)]
-    #[allow(dead_code)]
-    timeout: Option<u64>,
+    pub(crate) timeout: Option<u64>,
+}
+
+/// Longest wait `timeout` may ask for: the RPC thread serves one request at a time.
+const MAX_WAIT_MS: u64 = 60_000;
+
+/// Waits up to `timeout_ms` for bdev `name` to be registered.
+fn wait_for_bdev(name: &str, timeout_ms: u64) {
+    let until = Instant::now() + std::time::Duration::from_millis(timeout_ms.min(MAX_WAIT_MS));
+    while ballast_engine::bdev::lookup(name).is_none() && Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 pub(crate) fn bdevs_named(
@@ -30,6 +40,9 @@ pub(crate) fn bdevs_named(
 
 pub(crate) fn bdev_get_bdevs(_: &Context, params: Option<Value>) -> Result<Value, RpcError> {
     let p: NameOpt = parse(params)?;
+    if let (Some(n), Some(t)) = (&p.name, p.timeout) {
+        wait_for_bdev(n, t);
+    }
     let out: Vec<Value> = bdevs_named(p.name)?
         .into_iter()
         .map(|b| {
@@ -69,7 +82,13 @@ pub(crate) fn bdev_get_bdevs(_: &Context, params: Option<Value>) -> Result<Value
 }
 
 pub(crate) fn bdev_get_iostat(ctx: &Context, params: Option<Value>) -> Result<Value, RpcError> {
-    let p: NameOpt = parse(params)?;
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct P {
+        #[serde(default)]
+        name: Option<String>,
+    }
+    let p: P = parse(params)?;
     let bdevs: Vec<Value> = bdevs_named(p.name)?
         .into_iter()
         .map(|b| {
@@ -141,6 +160,13 @@ pub(crate) struct SizedBdev {
     block_size: u32,
     #[serde(default)]
     uuid: Option<String>,
+    /// SPDK's; ballast's physical block is the logical block (0 means the same).
+    #[serde(default)]
+    physical_block_size: Option<u32>,
+    /// ballast's: create a malloc bdev larger than the machine can back (see
+    /// `malloc::backing_limit`).
+    #[serde(default)]
+    overcommit: bool,
 }
 
 impl SizedBdev {
@@ -148,6 +174,16 @@ impl SizedBdev {
         let mut p: SizedBdev = parse(params)?;
         check_block_size(p.block_size)?;
         check_num_blocks(p.num_blocks, p.block_size)?;
+        if let Some(pbs) = p
+            .physical_block_size
+            .filter(|&b| b != 0 && b != p.block_size)
+        {
+            return Err(RpcError::params(format!(
+                "Invalid parameters: physical_block_size {pbs} is not supported by ballast \
+                 (the physical block is the logical block, {})",
+                p.block_size
+            )));
+        }
         let uuid = parse_uuid(p.uuid.take(), "uuid")?;
         Ok((p, uuid))
     }
@@ -155,17 +191,25 @@ impl SizedBdev {
 
 pub(crate) fn bdev_malloc_create(_: &Context, params: Option<Value>) -> Result<Value, RpcError> {
     let (p, uuid) = SizedBdev::parse(params)?;
-    let b = malloc::create(malloc::MallocOpts {
-        name: p.name.unwrap_or_else(|| next_name("Malloc")),
-        num_blocks: p.num_blocks,
-        block_size: p.block_size,
-        uuid,
-    })?;
+    let b = malloc::create_with(
+        malloc::MallocOpts {
+            name: p.name.unwrap_or_else(|| next_name("Malloc")),
+            num_blocks: p.num_blocks,
+            block_size: p.block_size,
+            uuid,
+        },
+        p.overcommit,
+    )?;
     Ok(json!(b.name()))
 }
 
 pub(crate) fn bdev_null_create(_: &Context, params: Option<Value>) -> Result<Value, RpcError> {
     let (p, uuid) = SizedBdev::parse(params)?;
+    if p.overcommit {
+        return Err(RpcError::params(
+            "Invalid parameters: overcommit applies to malloc bdevs (a null bdev holds no memory)",
+        ));
+    }
     let name = p
         .name
         .ok_or_else(|| RpcError::params("Invalid parameters: missing field `name`"))?;

@@ -96,8 +96,6 @@ pub(crate) fn bdev_crypto_create(_: &Context, params: Option<Value>) -> Result<V
         base_bdev_name: String,
         name: String,
         key_name: String,
-        #[serde(default)]
-        crypto_pmd: Option<String>,
     }
     let p: P = parse(params)?;
     let b = ballast_engine::backend::crypto::create(&p.name, &p.base_bdev_name, &p.key_name)?;

@@ -21,6 +21,7 @@ use serde_json::{json, Map, Value};
 use crate::error::{RpcError, METHOD_NOT_FOUND};
 
 mod bdev;
+mod compat;
 mod compress_stage;
 mod crypto;
 mod framework;
@@ -123,9 +124,11 @@ pub fn call(ctx: &Context, method: &str, params: Option<Value>) -> Result<Value,
     let Some((_, f)) = METHODS.iter().find(|(n, _)| *n == method) else {
         return Err(RpcError::new(
             METHOD_NOT_FOUND,
-            format!("Method not found: {method}"),
+            format!("Method not found: {}", crate::error::cap(method, 128)),
         ));
     };
+    let mut params = params;
+    compat::screen(method, &mut params)?;
     f(ctx, params)
 }
 

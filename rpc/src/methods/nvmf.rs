@@ -2,29 +2,12 @@
 
 use super::*;
 
-/// SPDK transport options ballast accepts and ignores (they tune SPDK internals that have
-/// no counterpart here), so SPDK scripts run unchanged.
-pub(crate) const IGNORED_TRANSPORT_OPTS: &[&str] = &[
-    "max_qpairs_per_ctrlr",
-    "max_aq_depth",
-    "num_shared_buffers",
-    "buf_cache_size",
-    "dif_insert_or_strip",
-    "sock_priority",
-    "abort_timeout_sec",
-    "zcopy",
-    "ack_timeout",
-    "data_wr_pool_size",
-    "acceptor_poll_rate",
-    "tgt_name",
-    "control_msg_num",
-];
-
 pub(crate) fn nvmf_create_transport(
     ctx: &Context,
     params: Option<Value>,
 ) -> Result<Value, RpcError> {
     #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
     struct P {
         trtype: String,
         max_queue_depth: Option<u16>,
@@ -33,23 +16,12 @@ pub(crate) fn nvmf_create_transport(
         max_io_size: Option<u32>,
         io_unit_size: Option<u32>,
         c2h_success: Option<bool>,
-        #[serde(flatten)]
-        rest: Map<String, Value>,
     }
     let p: P = parse(params)?;
     if !p.trtype.eq_ignore_ascii_case("tcp") {
         return Err(RpcError::params(format!(
             "Invalid parameters: trtype {:?} is not supported (only TCP)",
             p.trtype
-        )));
-    }
-    if let Some(k) = p
-        .rest
-        .keys()
-        .find(|k| !IGNORED_TRANSPORT_OPTS.contains(&k.as_str()))
-    {
-        return Err(RpcError::params(format!(
-            "Invalid parameters: unknown field `{k}`"
         )));
     }
     let d = TransportOpts::default();
@@ -89,9 +61,6 @@ pub(crate) fn nvmf_get_transports(ctx: &Context, params: Option<Value>) -> Resul
     struct P {
         #[serde(default)]
         trtype: Option<String>,
-        #[serde(default)]
-        #[allow(dead_code)]
-        tgt_name: Option<String>,
     }
     let p: P = parse(params)?;
     if let Some(t) = &p.trtype {
@@ -128,9 +97,6 @@ pub(crate) fn nvm_subsystem(ctx: &Context, nqn: &str) -> Result<Arc<Subsystem>, 
 #[serde(deny_unknown_fields)]
 pub(crate) struct NqnOnly {
     nqn: String,
-    #[serde(default)]
-    #[allow(dead_code)]
-    tgt_name: Option<String>,
 }
 
 /// Default serial number of a subsystem created without one (SPDK's default).
@@ -155,14 +121,6 @@ pub(crate) fn nvmf_create_subsystem(
         allow_any_host: bool,
         #[serde(default)]
         max_namespaces: Option<u32>,
-        #[serde(default)]
-        tgt_name: Option<String>,
-        #[serde(default)]
-        ana_reporting: Option<bool>,
-        #[serde(default)]
-        min_cntlid: Option<u16>,
-        #[serde(default)]
-        max_cntlid: Option<u16>,
     }
     let p: P = parse(params)?;
     ctx.target.create_subsystem(
@@ -243,8 +201,6 @@ pub(crate) fn nvmf_get_subsystems(ctx: &Context, params: Option<Value>) -> Resul
     struct P {
         #[serde(default)]
         nqn: Option<String>,
-        #[serde(default)]
-        tgt_name: Option<String>,
     }
     let p: P = parse(params)?;
     if let Some(n) = p.nqn {
@@ -290,12 +246,6 @@ pub(crate) fn nvmf_subsystem_add_ns(
         nguid: Option<String>,
         #[serde(default)]
         eui64: Option<String>,
-        #[serde(default)]
-        ptpl_file: Option<String>,
-        #[serde(default)]
-        anagrpid: Option<u32>,
-        #[serde(default)]
-        no_auto_visible: Option<bool>,
     }
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -303,8 +253,6 @@ pub(crate) fn nvmf_subsystem_add_ns(
     struct P {
         nqn: String,
         namespace: Ns,
-        #[serde(default)]
-        tgt_name: Option<String>,
     }
     let p: P = parse(params)?;
     let s = nvm_subsystem(ctx, &p.nqn)?;
@@ -340,8 +288,6 @@ pub(crate) fn nvmf_subsystem_remove_ns(
     struct P {
         nqn: String,
         nsid: u32,
-        #[serde(default)]
-        tgt_name: Option<String>,
     }
     let p: P = parse(params)?;
     nvm_subsystem(ctx, &p.nqn)?.remove_ns(p.nsid)?;
@@ -364,12 +310,6 @@ pub(crate) struct ListenAddress {
 pub(crate) struct ListenerParams {
     nqn: String,
     listen_address: ListenAddress,
-    #[serde(default)]
-    tgt_name: Option<String>,
-    #[serde(default)]
-    secure_channel: Option<bool>,
-    #[serde(default)]
-    ana_state: Option<String>,
 }
 
 pub(crate) fn socket_addr(l: &ListenAddress) -> Result<SocketAddr, RpcError> {
@@ -440,10 +380,6 @@ pub(crate) fn nvmf_subsystem_remove_listener(
 pub(crate) struct HostParams {
     nqn: String,
     host: String,
-    #[serde(default)]
-    tgt_name: Option<String>,
-    #[serde(default)]
-    psk: Option<String>,
 }
 
 pub(crate) fn nvmf_subsystem_add_host(
@@ -451,11 +387,6 @@ pub(crate) fn nvmf_subsystem_add_host(
     params: Option<Value>,
 ) -> Result<Value, RpcError> {
     let p: HostParams = parse(params)?;
-    if p.psk.is_some() {
-        return Err(RpcError::params(
-            "Invalid parameters: psk (TLS) is not supported by ballast",
-        ));
-    }
     nvm_subsystem(ctx, &p.nqn)?.add_host(&p.host)?;
     Ok(json!(true))
 }
@@ -479,8 +410,6 @@ pub(crate) fn nvmf_subsystem_allow_any_host(
     struct P {
         nqn: String,
         allow_any_host: bool,
-        #[serde(default)]
-        tgt_name: Option<String>,
     }
     let p: P = parse(params)?;
     nvm_subsystem(ctx, &p.nqn)?.set_allow_any_host(p.allow_any_host);

@@ -42,10 +42,9 @@ pub(crate) fn bdev_nvme_attach_controller(
         ctrlr_loss_timeout_sec: Option<i64>,
         #[serde(default)]
         reconnect_delay_sec: Option<u64>,
-        #[serde(default)]
-        fast_io_fail_timeout_sec: Option<u64>,
-        #[serde(default)]
-        io_queues: Option<u16>,
+        /// SPDK's name; `io_queues` (what ballast saved before) is accepted too.
+        #[serde(default, alias = "io_queues")]
+        num_io_queues: Option<u16>,
     }
     let p: P = parse(params)?;
     let addr = socket_addr(&ListenAddress {
@@ -78,7 +77,10 @@ pub(crate) fn bdev_nvme_attach_controller(
         host,
         ctrlr_loss_timeout: loss,
         reconnect_delay: std::time::Duration::from_secs(p.reconnect_delay_sec.unwrap_or(1).max(1)),
-        io_queues: p.io_queues.unwrap_or(ctx.rt.cores().len() as u16).max(1),
+        io_queues: p
+            .num_io_queues
+            .unwrap_or(ctx.rt.cores().len() as u16)
+            .max(1),
     })?;
     Ok(json!(names))
 }
@@ -87,12 +89,56 @@ pub(crate) fn bdev_nvme_detach_controller(
     _: &Context,
     params: Option<Value>,
 ) -> Result<Value, RpcError> {
+    /// SPDK's detach takes a path's address to remove one path of a multipath controller;
+    /// ballast's controllers have one path: given, it must be that path's.
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct P {
         name: String,
+        trtype: Option<String>,
+        traddr: Option<String>,
+        adrfam: Option<String>,
+        trsvcid: Option<String>,
+        subnqn: Option<String>,
+        hostaddr: Option<String>,
+        hostsvcid: Option<String>,
     }
     let p: P = parse(params)?;
+    if let Some(r) = ballast_nvme::remote::list()
+        .into_iter()
+        .find(|r| r.name == p.name)
+    {
+        let t = remote_json(&r);
+        let given = [
+            ("trtype", &p.trtype),
+            ("traddr", &p.traddr),
+            ("adrfam", &p.adrfam),
+            ("trsvcid", &p.trsvcid),
+            ("subnqn", &p.subnqn),
+        ];
+        for (k, v) in given {
+            if let Some(v) = v {
+                if !t[k].as_str().is_some_and(|x| x.eq_ignore_ascii_case(v)) {
+                    return Err(RpcError::new(
+                        -19,
+                        format!(
+                            "No such device: controller {} has no path with {k} {v}",
+                            p.name
+                        ),
+                    ));
+                }
+            }
+        }
+        if p.hostaddr.is_some() || p.hostsvcid.is_some() {
+            return Err(RpcError::new(
+                -19,
+                format!(
+                    "No such device: controller {} has no path with a host address",
+                    p.name
+                ),
+            ));
+        }
+    }
     ballast_nvme::remote::detach(&p.name)?;
     Ok(json!(true))
 }
@@ -113,7 +159,7 @@ pub(crate) fn remote_json(r: &ballast_nvme::remote::RemoteInfo) -> Value {
         "ddgst": o.host.ddgst,
         "ctrlr_loss_timeout_sec": o.ctrlr_loss_timeout.as_secs().min(i64::MAX as u64 / 2),
         "reconnect_delay_sec": o.reconnect_delay.as_secs(),
-        "io_queues": o.io_queues,
+        "num_io_queues": o.io_queues,
     })
 }
 
