@@ -158,9 +158,33 @@ fn bdev_config() -> Vec<Value> {
     dependency_order(bases)
 }
 
-/// The live configuration.
+/// ballast's configurable subsystems with those each depends on, in the order a saved
+/// configuration lists (and replays) them: SPDK's `framework_get_subsystems` shape.
+pub const SUBSYSTEMS: &[(&str, &[&str])] =
+    &[("accel", &[]), ("bdev", &["accel"]), ("nvmf", &["bdev"])];
+
+/// The live configuration of subsystem `name` (`framework_get_config`); `None` if ballast
+/// has no such subsystem.
+pub fn subsystem_config(ctx: &Context, name: &str) -> Option<Vec<Value>> {
+    match name {
+        "accel" => Some(accel_config()),
+        "bdev" => Some(bdev_config()),
+        "nvmf" => Some(nvmf_config(ctx)),
+        _ => None,
+    }
+}
+
+/// The live configuration: every subsystem's, in [`SUBSYSTEMS`] order.
 pub fn save(ctx: &Context) -> Value {
-    let bcfg = bdev_config();
+    let subs: Vec<Value> = SUBSYSTEMS
+        .iter()
+        .map(|(name, _)| json!({"subsystem": name, "config": subsystem_config(ctx, name)}))
+        .collect();
+    json!({ "subsystems": subs })
+}
+
+/// The "accel" config: crypto keys.
+fn accel_config() -> Vec<Value> {
     // Keys are saved with their material, as SPDK does: protect saved configs (0600).
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     let acfg: Vec<Value> = ballast_engine::backend::crypto::keys()
@@ -173,6 +197,11 @@ pub fn save(ctx: &Context) -> Value {
             ))
         })
         .collect();
+    acfg
+}
+
+/// The "nvmf" config: transport, subsystems with their namespaces, hosts and listeners.
+fn nvmf_config(ctx: &Context) -> Vec<Value> {
     let t = &ctx.target;
     let mut ncfg = Vec::new();
     if let Some(o) = t.transport() {
@@ -234,11 +263,7 @@ pub fn save(ctx: &Context) -> Value {
             ));
         }
     }
-    json!({"subsystems": [
-        {"subsystem": "accel", "config": acfg},
-        {"subsystem": "bdev", "config": bcfg},
-        {"subsystem": "nvmf", "config": ncfg},
-    ]})
+    ncfg
 }
 
 /// SPDK methods that tune parts of SPDK ballast does not have; skipped on load.

@@ -18,6 +18,7 @@
 
 pub mod config;
 mod error;
+pub mod log;
 pub mod methods;
 pub mod server;
 

@@ -38,6 +38,33 @@ pub(crate) fn bdevs_named(
     }
 }
 
+/// SPDK's `supported_io_types` keys, in its order, and the ballast operation behind each
+/// (`None`: an operation ballast bdevs never support).
+const SPDK_IO_TYPES: [(&str, Option<IoType>); 22] = [
+    ("read", Some(IoType::Read)),
+    ("write", Some(IoType::Write)),
+    ("unmap", Some(IoType::Unmap)),
+    ("flush", Some(IoType::Flush)),
+    ("reset", None),
+    ("nvme_admin", None),
+    ("nvme_io", None),
+    ("nvme_io_md", None),
+    ("write_zeroes", Some(IoType::WriteZeroes)),
+    ("zcopy", None),
+    ("get_zone_info", None),
+    ("zone_management", None),
+    ("zone_append", None),
+    ("compare", None),
+    ("compare_and_write", None),
+    ("abort", None),
+    ("seek_hole", None),
+    ("seek_data", None),
+    ("copy", None),
+    ("nvme_iov_md", None),
+    ("nvme_nssr", None),
+    ("write_uncorrectable", None),
+];
+
 pub(crate) fn bdev_get_bdevs(_: &Context, params: Option<Value>) -> Result<Value, RpcError> {
     let p: NameOpt = parse(params)?;
     if let (Some(n), Some(t)) = (&p.name, p.timeout) {
@@ -48,34 +75,52 @@ pub(crate) fn bdev_get_bdevs(_: &Context, params: Option<Value>) -> Result<Value
         .map(|b| {
             let i = b.info();
             let io = |t| b.supports(t);
-            let specific: Map<String, Value> = b
+            // Stage details under driver_specific.<kind>, as SPDK nests them.
+            let details: Map<String, Value> = b
                 .describe()
                 .into_iter()
                 .map(|(k, v)| (k, Value::String(v)))
                 .collect();
-            json!({
+            let mut details = details;
+            if details.contains_key("base_bdev_name") {
+                details.insert("name".into(), json!(i.name));
+            }
+            let mut specific = Map::new();
+            if !details.is_empty() {
+                specific.insert(
+                    kind_of(b.product_name()).to_string(),
+                    Value::Object(details),
+                );
+            }
+            let mut types = Map::new();
+            for (key, op) in SPDK_IO_TYPES {
+                types.insert(key.to_string(), json!(op.is_some_and(io)));
+            }
+            let mut v = json!({
                 "name": i.name,
                 "aliases": i.aliases,
                 "product_name": b.product_name(),
                 "block_size": i.block_size,
                 "num_blocks": i.num_blocks,
                 "uuid": i.uuid.to_string(),
+                "assigned_rate_limits": {
+                    "rw_ios_per_sec": 0,
+                    "rw_mbytes_per_sec": 0,
+                    "r_mbytes_per_sec": 0,
+                    "w_mbytes_per_sec": 0,
+                },
                 "claimed": b.claimed_by().is_some(),
-                "claimed_by": b.claimed_by(),
+                "zoned": false,
+                "supported_io_types": types,
+                "driver_specific": specific,
                 "write_cache": i.write_cache,
                 "optimal_io_boundary": i.optimal_io_boundary,
-                "supported_io_types": {
-                    "read": io(IoType::Read),
-                    "write": io(IoType::Write),
-                    "flush": io(IoType::Flush),
-                    "unmap": io(IoType::Unmap),
-                    "write_zeroes": io(IoType::WriteZeroes),
-                    "reset": false,
-                    "nvme_admin": false,
-                    "nvme_io": false,
-                },
-                "driver_specific": specific,
-            })
+            });
+            if let Some(by) = b.claimed_by() {
+                v["claim_type"] = json!("exclusive_write");
+                v["claimed_by"] = json!(by);
+            }
+            v
         })
         .collect();
     Ok(Value::Array(out))

@@ -16,17 +16,21 @@ pub(crate) fn rpc_get_methods(_: &Context, params: Option<Value>) -> Result<Valu
     Ok(json!(METHODS.iter().map(|(n, _)| *n).collect::<Vec<_>>()))
 }
 
+/// The git commit the daemon was built from (rpc/build.rs; "unknown" outside a checkout).
+const COMMIT: &str = env!("BALLAST_GIT_COMMIT");
+
 pub(crate) fn spdk_get_version(_: &Context, params: Option<Value>) -> Result<Value, RpcError> {
     no_params(params)?;
     let v = env!("CARGO_PKG_VERSION");
     let mut parts = v.split('.').map(|p| p.parse::<u64>().unwrap_or(0));
     Ok(json!({
-        "version": format!("ballast v{v}"),
+        "version": format!("ballast v{v} git sha1 {COMMIT}"),
         "fields": {
             "major": parts.next().unwrap_or(0),
             "minor": parts.next().unwrap_or(0),
             "patch": parts.next().unwrap_or(0),
             "suffix": "",
+            "commit": COMMIT,
         }
     }))
 }
@@ -40,20 +44,67 @@ pub(crate) fn framework_wait_init(_: &Context, params: Option<Value>) -> Result<
 /// Reactor busy/idle are reported in nanoseconds; tick_rate says so (SPDK's shape).
 pub(crate) const TICK_RATE: u64 = 1_000_000_000;
 
+/// One CPU's line of /proc/stat: user, system and interrupt time in USER_HZ ticks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuTimes {
+    cpu: usize,
+    usr: u64,
+    sys: u64,
+    irq: u64,
+}
+
+/// Every CPU's times from /proc/stat (empty if it cannot be read, as SPDK reports zeros).
+pub(crate) fn cpu_times() -> Vec<CpuTimes> {
+    let Ok(s) = std::fs::read_to_string("/proc/stat") else {
+        return Vec::new();
+    };
+    s.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let cpu = f.next()?.strip_prefix("cpu")?.parse().ok()?;
+            let n: Vec<u64> = f.filter_map(|x| x.parse().ok()).collect();
+            // user nice system idle iowait irq softirq ...
+            Some(CpuTimes {
+                cpu,
+                usr: *n.first()? + n.get(1).copied().unwrap_or(0),
+                sys: *n.get(2)?,
+                irq: n.get(5).copied().unwrap_or(0) + n.get(6).copied().unwrap_or(0),
+            })
+        })
+        .collect()
+}
+
 pub(crate) fn framework_get_reactors(
     ctx: &Context,
     params: Option<Value>,
 ) -> Result<Value, RpcError> {
     no_params(params)?;
     let main = ctx.rt.main_core();
+    let now = cpu_times();
+    let since_start = |core: usize| -> CpuTimes {
+        let find = |v: &[CpuTimes]| v.iter().find(|t| t.cpu == core).copied();
+        match (find(&now), find(&ctx.cpu_base)) {
+            (Some(n), Some(b)) => CpuTimes {
+                cpu: core,
+                usr: n.usr.saturating_sub(b.usr),
+                sys: n.sys.saturating_sub(b.sys),
+                irq: n.irq.saturating_sub(b.irq),
+            },
+            _ => CpuTimes::default(),
+        }
+    };
     let reactors: Vec<Value> = ctx
         .rt
         .stats()
         .into_iter()
         .map(|s| {
+            let t = since_start(s.core);
             json!({
                 "lcore": s.core,
                 "tid": s.tid,
+                "usr": t.usr,
+                "sys": t.sys,
+                "irq": t.irq,
                 "busy": s.busy.as_nanos() as u64,
                 "idle": s.idle.as_nanos() as u64,
                 "in_interrupt": false,
@@ -71,7 +122,7 @@ pub(crate) fn framework_get_reactors(
             })
         })
         .collect();
-    Ok(json!({"tick_rate": TICK_RATE, "reactors": reactors}))
+    Ok(json!({"tick_rate": TICK_RATE, "pid": std::process::id(), "reactors": reactors}))
 }
 
 pub(crate) fn thread_get_stats(ctx: &Context, params: Option<Value>) -> Result<Value, RpcError> {

@@ -26,6 +26,7 @@ mod compress_stage;
 mod crypto;
 mod framework;
 mod nvmf;
+mod ops;
 mod remote;
 
 use bdev::*;
@@ -35,6 +36,7 @@ use crypto::*;
 use framework::*;
 use nvmf::*;
 pub use nvmf::{transport_json, DEFAULT_MODEL, DEFAULT_SERIAL};
+use ops::*;
 pub(crate) use remote::remote_json;
 use remote::*;
 
@@ -48,6 +50,9 @@ pub struct Context {
     pub stop: Arc<AtomicBool>,
     /// When the daemon started.
     pub started: Instant,
+    /// Each CPU's /proc/stat times when the daemon started (framework_get_reactors reports
+    /// what its reactors' cores spent since).
+    pub(crate) cpu_base: Vec<framework::CpuTimes>,
 }
 
 impl Context {
@@ -58,6 +63,7 @@ impl Context {
             target,
             stop,
             started: Instant::now(),
+            cpu_base: framework::cpu_times(),
         })
     }
 }
@@ -72,10 +78,17 @@ pub const METHODS: &[(&str, Method)] = &[
     ("framework_get_reactors", framework_get_reactors),
     ("thread_get_stats", thread_get_stats),
     ("spdk_kill_instance", spdk_kill_instance),
+    ("framework_get_subsystems", framework_get_subsystems),
+    ("framework_get_config", framework_get_config),
+    ("log_get_print_level", log_get_print_level),
+    ("log_set_print_level", log_set_print_level),
+    ("iobuf_get_stats", iobuf_get_stats),
+    ("sock_impl_get_options", sock_impl_get_options),
     ("save_config", save_config),
     ("load_config", load_config),
     ("bdev_get_bdevs", bdev_get_bdevs),
     ("bdev_get_iostat", bdev_get_iostat),
+    ("bdev_wait_for_examine", bdev_wait_for_examine),
     ("bdev_malloc_create", bdev_malloc_create),
     ("bdev_malloc_delete", bdev_malloc_delete),
     ("bdev_null_create", bdev_null_create),
@@ -95,6 +108,7 @@ pub const METHODS: &[(&str, Method)] = &[
     ("bdev_nvme_get_controllers", bdev_nvme_get_controllers),
     ("nvmf_create_transport", nvmf_create_transport),
     ("nvmf_get_transports", nvmf_get_transports),
+    ("nvmf_get_stats", nvmf_get_stats),
     ("nvmf_create_subsystem", nvmf_create_subsystem),
     ("nvmf_delete_subsystem", nvmf_delete_subsystem),
     ("nvmf_get_subsystems", nvmf_get_subsystems),

@@ -416,6 +416,16 @@ pub(crate) fn nvmf_subsystem_allow_any_host(
     Ok(json!(true))
 }
 
+/// A socket address as SPDK's transport ID object.
+fn addr_json(a: &SocketAddr) -> Value {
+    json!({
+        "trtype": "TCP",
+        "adrfam": if a.is_ipv4() { "IPv4" } else { "IPv6" },
+        "traddr": a.ip().to_string(),
+        "trsvcid": a.port().to_string(),
+    })
+}
+
 pub(crate) fn nvmf_subsystem_get_controllers(
     ctx: &Context,
     params: Option<Value>,
@@ -424,16 +434,22 @@ pub(crate) fn nvmf_subsystem_get_controllers(
     let s = subsystem(ctx, &p.nqn)?;
     let mut cs = s.controllers();
     cs.sort_by_key(|c| c.cntlid);
+    let kind = if s.kind == SubsystemKind::Discovery {
+        "discovery"
+    } else {
+        "io"
+    };
     Ok(Value::Array(
         cs.iter()
             .map(|c| {
                 let q = c.qpairs();
                 json!({
                     "cntlid": c.cntlid,
+                    "cntrltype": kind,
                     "hostnqn": c.hostnqn,
                     "hostid": uuid::Uuid::from_bytes(c.hostid).to_string(),
                     "num_io_qpairs": q.len().saturating_sub(1),
-                    "peer_address": c.peer.to_string(),
+                    "peer_address": addr_json(&c.peer),
                     "listen_address": listen_json(&c.listener),
                     "kato_ms": c.kato.as_millis() as u64,
                 })
@@ -452,14 +468,22 @@ pub(crate) fn nvmf_subsystem_get_qpairs(
     let mut cs = s.controllers();
     cs.sort_by_key(|c| c.cntlid);
     for c in cs {
+        // SPDK's qpair states: a listed qpair belongs to a connected controller, so it is
+        // enabled until the controller starts to disconnect.
+        let state = if c.is_disconnecting() {
+            "deactivating"
+        } else {
+            "enabled"
+        };
         for q in c.qpairs() {
             out.push(json!({
                 "cntlid": c.cntlid,
                 "qid": q.qid,
-                "state": "active",
-                "thread": format!("reactor_{}", q.core),
+                "state": state,
+                "thread": thread_name(ctx, q.core),
+                "hostnqn": c.hostnqn,
                 "listen_address": listen_json(&c.listener),
-                "peer_address": c.peer.to_string(),
+                "peer_address": addr_json(&c.peer),
             }));
         }
     }
