@@ -24,7 +24,7 @@ use crate::error::RpcError;
 #[derive(Clone, Copy)]
 pub(crate) enum Accept {
     /// Tunes an SPDK internal that has no counterpart here (buffer pools, RDMA or vfio-user
-    /// knobs, socket priorities): any value is accepted and has no effect.
+    /// knobs, socket priorities, NUMA placement hints): any value is accepted, no effect.
     Any,
     /// A feature ballast does not have: accepted at SPDK's default, refused otherwise.
     Only(Spdk, &'static str),
@@ -79,6 +79,7 @@ const TABLE: &[(&str, &[(&str, Accept)])] = &[
         "bdev_malloc_create",
         &[
             ("optimal_io_boundary", Only(Zero, "I/O is never split")),
+            ("numa_id", Any),
             ("md_size", Only(Zero, DIF)),
             ("md_interleave", Only(False, DIF)),
             ("dif_type", Only(Zero, DIF)),
@@ -89,6 +90,7 @@ const TABLE: &[(&str, &[(&str, Accept)])] = &[
     (
         "bdev_null_create",
         &[
+            ("numa_id", Any),
             ("md_size", Only(Zero, DIF)),
             ("dif_type", Only(Zero, DIF)),
             ("dif_is_head_of_md", Only(False, DIF)),
