@@ -18,6 +18,20 @@ pub enum Error {
         /// Who holds the claim (e.g. "subsystem nqn...").
         by: String,
     },
+    /// No crypto key has that name.
+    #[error("crypto key {0} not found")]
+    KeyNotFound(String),
+    /// A crypto key with that name already exists.
+    #[error("crypto key {0} already exists")]
+    KeyExists(String),
+    /// The crypto key is used by crypto bdevs and cannot be destroyed.
+    #[error("crypto key {key} is in use by {users} crypto bdev(s); delete them first")]
+    KeyInUse {
+        /// The key's name.
+        key: String,
+        /// How many crypto bdevs use it.
+        users: usize,
+    },
     /// The bdev is being removed; it cannot be opened.
     #[error("bdev {0} is being removed")]
     Removing(String),

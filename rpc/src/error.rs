@@ -94,9 +94,9 @@ impl From<ballast_engine::Error> for RpcError {
     fn from(e: ballast_engine::Error) -> Self {
         use ballast_engine::Error as E;
         let code = match &e {
-            E::NotFound(_) => ENODEV,
-            E::Exists(_) => EEXIST,
-            E::Claimed { .. } | E::Removing(_) => EBUSY,
+            E::NotFound(_) | E::KeyNotFound(_) => ENODEV,
+            E::Exists(_) | E::KeyExists(_) => EEXIST,
+            E::Claimed { .. } | E::Removing(_) | E::KeyInUse { .. } => EBUSY,
             E::InvalidParam { .. } => INVALID_PARAMS,
             _ => INTERNAL_ERROR,
         };

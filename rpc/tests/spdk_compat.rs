@@ -300,6 +300,17 @@ fn requests_as_rpc_py_v25_09_sends_them() {
     assert_eq!(r["id"], json!(7));
     assert!(r.get("result").is_some(), "{r}");
 
+    // A key in use is not destroyed, and the error says so in plain words.
+    let (code, msg) = error(
+        &mut c,
+        rq("accel_crypto_key_destroy", json!({"key_name": k0})),
+    );
+    assert_eq!(code, -16);
+    assert_eq!(
+        msg,
+        format!("crypto key {k0} is in use by 1 crypto bdev(s); delete them first")
+    );
+
     // The deletes rpc.py sends.
     for (m, p) in [
         (

@@ -68,7 +68,7 @@ pub fn key_create(name: &str, cipher: &str, key: &[u8], key2: &[u8]) -> Result<(
     Xts::new(key, key2)?; // validates lengths and K1 != K2
     let mut k = KEYS.lock().unwrap();
     if k.contains_key(name) {
-        return Err(Error::Exists(format!("key {name}")));
+        return Err(Error::KeyExists(name.to_string()));
     }
     k.insert(
         name.to_string(),
@@ -86,10 +86,10 @@ pub fn key_create(name: &str, cipher: &str, key: &[u8], key2: &[u8]) -> Result<(
 pub fn key_destroy(name: &str) -> Result<()> {
     let mut k = KEYS.lock().unwrap();
     match k.get(name) {
-        None => Err(Error::NotFound(format!("key {name}"))),
-        Some(e) if e.users > 0 => Err(Error::Claimed {
-            bdev: format!("key {name}"),
-            by: format!("{} crypto bdev(s)", e.users),
+        None => Err(Error::KeyNotFound(name.to_string())),
+        Some(e) if e.users > 0 => Err(Error::KeyInUse {
+            key: name.to_string(),
+            users: e.users,
         }),
         Some(_) => {
             k.remove(name);
@@ -139,7 +139,7 @@ pub fn create(name: &str, base: &str, key_name: &str) -> Result<Arc<Bdev>> {
         let mut k = KEYS.lock().unwrap();
         let e = k
             .get_mut(key_name)
-            .ok_or_else(|| Error::NotFound(format!("key {key_name}")))?;
+            .ok_or_else(|| Error::KeyNotFound(key_name.to_string()))?;
         e.users += 1;
         (e.key.clone(), e.key2.clone())
     };
