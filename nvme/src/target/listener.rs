@@ -16,6 +16,7 @@ const ACCEPT_INTERVAL: std::time::Duration = std::time::Duration::from_micros(20
 
 /// A running listener (lives on the main reactor).
 pub(crate) struct Listener {
+    /// The address bound (never port 0).
     pub(crate) addr: ListenAddr,
     poller: PollerHandle,
     fd: std::os::fd::RawFd,
@@ -23,15 +24,17 @@ pub(crate) struct Listener {
 
 /// Binds `addr` and starts accepting on the current (main) reactor. `SO_REUSEADDR` is set by
 /// std on Unix so a restarted daemon can bind again at once.
+///
+/// The listener is known by the address actually bound ([`Listener::addr`]): for port 0 that
+/// is the port the kernel picked, so connections, reports and removal all name the real port.
 pub(crate) fn start(target: &Arc<Target>, addr: ListenAddr) -> Result<Listener> {
-    let l = TcpListener::bind(addr.0).map_err(|e| Error::Listener {
+    let fail = |e: std::io::Error| Error::Listener {
         addr: addr.to_string(),
         why: e.to_string(),
-    })?;
-    l.set_nonblocking(true).map_err(|e| Error::Listener {
-        addr: addr.to_string(),
-        why: e.to_string(),
-    })?;
+    };
+    let l = TcpListener::bind(addr.0).map_err(fail)?;
+    l.set_nonblocking(true).map_err(fail)?;
+    let addr = ListenAddr(l.local_addr().map_err(fail)?);
     let fd = l.as_raw_fd();
     ballast_reactor::add_wake_fd(fd)?;
     let t = Arc::downgrade(target);

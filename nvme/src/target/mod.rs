@@ -82,6 +82,12 @@ impl Target {
         }))
     }
 
+    /// The options the transport gets when it is created implicitly (by the first listener),
+    /// as given to [`Target::new`].
+    pub fn default_opts(&self) -> &TransportOpts {
+        &self.default_opts
+    }
+
     /// Transport options.
     pub fn opts(&self) -> &TransportOpts {
         self.opts.get().unwrap_or(&self.default_opts)
@@ -180,8 +186,11 @@ impl Target {
         self.opts.get()
     }
 
-    /// Adds a listener to a subsystem, starting the socket listener if it is new.
-    pub fn add_listener(self: &Arc<Self>, nqn: &str, addr: SocketAddr) -> Result<()> {
+    /// Adds a listener to a subsystem, starting the socket listener if it is new, and returns
+    /// the address bound. Port 0 asks the kernel for a free port: every such call starts a new
+    /// listener, and the subsystem records (and reports, and removes by) the port actually
+    /// bound, never 0.
+    pub fn add_listener(self: &Arc<Self>, nqn: &str, addr: SocketAddr) -> Result<SocketAddr> {
         let s = self
             .subsystem(nqn)
             .filter(|s| s.kind == SubsystemKind::Nvm)
@@ -194,13 +203,13 @@ impl Target {
             });
         }
         self.opts.get_or_init(|| self.default_opts.clone());
-        self.acquire_listener(addr)?;
-        if let Err(e) = s.add_listener_record(addr) {
-            self.release_listener(addr);
+        let bound = self.acquire_listener(addr)?;
+        if let Err(e) = s.add_listener_record(bound) {
+            self.release_listener(bound);
             return Err(e);
         }
         self.changed();
-        Ok(())
+        Ok(bound.0)
     }
 
     /// Removes a listener from a subsystem; controllers that connected through it are
@@ -224,20 +233,25 @@ impl Target {
         self.listeners.lock().unwrap().keys().copied().collect()
     }
 
-    fn acquire_listener(self: &Arc<Self>, addr: ListenAddr) -> Result<()> {
+    /// Takes a reference on the socket listener of `addr`, starting it if needed; returns the
+    /// address bound (differs from `addr` only for port 0, which always starts a new one).
+    fn acquire_listener(self: &Arc<Self>, addr: ListenAddr) -> Result<ListenAddr> {
         let mut ls = self.listeners.lock().unwrap();
-        if let Some(n) = ls.get_mut(&addr) {
-            *n += 1;
-            return Ok(());
+        if addr.0.port() != 0 {
+            if let Some(n) = ls.get_mut(&addr) {
+                *n += 1;
+                return Ok(addr);
+            }
         }
         let me = self.clone();
-        self.rt.call(self.rt.main_core(), move || {
+        let bound = self.rt.call(self.rt.main_core(), move || {
             let l = listener::start(&me, addr)?;
-            LISTENERS.with(|m| m.borrow_mut().insert(addr, l));
-            Ok::<(), Error>(())
+            let bound = l.addr;
+            LISTENERS.with(|m| m.borrow_mut().insert(bound, l));
+            Ok::<ListenAddr, Error>(bound)
         })??;
-        ls.insert(addr, 1);
-        Ok(())
+        ls.insert(bound, 1);
+        Ok(bound)
     }
 
     fn release_listener(&self, addr: ListenAddr) {
