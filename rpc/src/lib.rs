@@ -24,7 +24,7 @@ pub mod server;
 
 pub use error::{Error, RpcError};
 pub use methods::Context;
-pub use server::RpcServer;
+pub use server::{BoundSocket, RpcServer};
 
 /// Default RPC socket path.
 pub const DEFAULT_SOCKET: &str = "/var/tmp/ballast.sock";

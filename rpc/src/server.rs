@@ -56,10 +56,31 @@ struct Conn {
     eof: bool,
 }
 
+/// An RPC socket bound (and listening: clients that connect wait in the backlog) but not yet
+/// served. Lets a daemon claim its socket before it does anything else, and serve it once it
+/// is ready. Dropping it unserved closes the socket and removes the socket file.
+#[derive(Debug)]
+pub struct BoundSocket {
+    path: PathBuf,
+    /// `None` once handed to the server.
+    l: Option<UnixListener>,
+    /// Device and inode of the socket file we created, so that dropping an unserved socket
+    /// never removes a file someone else put at `path` since.
+    file_id: Option<(u64, u64)>,
+}
+
 impl RpcServer {
-    /// Binds `path` (replacing a stale socket, refusing a live one), and starts serving on
-    /// the main reactor of `ctx.rt`.
+    /// Binds `path` (replacing a stale socket, refusing a live one) and starts serving on the
+    /// main reactor of `ctx.rt`: [`RpcServer::bind`] then [`BoundSocket::serve`].
     pub fn start(ctx: Arc<Context>, path: &Path) -> Result<RpcServer, Error> {
+        Self::bind(path)?.serve(ctx)
+    }
+
+    /// Binds and listens on `path` without serving yet. A socket file that a live process
+    /// answers on is refused ([`Error::SocketInUse`]); one nobody answers on (left by a daemon
+    /// that died) is replaced. The socket is made owner-only (0600).
+    pub fn bind(path: &Path) -> Result<BoundSocket, Error> {
+        use std::os::unix::fs::MetadataExt;
         let p = path.display().to_string();
         let io = |op, source| Error::Io {
             op,
@@ -74,11 +95,39 @@ impl RpcServer {
             tracing::info!(path = %p, "replaced a stale RPC socket");
         }
         let l = UnixListener::bind(path).map_err(|e| io("bind", e))?;
+        let file_id = std::fs::symlink_metadata(path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        let bound = BoundSocket {
+            path: path.to_path_buf(),
+            l: Some(l),
+            file_id,
+        };
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| io("chmod", e))?;
-        l.set_nonblocking(true)
-            .map_err(|e| io("set_nonblocking", e))?;
+        if let Some(l) = &bound.l {
+            l.set_nonblocking(true)
+                .map_err(|e| io("set_nonblocking", e))?;
+        }
+        Ok(bound)
+    }
+}
 
+impl BoundSocket {
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Starts serving the socket on the main reactor of `ctx.rt`, with a control thread
+    /// executing the methods.
+    pub fn serve(mut self, ctx: Arc<Context>) -> Result<RpcServer, Error> {
+        let p = self.path.display().to_string();
+        let io = |op, source| Error::Io {
+            op,
+            path: p.clone(),
+            source,
+        };
         let (req_tx, req_rx) = bounded::<Job>(QUEUE);
         let (resp_tx, resp_rx) = bounded::<(u64, Vec<u8>)>(QUEUE);
         let rt = ctx.rt.clone();
@@ -90,6 +139,7 @@ impl RpcServer {
             .spawn(move || worker(wctx, req_rx, resp_tx, wrt, main))
             .map_err(|e| io("spawning the rpc thread", e))?;
         let tx = req_tx.clone();
+        let l = self.l.take().expect("a bound socket is served once");
         let poller = rt.call(main, move || -> Result<_, ballast_reactor::Error> {
             ballast_reactor::add_wake_fd(l.as_raw_fd())?;
             let mut st = PollState {
@@ -101,17 +151,44 @@ impl RpcServer {
                 resp_rx,
             };
             ballast_reactor::register_poller("rpc", move || st.poll())
-        })??;
+        });
+        let poller = match poller {
+            Ok(Ok(h)) => h,
+            Ok(Err(e)) | Err(e) => {
+                // The listener went with the closure; stop the worker and remove the file.
+                drop(req_tx);
+                let _ = worker.join();
+                return Err(e.into());
+            }
+        };
         tracing::info!(path = %p, "JSON-RPC server listening");
+        // From here the server owns the socket file (RpcServer::stop removes it).
+        self.file_id = None;
         Ok(RpcServer {
-            path: path.to_path_buf(),
+            path: self.path.clone(),
             rt,
             poller: Some(poller),
             worker: Some(worker),
             req_tx: Some(req_tx),
         })
     }
+}
 
+impl Drop for BoundSocket {
+    fn drop(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        let Some(id) = self.file_id else { return };
+        drop(self.l.take());
+        let ours = std::fs::symlink_metadata(&self.path)
+            .map(|m| (m.dev(), m.ino()) == id)
+            .unwrap_or(false);
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl RpcServer {
     /// The socket path.
     pub fn path(&self) -> &Path {
         &self.path

@@ -416,6 +416,47 @@ fn protocol_errors_batches_and_bad_clients() {
 }
 
 #[test]
+fn bind_then_serve() {
+    let d = Daemon::new();
+    let path = PathBuf::from(format!("{}.bound", d.path.display()));
+    // A live socket (served or only bound) is refused by bind as by start.
+    assert!(matches!(
+        RpcServer::bind(&d.path),
+        Err(ballast_rpc::Error::SocketInUse(_))
+    ));
+    let b = RpcServer::bind(&path).unwrap();
+    assert!(matches!(
+        RpcServer::bind(&path),
+        Err(ballast_rpc::Error::SocketInUse(_))
+    ));
+    // Dropped unserved: the file goes.
+    drop(b);
+    assert!(!path.exists());
+    // A client that connects before serving starts waits, and is answered once it does.
+    let b = RpcServer::bind(&path).unwrap();
+    let mut early = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    early
+        .write_all(br#"{"jsonrpc":"2.0","id":7,"method":"framework_wait_init"}"#)
+        .unwrap();
+    let ctx = Context::new(
+        d.ctx.rt.clone(),
+        d.ctx.target.clone(),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let s = b.serve(ctx).unwrap();
+    early
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(&early), &mut line).unwrap();
+    let r: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(r["id"], json!(7));
+    assert_eq!(r["result"], json!(true));
+    s.stop();
+    assert!(!path.exists());
+}
+
+#[test]
 fn concurrent_clients() {
     let d = Arc::new(Daemon::new());
     let threads: Vec<_> = (0..8)
