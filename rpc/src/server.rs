@@ -486,10 +486,14 @@ fn handle_one(ctx: &Context, r: Value) -> Option<Value> {
             RpcError::new(INVALID_REQUEST, "Invalid request: bad id"),
         ));
     }
-    if m.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+    // SPDK accepts requests without "jsonrpc"; a present one must say "2.0".
+    if m.get("jsonrpc").is_some_and(|v| v.as_str() != Some("2.0")) {
         return Some(error_response(
             id,
-            RpcError::new(INVALID_REQUEST, "Invalid request: jsonrpc must be \"2.0\""),
+            RpcError::new(
+                INVALID_REQUEST,
+                "Invalid request: jsonrpc must be \"2.0\" (or absent)",
+            ),
         ));
     }
     let Some(Value::String(method)) = m.remove("method") else {

@@ -365,8 +365,23 @@ fn protocol_errors_batches_and_bad_clients() {
     let mut good = d.client();
     // Not JSON-RPC 2.0, bad method type, params not an object.
     let mut c = d.client();
-    c.send_raw(br#"{"jsonrpc":"1.0","id":1,"method":"spdk_get_version"}"#);
-    assert_eq!(c.recv()["error"]["code"], json!(-32600));
+    for bad in [&br#""1.0""#[..], b"2", b"null"] {
+        let mut req = br#"{"jsonrpc":"#.to_vec();
+        req.extend_from_slice(bad);
+        req.extend_from_slice(br#","id":1,"method":"spdk_get_version"}"#);
+        c.send_raw(&req);
+        let r = c.recv();
+        assert_eq!(r["error"]["code"], json!(-32600), "{r}");
+        assert_eq!(r["jsonrpc"], json!("2.0"));
+        let msg = r["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("jsonrpc must be \"2.0\""), "{msg}");
+    }
+    // As in SPDK, a request without "jsonrpc" is served; the response says "2.0".
+    c.send_raw(br#"{"id":4,"method":"framework_wait_init"}"#);
+    let r = c.recv();
+    assert_eq!(r["result"], json!(true), "{r}");
+    assert_eq!(r["id"], json!(4));
+    assert_eq!(r["jsonrpc"], json!("2.0"));
     c.send_raw(br#"{"jsonrpc":"2.0","id":2,"method":7}"#);
     assert_eq!(c.recv()["error"]["code"], json!(-32600));
     c.send_raw(br#"{"jsonrpc":"2.0","id":3,"method":"spdk_get_version","params":5}"#);
