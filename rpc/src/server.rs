@@ -394,7 +394,7 @@ impl Conn {
     }
 
     fn respond_err(&mut self, id: Value, e: RpcError) {
-        let v = json!({"jsonrpc": "2.0", "id": id, "error": e.to_json()});
+        let v = error_response(id, e);
         self.tx.extend_from_slice(v.to_string().as_bytes());
         self.tx.push(b'\n');
     }
@@ -466,8 +466,44 @@ pub fn handle_value(ctx: &Context, v: Value) -> Option<Value> {
     }
 }
 
+/// Longest error message sent in a response or logged (bytes); longer ones lose their middle.
+pub const MAX_ERROR_MESSAGE: usize = 1024;
+/// Longest method name quoted in a log line (bytes).
+const MAX_LOGGED_METHOD: usize = 128;
+
+/// An error response; its message is capped at [`MAX_ERROR_MESSAGE`] bytes.
 fn error_response(id: Value, e: RpcError) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "error": e.to_json()})
+    let message = cap(&e.message, MAX_ERROR_MESSAGE);
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": e.code, "message": message}})
+}
+
+/// `s` if it fits in `max` bytes; else its head and tail around a marker saying how much was
+/// left out, all within `max` bytes and cut on char boundaries. Keeping the tail keeps what a
+/// message says after a quoted value ("bdev <huge name> not found"). A `max` below the
+/// marker's length (about 30 bytes) yields the marker alone.
+pub fn cap(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max {
+        return s.into();
+    }
+    // The marker's longest form (the elided count is below s.len()).
+    let reserve = format!(" … ({} bytes elided) … ", s.len()).len();
+    let room = max.saturating_sub(reserve);
+    let tail_room = room / 4;
+    let mut head = room - tail_room;
+    while !s.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = s.len() - tail_room;
+    while !s.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!(
+        "{} … ({} bytes elided) … {}",
+        &s[..head],
+        tail - head,
+        &s[tail..]
+    )
+    .into()
 }
 
 fn handle_one(ctx: &Context, r: Value) -> Option<Value> {
@@ -519,7 +555,12 @@ fn handle_one(ctx: &Context, r: Value) -> Option<Value> {
     Some(match res {
         Ok(v) => json!({"jsonrpc": "2.0", "id": id, "result": v}),
         Err(e) => {
-            tracing::info!(method, "rpc error: {e}");
+            tracing::info!(
+                method = %cap(&method, MAX_LOGGED_METHOD),
+                "rpc error: {} (code {})",
+                cap(&e.message, MAX_ERROR_MESSAGE),
+                e.code
+            );
             error_response(id, e)
         }
     })

@@ -431,6 +431,60 @@ fn protocol_errors_batches_and_bad_clients() {
 }
 
 #[test]
+fn errors_quoting_huge_values_are_capped() {
+    let d = Daemon::new();
+    let mut c = d.client();
+    let huge = "x".repeat(1 << 20);
+    // A 1 MiB method name: "Method not found", short.
+    let req = json!({"jsonrpc": "2.0", "id": 1, "method": format!("bdev_{huge}")});
+    c.send_raw(req.to_string().as_bytes());
+    let r = c.recv();
+    let len = r.to_string().len();
+    assert!(len < 2048, "{len}-byte response");
+    assert_eq!(r["error"]["code"], json!(-32601));
+    let msg = r["error"]["message"].as_str().unwrap();
+    assert!(msg.starts_with("Method not found: bdev_xxx"), "{msg}");
+    assert!(msg.len() <= ballast_rpc::server::MAX_ERROR_MESSAGE);
+    assert!(msg.contains("bytes elided"), "{msg}");
+    // A 1 MiB bdev name: "not found", short, and still saying so after the name.
+    let (code, msg) = c.err("bdev_get_bdevs", json!({"name": huge}));
+    assert_eq!(code, -19);
+    assert!(
+        msg.len() <= ballast_rpc::server::MAX_ERROR_MESSAGE,
+        "{}",
+        msg.len()
+    );
+    assert!(msg.starts_with("bdev xxx"), "{msg}");
+    assert!(msg.ends_with("xxx not found"), "{msg}");
+    // Short messages are untouched.
+    let (_, msg) = c.err("bdev_get_bdevs", json!({"name": "nope"}));
+    assert_eq!(msg, "bdev nope not found");
+    // The server is fine.
+    assert_eq!(c.ok("framework_wait_init", Value::Null), json!(true));
+}
+
+#[test]
+fn cap_keeps_head_and_tail_on_char_boundaries() {
+    use ballast_rpc::server::cap;
+    assert_eq!(cap("short", 1024), "short");
+    let s = format!("{}{}", "é".repeat(3000), " tail");
+    for max in [64, 100, 1023, 1024] {
+        let c = cap(&s, max);
+        assert!(c.len() <= max, "{} > {max}", c.len());
+        assert!(c.starts_with('é') && c.ends_with(" tail"), "{c}");
+        // What was kept plus what was elided is the whole.
+        let elided: usize = c
+            .split(" … (")
+            .nth(1)
+            .and_then(|x| x.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap();
+        let marker = format!(" … ({elided} bytes elided) … ");
+        assert_eq!(c.len() - marker.len() + elided, s.len());
+    }
+}
+
+#[test]
 fn bind_then_serve() {
     let d = Daemon::new();
     let path = PathBuf::from(format!("{}.bound", d.path.display()));
