@@ -1,11 +1,14 @@
 //! `ballastd`: the ballast storage daemon.
 //!
-//! Starts the reactors, builds the NVMe-oF/TCP target, applies a configuration (a file in
-//! SPDK's save_config format given with `-c`, or else the embedded default: a RAM namespace in
-//! `nqn.2026-11.io.ballast:default` on 127.0.0.1:4420), serves JSON-RPC on a Unix socket, and
+//! Claims its JSON-RPC socket first (refusing one a live daemon serves, replacing a stale
+//! one; failing at once, before anything listens, if it cannot), starts the reactors, builds
+//! the NVMe-oF/TCP target, applies a configuration (a file in SPDK's save_config format given
+//! with `-c`, or else the embedded default: a RAM namespace in
+//! `nqn.2026-11.io.ballast:default` on 127.0.0.1:4420), serves JSON-RPC on the socket, and
 //! runs until SIGINT/SIGTERM or `spdk_kill_instance`, when it shuts down in order: RPC stops,
 //! listeners stop, controllers disconnect, in-flight I/O drains, pollers unregister, bdevs
-//! close.
+//! close. A configuration that fails to apply is torn down in the same order, so the daemon
+//! exits at once rather than after the reactors' drain timeout.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +17,9 @@ use std::time::Duration;
 
 use ballast_nvme::target::{Target, TransportOpts};
 use ballast_reactor::{parse_core_mask, Runtime, RuntimeConfig};
+use ballast_rpc::server::BoundSocket;
 use clap::Parser;
+use serde_json::Value;
 
 /// The embedded default subsystem's NQN.
 pub const DEFAULT_NQN: &str = "nqn.2026-11.io.ballast:default";
@@ -85,13 +90,6 @@ fn main() {
 
 fn run(args: Args) -> Result<(), String> {
     let cores = parse_core_mask(&args.cpumask).map_err(|e| e.to_string())?;
-    let rt = Runtime::start(RuntimeConfig {
-        cores,
-        pin: !args.no_pin,
-        idle_threshold: Duration::from_micros(args.idle_threshold_us),
-        ..Default::default()
-    })
-    .map_err(|e| e.to_string())?;
     let opts = TransportOpts {
         max_queue_depth: args.max_queue_depth,
         in_capsule_data_size: args.in_capsule_data_size,
@@ -101,9 +99,6 @@ fn run(args: Args) -> Result<(), String> {
         c2h_success: !args.no_c2h_success,
         ..Default::default()
     };
-    let target = Target::new(rt.handle(), opts.clone()).map_err(|e| e.to_string())?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let ctx = ballast_rpc::Context::new(rt.handle(), target.clone(), stop.clone());
     let config = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -119,24 +114,58 @@ fn run(args: Args) -> Result<(), String> {
         ),
         None => serde_json::json!({"subsystems": []}),
     };
-    ballast_rpc::config::load(&ctx, &config)
-        .map_err(|e| format!("configuration: {}", e.message))?;
-    let server =
-        ballast_rpc::RpcServer::start(ctx.clone(), &args.rpc_socket).map_err(|e| e.to_string())?;
-    // The main thread blocks until SIGINT/SIGTERM (spdk_kill_instance raises one too): no
-    // periodic wake-ups, so an idle daemon costs no CPU.
+    // SIGINT/SIGTERM are caught from here on; one that comes while the config is applied
+    // stops the daemon as soon as it is up.
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
     ])
     .map_err(|e| e.to_string())?;
+    // The RPC socket is claimed before anything else: a daemon that cannot have it (a live
+    // one serves it, its directory is missing) exits at once, before it listens anywhere.
+    let socket = ballast_rpc::RpcServer::bind(&args.rpc_socket).map_err(|e| e.to_string())?;
+    let rt = Runtime::start(RuntimeConfig {
+        cores,
+        pin: !args.no_pin,
+        idle_threshold: Duration::from_micros(args.idle_threshold_us),
+        ..Default::default()
+    })
+    .map_err(|e| e.to_string())?;
+    let target = Target::new(rt.handle(), opts).map_err(|e| e.to_string())?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let ctx = ballast_rpc::Context::new(rt.handle(), target.clone(), stop.clone());
+    let res = serve(ctx, socket, &config, &mut signals);
+    stop.store(true, Ordering::Release);
+    tracing::info!("shutting down");
+    teardown(&rt, &target);
+    tracing::info!("ballastd stopped");
+    res
+}
+
+/// Applies `config`, serves RPC on `socket`, and waits for a signal; stops the RPC server
+/// before returning.
+fn serve(
+    ctx: Arc<ballast_rpc::Context>,
+    socket: BoundSocket,
+    config: &Value,
+    signals: &mut signal_hook::iterator::Signals,
+) -> Result<(), String> {
+    ballast_rpc::config::load(&ctx, config).map_err(|e| format!("configuration: {}", e.message))?;
+    let server = socket.serve(ctx).map_err(|e| e.to_string())?;
+    // The main thread blocks until SIGINT/SIGTERM (spdk_kill_instance raises one too): no
+    // periodic wake-ups, so an idle daemon costs no CPU.
     tracing::info!("ballastd ready");
     if let Some(sig) = signals.forever().next() {
         tracing::info!(sig, "signal received");
     }
-    stop.store(true, Ordering::Release);
-    tracing::info!("shutting down");
     server.stop();
+    Ok(())
+}
+
+/// Stops everything the target runs, in order: listeners and controllers, connections, the
+/// reactors (draining in-flight I/O), then subsystems and bdevs. Listeners must be gone before
+/// the reactors stop, or their pollers hold shutdown for the whole drain timeout.
+fn teardown(rt: &Runtime, target: &Target) {
     target.shutdown();
     for core in rt.cores() {
         let _ = rt.send_retry(core, || {
@@ -150,6 +179,4 @@ fn run(args: Args) -> Result<(), String> {
     for b in ballast_engine::bdev::list() {
         let _ = ballast_engine::bdev::delete(b.name());
     }
-    tracing::info!("ballastd stopped");
-    Ok(())
 }
