@@ -9,6 +9,11 @@
 //! listeners stop, controllers disconnect, in-flight I/O drains, pollers unregister, bdevs
 //! close. A configuration that fails to apply is torn down in the same order, so the daemon
 //! exits at once rather than after the reactors' drain timeout.
+//!
+//! Transport options, highest precedence first: what a config's `nvmf_create_transport`
+//! sets; the transport flags (`--max-queue-depth`, `--in-capsule-data-size`,
+//! `--max-io-size`, `--no-c2h-success`); the built-in defaults. The embedded default's flags
+//! (`-l`, `--default-*`) are refused with `-c`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,11 +23,17 @@ use std::time::Duration;
 use ballast_nvme::target::{Target, TransportOpts};
 use ballast_reactor::{parse_core_mask, Runtime, RuntimeConfig};
 use ballast_rpc::server::BoundSocket;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use serde_json::Value;
 
 /// The embedded default subsystem's NQN.
 pub const DEFAULT_NQN: &str = "nqn.2026-11.io.ballast:default";
+/// The embedded default subsystem's listen address.
+const DEFAULT_LISTEN: &str = "127.0.0.1:4420";
+/// Size of the embedded default's RAM namespace (MiB).
+const DEFAULT_SIZE_MIB: u64 = 1024;
+/// Block size of the embedded default's RAM namespace.
+const DEFAULT_BLOCK_SIZE: u32 = 512;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -46,30 +57,144 @@ struct Args {
     /// Configuration to apply at start (SPDK save_config JSON); replaces the embedded default.
     #[arg(short = 'c', long = "config")]
     config: Option<std::path::PathBuf>,
-    /// Listen address of the embedded default subsystem.
-    #[arg(short = 'l', long, default_value = "127.0.0.1:4420")]
-    listen: SocketAddr,
-    /// Size of the default RAM namespace in MiB (0: no default subsystem).
-    #[arg(long, default_value_t = 1024)]
-    default_size_mib: u64,
-    /// Block size of the default RAM namespace.
-    #[arg(long, default_value_t = 512)]
-    default_block_size: u32,
-    /// NQN of the default subsystem.
-    #[arg(long, default_value = DEFAULT_NQN)]
-    default_nqn: String,
-    /// Transport: maximum queue depth per queue pair.
-    #[arg(long, default_value_t = 128)]
-    max_queue_depth: u16,
-    /// Transport: in-capsule data size of I/O queues (bytes).
-    #[arg(long, default_value_t = 8192)]
-    in_capsule_data_size: u32,
-    /// Transport: maximum I/O size (bytes).
-    #[arg(long, default_value_t = 131072)]
-    max_io_size: u32,
-    /// Transport: never set the C2HData SUCCESS flag (always send a CapsuleResp).
+    /// Listen address of the embedded default subsystem [default: 127.0.0.1:4420]. Not
+    /// with -c.
+    #[arg(short = 'l', long)]
+    listen: Option<SocketAddr>,
+    /// Size of the default RAM namespace in MiB (0: no default subsystem) [default: 1024].
+    /// Not with -c.
+    #[arg(long)]
+    default_size_mib: Option<u64>,
+    /// Block size of the default RAM namespace [default: 512]. Not with -c.
+    #[arg(long)]
+    default_block_size: Option<u32>,
+    /// NQN of the default subsystem [default: nqn.2026-11.io.ballast:default]. Not with -c.
+    #[arg(long)]
+    default_nqn: Option<String>,
+    /// Transport: maximum queue depth per queue pair [default: 128]. With -c, applies unless
+    /// the config's nvmf_create_transport sets it.
+    #[arg(long)]
+    max_queue_depth: Option<u16>,
+    /// Transport: in-capsule data size of I/O queues (bytes) [default: 8192]. With -c,
+    /// applies unless the config's nvmf_create_transport sets it.
+    #[arg(long)]
+    in_capsule_data_size: Option<u32>,
+    /// Transport: maximum I/O size (bytes) [default: 131072]. With -c, applies unless the
+    /// config's nvmf_create_transport sets it.
+    #[arg(long)]
+    max_io_size: Option<u32>,
+    /// Transport: never set the C2HData SUCCESS flag (always send a CapsuleResp). With -c,
+    /// applies unless the config's nvmf_create_transport sets c2h_success.
     #[arg(long)]
     no_c2h_success: bool,
+}
+
+impl Args {
+    /// Refuses the embedded default's flags together with `-c` (exit 2, clap's usage error).
+    /// Done by hand rather than with clap's `conflicts_with` so the message can say why.
+    fn check(&self) {
+        if self.config.is_none() {
+            return;
+        }
+        let given = [
+            ("-l", self.listen.is_some(), "the listeners"),
+            (
+                "--default-size-mib",
+                self.default_size_mib.is_some(),
+                "the bdevs",
+            ),
+            (
+                "--default-block-size",
+                self.default_block_size.is_some(),
+                "the bdevs",
+            ),
+            (
+                "--default-nqn",
+                self.default_nqn.is_some(),
+                "the subsystems",
+            ),
+        ];
+        if let Some((flag, _, what)) = given.into_iter().find(|g| g.1) {
+            Args::command()
+                .error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!(
+                        "{flag} applies to the embedded default only; with -c {what} come \
+                         from the config file"
+                    ),
+                )
+                .exit();
+        }
+    }
+
+    /// The transport options the flags ask for, built-in defaults for the rest.
+    fn transport_opts(&self) -> TransportOpts {
+        let d = TransportOpts::default();
+        let max_io_size = self.max_io_size.unwrap_or(d.max_io_size);
+        TransportOpts {
+            max_queue_depth: self.max_queue_depth.unwrap_or(d.max_queue_depth),
+            in_capsule_data_size: self.in_capsule_data_size.unwrap_or(d.in_capsule_data_size),
+            max_io_size,
+            max_h2c_data: max_io_size,
+            io_unit_size: max_io_size,
+            c2h_success: !self.no_c2h_success,
+            ..d
+        }
+    }
+
+    /// The transport flags given, as nvmf_create_transport parameters.
+    fn transport_params(&self) -> Vec<(&'static str, Value)> {
+        let mut p = Vec::new();
+        if let Some(v) = self.max_queue_depth {
+            p.push(("max_queue_depth", v.into()));
+        }
+        if let Some(v) = self.in_capsule_data_size {
+            p.push(("in_capsule_data_size", v.into()));
+        }
+        if let Some(v) = self.max_io_size {
+            p.push(("max_io_size", v.into()));
+        }
+        if self.no_c2h_success {
+            p.push(("c2h_success", false.into()));
+        }
+        p
+    }
+}
+
+/// Fills the transport flags given into every `nvmf_create_transport` of `config` that does
+/// not set them: the config's own values win. (A config without one gets the flags through
+/// the target's default options when its first listener creates the transport.)
+fn apply_transport_flags(config: &mut Value, flags: &[(&'static str, Value)]) {
+    if flags.is_empty() {
+        return;
+    }
+    let entries = config
+        .get_mut("subsystems")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.get_mut("config").and_then(Value::as_array_mut))
+        .flatten()
+        .filter(|e| e.get("method").and_then(Value::as_str) == Some("nvmf_create_transport"));
+    for e in entries {
+        let Some(params) = e.get_mut("params").and_then(Value::as_object_mut) else {
+            continue;
+        };
+        for (k, v) in flags {
+            if params.contains_key(*k) {
+                tracing::info!(
+                    param = k,
+                    "the config's nvmf_create_transport sets {k}; its flag is not used"
+                );
+                continue;
+            }
+            params.insert(k.to_string(), v.clone());
+            // As without -c: buffers of the maximum I/O size.
+            if *k == "max_io_size" && !params.contains_key("io_unit_size") {
+                params.insert("io_unit_size".into(), v.clone());
+            }
+        }
+    }
 }
 
 fn main() {
@@ -82,6 +207,7 @@ fn main() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
+    args.check();
     if let Err(e) = run(args) {
         eprintln!("ballastd: {e}");
         std::process::exit(1);
@@ -90,29 +216,27 @@ fn main() {
 
 fn run(args: Args) -> Result<(), String> {
     let cores = parse_core_mask(&args.cpumask).map_err(|e| e.to_string())?;
-    let opts = TransportOpts {
-        max_queue_depth: args.max_queue_depth,
-        in_capsule_data_size: args.in_capsule_data_size,
-        max_io_size: args.max_io_size,
-        max_h2c_data: args.max_io_size,
-        io_unit_size: args.max_io_size,
-        c2h_success: !args.no_c2h_success,
-        ..Default::default()
-    };
+    let opts = args.transport_opts();
     let config = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("config {}: {e}", path.display()))?;
-            serde_json::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))?
+            let mut doc: Value = serde_json::from_str(&text)
+                .map_err(|e| format!("config {}: {e}", path.display()))?;
+            apply_transport_flags(&mut doc, &args.transport_params());
+            doc
         }
-        None if args.default_size_mib > 0 => ballast_rpc::config::embedded_default(
-            &args.default_nqn,
-            args.listen,
-            args.default_size_mib,
-            args.default_block_size,
-            ballast_rpc::methods::transport_json(&opts),
-        ),
-        None => serde_json::json!({"subsystems": []}),
+        None => match args.default_size_mib.unwrap_or(DEFAULT_SIZE_MIB) {
+            0 => serde_json::json!({"subsystems": []}),
+            size_mib => ballast_rpc::config::embedded_default(
+                args.default_nqn.as_deref().unwrap_or(DEFAULT_NQN),
+                args.listen
+                    .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("a socket address")),
+                size_mib,
+                args.default_block_size.unwrap_or(DEFAULT_BLOCK_SIZE),
+                ballast_rpc::methods::transport_json(&opts),
+            ),
+        },
     };
     // SIGINT/SIGTERM are caught from here on; one that comes while the config is applied
     // stops the daemon as soon as it is up.

@@ -1,5 +1,7 @@
 //! Starting the daemon binary: it claims its RPC socket before it listens anywhere (and exits
-//! at once when it cannot).
+//! at once when it cannot), refuses the embedded default's flags with `-c`, applies the
+//! transport flags under a config's own transport options, and does not echo huge values into
+//! its log.
 //!
 //! Every daemon runs on 127.0.0.1 with free ports and a socket in a scratch directory, and is
 //! killed if a test fails.
@@ -277,4 +279,152 @@ fn a_config_that_fails_to_apply_exits_at_once() {
         !dir.path("d.sock").exists(),
         "the socket file was left behind"
     );
+}
+
+#[test]
+fn embedded_default_flags_are_refused_with_config() {
+    let dir = Scratch::new("conflict");
+    let cfg = dir.config("empty.json", &json!({"subsystems": []}));
+    let cfg = cfg.to_str().unwrap();
+    // The built-in default value given explicitly is refused too.
+    for (flag, value, what) in [
+        ("-l", "127.0.0.1:4420", "the listeners"),
+        ("--listen", "127.0.0.1:1", "the listeners"),
+        ("--default-size-mib", "1024", "the bdevs"),
+        ("--default-block-size", "4096", "the bdevs"),
+        (
+            "--default-nqn",
+            "nqn.2026-11.io.ballast:default",
+            "the subsystems",
+        ),
+    ] {
+        let sock = dir.path("c.sock");
+        let mut d = Daemon::spawn(&dir, "c", &sock, &["-c", cfg, flag, value]);
+        let st = d.wait(Duration::from_secs(5));
+        let err = d.log();
+        assert_eq!(st.code(), Some(2), "{flag}: {err}");
+        let shown = if flag == "--listen" { "-l" } else { flag };
+        assert!(
+            err.contains(&format!(
+                "{shown} applies to the embedded default only; with -c {what} come from the \
+                 config file"
+            )),
+            "{flag}: {err}"
+        );
+        assert!(
+            !sock.exists(),
+            "{flag}: the daemon got as far as its socket"
+        );
+    }
+}
+
+#[test]
+fn transport_flags_fill_in_what_the_config_leaves_out() {
+    let dir = Scratch::new("transport");
+    let flags = [
+        "--max-queue-depth",
+        "64",
+        "--in-capsule-data-size",
+        "4096",
+        "--max-io-size",
+        "65536",
+        "--no-c2h-success",
+    ];
+    let transports = |d: &Daemon| {
+        let v = d.call("nvmf_get_transports", Value::Null).unwrap();
+        assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+        v[0].clone()
+    };
+    let create = |params: Value| {
+        json!({"subsystems": [{"subsystem": "nvmf", "config": [
+            {"method": "nvmf_create_transport", "params": params},
+        ]}]})
+    };
+    // The config creates the transport without options: the flags apply.
+    let cfg = dir.config("bare.json", &create(json!({"trtype": "TCP"})));
+    let mut args = vec!["-c", cfg.to_str().unwrap()];
+    args.extend(flags);
+    let d = Daemon::start(&dir, "bare", &args);
+    let t = transports(&d);
+    assert_eq!(t["max_queue_depth"], json!(64), "{t}");
+    assert_eq!(t["in_capsule_data_size"], json!(4096), "{t}");
+    assert_eq!(t["max_io_size"], json!(65536), "{t}");
+    assert_eq!(t["io_unit_size"], json!(65536), "{t}");
+    assert_eq!(t["c2h_success"], json!(false), "{t}");
+    d.stop();
+    // The config sets some: its values win, the flags fill in the rest.
+    let cfg = dir.config(
+        "own.json",
+        &create(json!({"trtype": "TCP", "max_queue_depth": 32, "c2h_success": true})),
+    );
+    let mut args = vec!["-c", cfg.to_str().unwrap()];
+    args.extend(flags);
+    let d = Daemon::start(&dir, "own", &args);
+    let t = transports(&d);
+    assert_eq!(t["max_queue_depth"], json!(32), "{t}");
+    assert_eq!(t["c2h_success"], json!(true), "{t}");
+    assert_eq!(t["in_capsule_data_size"], json!(4096), "{t}");
+    d.stop();
+    // No nvmf_create_transport at all: the first listener creates the transport with the
+    // flags. (Port 0: the listener is reported with the port it got.)
+    let cfg = dir.config("none.json", &json!({"subsystems": []}));
+    let d = Daemon::start(
+        &dir,
+        "none",
+        &["-c", cfg.to_str().unwrap(), "--max-queue-depth", "64"],
+    );
+    assert_eq!(
+        d.call("nvmf_get_transports", Value::Null).unwrap(),
+        json!([])
+    );
+    let nqn = "nqn.2026-11.io.ballast:none";
+    d.call(
+        "nvmf_create_subsystem",
+        json!({"nqn": nqn, "allow_any_host": true}),
+    )
+    .unwrap();
+    d.call(
+        "nvmf_subsystem_add_listener",
+        json!({"nqn": nqn, "listen_address": {"trtype": "TCP", "adrfam": "IPv4",
+            "traddr": "127.0.0.1", "trsvcid": "0"}}),
+    )
+    .unwrap();
+    let t = transports(&d);
+    assert_eq!(t["max_queue_depth"], json!(64), "{t}");
+    assert_eq!(t["c2h_success"], json!(true), "{t}");
+    let ls = d
+        .call("nvmf_subsystem_get_listeners", json!({"nqn": nqn}))
+        .unwrap();
+    let port: u16 = ls[0]["address"]["trsvcid"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{ls}"))
+        .parse()
+        .unwrap();
+    assert_ne!(port, 0, "{ls}");
+    TcpStream::connect_timeout(&loopback(port), Duration::from_secs(5)).unwrap();
+    d.stop();
+}
+
+#[test]
+fn huge_names_are_not_echoed_whole() {
+    let dir = Scratch::new("huge");
+    let cfg = dir.config("empty.json", &json!({"subsystems": []}));
+    let d = Daemon::start(&dir, "huge", &["-c", cfg.to_str().unwrap()]);
+    let huge = "n".repeat(1 << 20);
+    let r = rpc(
+        &d.sock,
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "bdev_get_bdevs", "params": {"name": huge}}),
+    );
+    assert!(r.to_string().len() < 2048, "{} bytes", r.to_string().len());
+    let msg = r["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("bdev nnn") && msg.ends_with("nnn not found"),
+        "{msg}"
+    );
+    let r = rpc(&d.sock, &json!({"jsonrpc": "2.0", "id": 2, "method": huge}));
+    assert!(r.to_string().len() < 2048, "{} bytes", r.to_string().len());
+    assert_eq!(r["error"]["code"], json!(-32601));
+    d.stop();
+    let log = std::fs::metadata(dir.path("huge.log")).unwrap().len();
+    assert!(log < 16 << 10, "a {log}-byte log");
 }
