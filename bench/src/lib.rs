@@ -12,6 +12,8 @@
 //!  floors (baseline.rs): the same exchanges between plain pinned threads, no reactor
 //!  binaries: ballast-perf (NVMe/TCP or bdev load), ballast-loopback-limit, ballast-idle-cpu,
 //!            ballast-bdev-iops, ballast-lz4-accel; bench/run.sh assembles the NVMe/TCP table
+//!  ballast-perf's pieces: perf_opts (option checks), perf_meter (per-core accounting),
+//!            status_words (NVMe / bdev statuses in words)
 //! ```
 
 use std::time::{Duration, Instant};
@@ -22,7 +24,10 @@ pub mod alloc;
 pub mod baseline;
 pub mod bdev;
 pub mod data;
+pub mod perf_meter;
+pub mod perf_opts;
 pub mod ring;
+pub mod status_words;
 
 /// The reactor that sends pings / floods messages (core 1).
 pub const CORE_A: usize = 1;

@@ -6,25 +6,30 @@
 //! every completion's latency in an HDR histogram, prints live per-second progress, then a
 //! per-core and total summary (IOPS, MiB/s, avg/min/max, p50…p99.99), or JSON with `--json`.
 //!
+//! Options are checked before any I/O: sizes against the block size, the device and the
+//! controller's MDTS, the depth against what the target grants (it says when it uses less).
+//! Only successful I/Os count in IOPS, MiB/s and latency; failed ones are counted apart, by
+//! NVMe (or bdev) status in words, and make the exit status 1. Usage errors exit with 2.
+//!
 //! ```text
 //!  main thread: admin queue (keep-alive), progress ticker, summary
 //!  reactor per core: poller ─ submit ≤ q ─► IoQpair / bdev channel ─► completions ─► histogram
 //! ```
 
 use std::cell::RefCell;
-use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ballast_bench::data::Data;
+use ballast_bench::perf_meter::{self, CoreResult, Failure, Failures, Live, Meter};
+use ballast_bench::perf_opts::{self, parse_target, Trid};
+use ballast_bench::status_words::host_error;
 use ballast_engine::{BdevIo, IoBuf, IoCallback, IoChannel, IoSink, IoStatus, IoType, SgList};
 use ballast_nvme::host::{HostCompletion, HostOp, HostOpts, IoQpair, Session};
 use ballast_reactor::{PollStatus, Runtime, RuntimeConfig};
 use clap::Parser;
-use hdrhistogram::Histogram;
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -33,22 +38,25 @@ use hdrhistogram::Histogram;
     about = "NVMe/TCP and bdev load generator"
 )]
 struct Args {
-    /// Queue depth per core.
-    #[arg(short = 'q', long, default_value_t = 32)]
+    /// Queue depth per core, 1..=65535. A target may grant fewer entries per queue (its
+    /// MQES): perf then says so and uses, and reports, the granted depth.
+    #[arg(short = 'q', long, default_value_t = 32, value_parser = perf_opts::parse_depth)]
     depth: usize,
-    /// I/O size in bytes.
-    #[arg(short = 'o', long, default_value_t = 4096)]
+    /// I/O size in bytes: a multiple of the block size (512 for --bdev), at most the device
+    /// size and, with -r, the controller's maximum data transfer size (MDTS).
+    #[arg(short = 'o', long, default_value_t = 4096, value_parser = perf_opts::parse_size)]
     size: usize,
     /// Workload: read, write, randread, randwrite, rw (sequential mix), randrw.
     #[arg(short = 'w', long, default_value = "randread")]
     workload: String,
-    /// Read percentage for rw/randrw.
-    #[arg(short = 'M', long, default_value_t = 50)]
+    /// Read percentage of rw/randrw, 0..=100 (the other workloads ignore it).
+    #[arg(short = 'M', long, default_value_t = 50, value_parser = perf_opts::parse_readpct)]
     readpct: u32,
-    /// Seconds to run.
-    #[arg(short = 't', long, default_value_t = 10)]
+    /// Seconds measured, at least 1 (after the warm-up).
+    #[arg(short = 't', long, default_value_t = 10, value_parser = perf_opts::parse_time)]
     time: u64,
-    /// Seconds of warm-up excluded from the results.
+    /// Seconds of warm-up before the measured time (0 = none). Its I/Os are not in the
+    /// results; its failures are.
     #[arg(long, default_value_t = 1)]
     warmup: u64,
     /// Cores (mask 0x2, list [1] or range) running the load.
@@ -63,8 +71,8 @@ struct Args {
     /// In-process bdev instead of a target: null, malloc, or crypto (AES-XTS over malloc).
     #[arg(long)]
     bdev: Option<String>,
-    /// Size of the in-process bdev in MiB.
-    #[arg(long, default_value_t = 1024)]
+    /// Size of the in-process bdev in MiB (≥ 1; 512-byte blocks).
+    #[arg(long, default_value_t = 1024, value_parser = perf_opts::parse_bdev_mib)]
     bdev_size_mib: u64,
     /// Header digests.
     #[arg(long)]
@@ -88,21 +96,6 @@ struct Args {
 enum Pattern {
     Seq,
     Rand,
-}
-
-/// Per-core results.
-struct CoreResult {
-    core: usize,
-    hist: Histogram<u64>,
-    ios: u64,
-    errors: u64,
-    elapsed: Duration,
-}
-
-/// Live counters shared with the progress ticker.
-struct Live {
-    ios: AtomicU64,
-    errors: AtomicU64,
 }
 
 struct Load {
@@ -132,207 +125,317 @@ impl Load {
     }
 }
 
-fn parse_target(s: &str) -> Result<(SocketAddr, String, Option<String>, u32), String> {
-    let mut kv = HashMap::new();
-    for part in s.split_whitespace() {
-        let (k, v) = part
-            .split_once(':')
-            .ok_or_else(|| format!("bad target field {part:?} (want key:value)"))?;
-        kv.insert(k.to_ascii_lowercase(), v.to_string());
+/// Why perf stopped: a usage error (exit status 2, as clap's) or a failure (1).
+#[derive(Debug)]
+enum Fail {
+    Usage(String),
+    Run(String),
+}
+
+impl From<String> for Fail {
+    fn from(s: String) -> Self {
+        Fail::Run(s)
     }
-    if kv.get("trtype").map(|t| t.to_ascii_lowercase()) != Some("tcp".into()) {
-        return Err("target: trtype:tcp is required".into());
-    }
-    let addr = kv.get("traddr").ok_or("target: traddr missing")?;
-    let port = kv.get("trsvcid").map(String::as_str).unwrap_or("4420");
-    let ip: std::net::IpAddr = addr
-        .trim_matches(|c| c == '[' || c == ']')
-        .parse()
-        .map_err(|_| format!("target: traddr {addr:?} is not an IP address"))?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| format!("target: trsvcid {port:?} is not a port"))?;
-    let nqn = kv
-        .get("subnqn")
-        .cloned()
-        .unwrap_or_else(|| "nqn.2026-11.io.ballast:default".into());
-    let ns = kv.get("ns").map(|n| n.parse().unwrap_or(1)).unwrap_or(1);
-    Ok((
-        SocketAddr::new(ip, port),
-        nqn,
-        kv.get("hostnqn").cloned(),
-        ns,
-    ))
 }
 
 fn main() {
     let args = Args::parse();
-    if let Err(e) = run(args) {
-        eprintln!("ballast-perf: {e}");
-        std::process::exit(1);
+    match run(args) {
+        Ok(()) => {}
+        Err(Fail::Usage(e)) => {
+            eprintln!("ballast-perf: {e}");
+            std::process::exit(2);
+        }
+        Err(Fail::Run(e)) => {
+            eprintln!("ballast-perf: {e}");
+            std::process::exit(1);
+        }
     }
 }
 
-fn run(args: Args) -> Result<(), String> {
+/// What every core runs, checked against the device.
+struct Plan {
+    pattern: Pattern,
+    readpct: u32,
+    /// Depth asked for (a target's queue may grant less).
+    depth: usize,
+    size: usize,
+    nlb: u32,
+    blocks: u64,
+    data: Data,
+}
+
+/// State the main thread shares with every core's poller.
+#[derive(Clone, Default)]
+struct Shared {
+    live: Arc<Live>,
+    stop: Arc<AtomicBool>,
+    measuring: Arc<AtomicBool>,
+    results: Arc<Mutex<Vec<CoreResult>>>,
+}
+
+/// The connected target, kept for keep-alives.
+struct Connected {
+    session: Session,
+    trid: Trid,
+    hostnqn: String,
+}
+
+const ONE_OF: &str = "give exactly one of -r TARGET or --bdev null|malloc|crypto";
+
+fn run(args: Args) -> Result<(), Fail> {
     let (pattern, readpct) = match args.workload.as_str() {
         "read" => (Pattern::Seq, 100),
         "write" => (Pattern::Seq, 0),
         "randread" => (Pattern::Rand, 100),
         "randwrite" => (Pattern::Rand, 0),
-        "rw" => (Pattern::Seq, args.readpct.min(100)),
-        "randrw" => (Pattern::Rand, args.readpct.min(100)),
-        w => return Err(format!("unknown workload {w:?}")),
+        "rw" => (Pattern::Seq, args.readpct),
+        "randrw" => (Pattern::Rand, args.readpct),
+        w => {
+            return Err(Fail::Usage(format!(
+                "-w {w:?}: want read, write, randread, randwrite, rw or randrw"
+            )))
+        }
     };
-    if args.size == 0 || args.depth == 0 {
-        return Err("size and depth must be > 0".into());
+    let data = Data::parse(&args.data)
+        .ok_or_else(|| Fail::Usage(format!("--data {:?}: want fill, text or random", args.data)))?;
+    if args.target.is_some() == args.bdev.is_some() {
+        return Err(Fail::Usage(ONE_OF.into()));
     }
-    if Data::parse(&args.data).is_none() {
-        return Err(format!("--data {:?}: want fill, text or random", args.data));
+    if let Some(k) = args.bdev.as_deref() {
+        if !["null", "malloc", "crypto"].contains(&k) {
+            return Err(Fail::Usage(format!(
+                "--bdev {k:?}: want null, malloc or crypto"
+            )));
+        }
     }
-    let cores = ballast_reactor::parse_core_mask(&args.cores).map_err(|e| e.to_string())?;
+    let cores = ballast_reactor::parse_core_mask(&args.cores)
+        .map_err(|e| Fail::Usage(format!("-c {}: {e}", args.cores)))?;
+    let mut plan = Plan {
+        pattern,
+        readpct,
+        depth: args.depth,
+        size: args.size,
+        nlb: 0,
+        blocks: 0,
+        data,
+    };
     let rt = Runtime::start(RuntimeConfig {
         cores: cores.clone(),
         pin: !args.no_pin,
         ..Default::default()
     })
     .map_err(|e| e.to_string())?;
-    let h = rt.handle();
-    let live = Arc::new(Live {
-        ios: AtomicU64::new(0),
-        errors: AtomicU64::new(0),
-    });
-    let stop = Arc::new(AtomicBool::new(false));
-    let measuring = Arc::new(AtomicBool::new(args.warmup == 0));
-    let results: Arc<std::sync::Mutex<Vec<CoreResult>>> = Arc::default();
-
-    let mut session = None;
-    let (block_size, blocks) = match (&args.target, &args.bdev) {
-        (Some(t), None) => {
-            let (addr, nqn, hostnqn, nsid) = parse_target(t)?;
-            let mut o = HostOpts {
-                hdgst: args.hdgst,
-                ddgst: args.ddgst,
-                queue_size: (args.depth + 1).min(u16::MAX as usize) as u16,
-                ..Default::default()
-            };
-            if let Some(hn) = hostnqn {
-                o.hostnqn = hn;
-            }
-            let mut s =
-                Session::connect(addr, &nqn, cores.len() as u16, &o).map_err(|e| e.to_string())?;
-            if (s.io_queues as usize) < cores.len() {
-                return Err(format!(
-                    "target granted {} I/O queues, {} needed",
-                    s.io_queues,
-                    cores.len()
-                ));
-            }
-            let ns = s.namespace(nsid).map_err(|e| e.to_string())?;
-            for (i, &core) in cores.iter().enumerate() {
-                let conn = s.io_queue(i as u16 + 1).map_err(|e| e.to_string())?;
-                let cfg = CoreCfg::new(&args, pattern, readpct, ns.block_size, ns.blocks, core);
-                let (live, stop, measuring, results) = (
-                    live.clone(),
-                    stop.clone(),
-                    measuring.clone(),
-                    results.clone(),
-                );
-                h.call(core, move || {
-                    start_tcp_core(conn, nsid, cfg, live, stop, measuring, results)
-                })
-                .map_err(|e| e.to_string())??;
-            }
-            let (bs, nb) = (ns.block_size, ns.blocks);
-            session = Some(s);
-            (bs, nb)
+    let sh = Shared::default();
+    sh.measuring.store(args.warmup == 0, Ordering::Relaxed);
+    let (mut conn, depth) = match (&args.target, &args.bdev) {
+        (Some(t), _) => {
+            let trid = parse_target(t).map_err(Fail::Usage)?;
+            let (c, depth) = start_target(&args, trid, &mut plan, &cores, &rt, &sh)?;
+            (Some(c), depth)
         }
         (None, Some(kind)) => {
-            let bs = 512u32;
-            let nb = args.bdev_size_mib * 1024 * 1024 / bs as u64;
-            let name = format!("perf_{kind}0");
-            match kind.as_str() {
-                "null" => ballast_engine::backend::null::create(&name, nb, bs, None)
-                    .map_err(|e| e.to_string())?,
-                "malloc" => ballast_engine::backend::malloc::create(
-                    ballast_engine::backend::malloc::MallocOpts {
-                        name: name.clone(),
-                        num_blocks: nb,
-                        block_size: bs,
-                        uuid: None,
-                    },
-                )
-                .map_err(|e| e.to_string())?,
-                "crypto" => {
-                    // AES-XTS-256 stage over a malloc bdev (issue 6's "crypto volume").
-                    let base = format!("{name}_base");
-                    ballast_engine::backend::malloc::create(
-                        ballast_engine::backend::malloc::MallocOpts {
-                            name: base.clone(),
-                            num_blocks: nb,
-                            block_size: bs,
-                            uuid: None,
-                        },
-                    )
-                    .map_err(|e| e.to_string())?;
-                    let k1: Vec<u8> = (0..32u8).collect();
-                    let k2: Vec<u8> = (0..32u8).map(|x| x ^ 0x5A).collect();
-                    ballast_engine::backend::crypto::key_create("perf_key", "AES_XTS", &k1, &k2)
-                        .map_err(|e| e.to_string())?;
-                    ballast_engine::backend::crypto::create(&name, &base, "perf_key")
-                        .map_err(|e| e.to_string())?
-                }
-                k => return Err(format!("--bdev {k:?}: want null, malloc or crypto")),
-            };
-            let desc =
-                Arc::new(ballast_engine::bdev::open(&name, None).map_err(|e| e.to_string())?);
-            for &core in &cores {
-                let cfg = CoreCfg::new(&args, pattern, readpct, bs, nb, core);
-                let (live, stop, measuring, results, desc) = (
-                    live.clone(),
-                    stop.clone(),
-                    measuring.clone(),
-                    results.clone(),
-                    desc.clone(),
-                );
-                h.call(core, move || {
-                    let ch = desc.channel().map_err(|e| e.to_string())?;
-                    start_bdev_core(ch, cfg, live, stop, measuring, results)
-                })
-                .map_err(|e| e.to_string())??;
-            }
-            (bs, nb)
+            start_bdev(&args, kind, &mut plan, &cores, &rt, &sh)?;
+            (None, args.depth)
         }
-        _ => return Err("give exactly one of -r TARGET or --bdev null|malloc".into()),
+        (None, None) => return Err(Fail::Usage(ONE_OF.into())),
     };
-    let _ = (block_size, blocks);
-
-    // Warm-up, then the measured run with per-second progress.
-    let t0 = Instant::now();
-    let mut last = (0u64, Instant::now());
-    let mut ka = Instant::now();
-    let total = Duration::from_secs(args.warmup + args.time);
-    while t0.elapsed() < total {
-        std::thread::sleep(Duration::from_millis(100));
-        if !measuring.load(Ordering::Relaxed) && t0.elapsed() >= Duration::from_secs(args.warmup) {
-            measuring.store(true, Ordering::Release);
-            last = (live.ios.load(Ordering::Relaxed), Instant::now());
+    if let Some(note) = perf_opts::depth_note(args.depth, depth) {
+        eprintln!("ballast-perf: {note}");
+    }
+    clock(&args, plan.size, conn.as_mut(), &sh)?;
+    sh.stop.store(true, Ordering::Release);
+    let t = Instant::now();
+    while sh.results.lock().unwrap().len() < cores.len() {
+        if t.elapsed() > Duration::from_secs(30) {
+            return Err(Fail::Run(
+                "cores did not drain their I/O within 30 s".into(),
+            ));
         }
-        if let Some(s) = session.as_mut() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    rt.shutdown();
+    let mut res = std::mem::take(&mut *sh.results.lock().unwrap());
+    res.sort_by_key(|r| r.core);
+    report(&args, &plan, depth, &res);
+    if let Some(kind) = &args.bdev {
+        let _ = ballast_engine::bdev::delete(&format!("perf_{kind}0"));
+    }
+    let mut problems = Vec::new();
+    let mut failures = Failures::default();
+    for r in &res {
+        failures.merge(&r.failures);
+        if let Some((why, lost)) = &r.queue_failure {
+            problems.push(format!(
+                "core {}: I/O queue failed ({lost} I/Os lost): {why}",
+                r.core
+            ));
+        }
+    }
+    problems.extend(failures.lines());
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Fail::Run(problems.join("; ")))
+    }
+}
+
+/// Connects to the target, checks the options against its namespace and controller, and
+/// starts one I/O queue per core; returns the session and the depth the queues allow.
+fn start_target(
+    args: &Args,
+    trid: Trid,
+    plan: &mut Plan,
+    cores: &[usize],
+    rt: &Runtime,
+    sh: &Shared,
+) -> Result<(Connected, usize), Fail> {
+    let mut o = HostOpts {
+        hdgst: args.hdgst,
+        ddgst: args.ddgst,
+        queue_size: (args.depth + 1).min(u16::MAX as usize) as u16,
+        ..Default::default()
+    };
+    if let Some(hn) = &trid.hostnqn {
+        o.hostnqn = hn.clone();
+    }
+    let words = |e, qid| host_error(&e, &trid.subnqn, trid.addr, &o.hostnqn, qid);
+    let mut s = Session::connect(trid.addr, &trid.subnqn, cores.len() as u16, &o)
+        .map_err(|e| words(e, 0))?;
+    if (s.io_queues as usize) < cores.len() {
+        return Err(Fail::Run(format!(
+            "target granted {} I/O queues, {} needed",
+            s.io_queues,
+            cores.len()
+        )));
+    }
+    let ns = s.namespace(trid.nsid).map_err(|e| words(e, 0))?;
+    let on = format!("namespace {} of {}", trid.nsid, trid.subnqn);
+    plan.nlb =
+        perf_opts::io_blocks(args.size, ns.block_size, ns.blocks, &on).map_err(Fail::Usage)?;
+    plan.blocks = ns.blocks;
+    perf_opts::max_transfer(args.size, s.ctrl.max_xfer).map_err(Fail::Usage)?;
+    let likely = args
+        .depth
+        .min(s.ctrl.mqes.saturating_sub(1).max(1) as usize);
+    perf_opts::buffer_memory(cores.len(), likely, args.size, perf_opts::physical_memory())
+        .map_err(Fail::Usage)?;
+    let mut depth = args.depth;
+    for (i, &core) in cores.iter().enumerate() {
+        let qid = i as u16 + 1;
+        let conn = s.io_queue(qid).map_err(|e| words(e, qid))?;
+        let (cfg, sh, nsid) = (CoreCfg::new(plan, core), sh.clone(), trid.nsid);
+        let granted = rt
+            .handle()
+            .call(core, move || start_tcp_core(conn, nsid, cfg, sh))
+            .map_err(|e| e.to_string())??;
+        depth = depth.min(granted);
+    }
+    let hostnqn = o.hostnqn;
+    Ok((
+        Connected {
+            session: s,
+            trid,
+            hostnqn,
+        },
+        depth,
+    ))
+}
+
+/// Checks the options against an in-process bdev of `kind`, creates it and starts a
+/// channel per core.
+fn start_bdev(
+    args: &Args,
+    kind: &str,
+    plan: &mut Plan,
+    cores: &[usize],
+    rt: &Runtime,
+    sh: &Shared,
+) -> Result<(), Fail> {
+    let bs = 512u32;
+    let nb = args.bdev_size_mib * 1024 * 1024 / bs as u64;
+    let name = format!("perf_{kind}0");
+    plan.nlb = perf_opts::io_blocks(args.size, bs, nb, &format!("the {kind} bdev"))
+        .map_err(Fail::Usage)?;
+    plan.blocks = nb;
+    perf_opts::buffer_memory(
+        cores.len(),
+        args.depth,
+        args.size,
+        perf_opts::physical_memory(),
+    )
+    .map_err(Fail::Usage)?;
+    create_bdev(kind, &name, nb, bs)?;
+    let desc = Arc::new(ballast_engine::bdev::open(&name, None).map_err(|e| e.to_string())?);
+    for &core in cores {
+        let (cfg, sh, desc) = (CoreCfg::new(plan, core), sh.clone(), desc.clone());
+        rt.handle()
+            .call(core, move || {
+                let ch = desc.channel().map_err(|e| e.to_string())?;
+                start_bdev_core(ch, cfg, sh)
+            })
+            .map_err(|e| e.to_string())??;
+    }
+    Ok(())
+}
+
+/// Runs the warm-up, then the measured time, printing per-second progress and keeping the
+/// target's session alive.
+fn clock(
+    args: &Args,
+    size: usize,
+    mut conn: Option<&mut Connected>,
+    sh: &Shared,
+) -> Result<(), Fail> {
+    let (live, measuring) = (&sh.live, &sh.measuring);
+    let warmup = Duration::from_secs(args.warmup);
+    let total = warmup.saturating_add(Duration::from_secs(args.time));
+    let t0 = Instant::now();
+    let counts = || {
+        (
+            live.ios.load(Ordering::Relaxed),
+            live.errors.load(Ordering::Relaxed),
+        )
+    };
+    let mut last = (0u64, 0u64, t0);
+    let mut ka = Instant::now();
+    loop {
+        let el = t0.elapsed();
+        if el >= total {
+            return Ok(());
+        }
+        // Wake at the end of the warm-up or of the run, or in 100 ms.
+        let next = if measuring.load(Ordering::Relaxed) {
+            total
+        } else {
+            warmup
+        };
+        std::thread::sleep(next.saturating_sub(el).min(Duration::from_millis(100)));
+        if let Some(c) = conn.as_deref_mut() {
             if ka.elapsed() > Duration::from_secs(5) {
-                s.keep_alive().map_err(|e| format!("keep-alive: {e}"))?;
+                c.session.keep_alive().map_err(|e| {
+                    let t = &c.trid;
+                    let why = host_error(&e, &t.subnqn, t.addr, &c.hostnqn, 0);
+                    format!("keep-alive: {why}")
+                })?;
                 ka = Instant::now();
             }
         }
-        if last.1.elapsed() >= Duration::from_secs(1) {
-            let n = live.ios.load(Ordering::Relaxed);
-            let dt = last.1.elapsed().as_secs_f64();
+        if last.2.elapsed() >= Duration::from_secs(1) {
+            let (n, e) = counts();
             if !args.quiet && !args.json {
-                let iops = (n - last.0) as f64 / dt;
+                let iops = (n - last.0) as f64 / last.2.elapsed().as_secs_f64();
+                let failed = e - last.1;
                 eprintln!(
-                    "[{:>5.1}s] {:>10.0} IOPS {:>9.1} MiB/s{}",
+                    "[{:>5.1}s] {:>10.0} IOPS {:>9.1} MiB/s{}{}",
                     t0.elapsed().as_secs_f64(),
                     iops,
-                    iops * args.size as f64 / 1048576.0,
+                    iops * size as f64 / 1048576.0,
+                    if failed > 0 {
+                        format!(" {failed:>9} failed")
+                    } else {
+                        String::new()
+                    },
                     if measuring.load(Ordering::Relaxed) {
                         ""
                     } else {
@@ -340,29 +443,42 @@ fn run(args: Args) -> Result<(), String> {
                     }
                 );
             }
-            last = (n, Instant::now());
+            last = (n, e, Instant::now());
+        }
+        if !measuring.load(Ordering::Relaxed) && t0.elapsed() >= warmup {
+            measuring.store(true, Ordering::Release);
+            let (n, e) = counts();
+            last = (n, e, Instant::now());
         }
     }
-    stop.store(true, Ordering::Release);
-    let t = Instant::now();
-    while results.lock().unwrap().len() < cores.len() {
-        if t.elapsed() > Duration::from_secs(30) {
-            return Err("cores did not drain their I/O within 30 s".into());
+}
+
+/// Creates the in-process bdev `name` of kind null, malloc or crypto.
+fn create_bdev(kind: &str, name: &str, nb: u64, bs: u32) -> Result<(), String> {
+    use ballast_engine::backend::{crypto, malloc, null};
+    let mk_malloc = |name: String| {
+        malloc::create(malloc::MallocOpts {
+            name,
+            num_blocks: nb,
+            block_size: bs,
+            uuid: None,
+        })
+    };
+    let r = match kind {
+        "null" => null::create(name, nb, bs, None),
+        "malloc" => mk_malloc(name.to_string()),
+        "crypto" => {
+            // AES-XTS-256 stage over a malloc bdev (issue 6's "crypto volume").
+            let base = format!("{name}_base");
+            mk_malloc(base.clone()).map_err(|e| e.to_string())?;
+            let k1: Vec<u8> = (0..32u8).collect();
+            let k2: Vec<u8> = (0..32u8).map(|x| x ^ 0x5A).collect();
+            crypto::key_create("perf_key", "AES_XTS", &k1, &k2).map_err(|e| e.to_string())?;
+            crypto::create(name, &base, "perf_key")
         }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    rt.shutdown();
-    let mut res = std::mem::take(&mut *results.lock().unwrap());
-    res.sort_by_key(|r| r.core);
-    report(&args, &res);
-    if let Some(kind) = &args.bdev {
-        let _ = ballast_engine::bdev::delete(&format!("perf_{kind}0"));
-    }
-    let errors: u64 = res.iter().map(|r| r.errors).sum();
-    if errors > 0 {
-        return Err(format!("{errors} I/O errors"));
-    }
-    Ok(())
+        k => return Err(format!("--bdev {k:?}: want null, malloc or crypto")),
+    };
+    r.map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// A heap buffer of `len` bytes holding `data` for queue slot `slot`.
@@ -381,17 +497,16 @@ struct CoreCfg {
 }
 
 impl CoreCfg {
-    fn new(a: &Args, pattern: Pattern, readpct: u32, bs: u32, blocks: u64, core: usize) -> Self {
-        let nlb = (a.size as u64).div_ceil(bs as u64).max(1) as u32;
+    fn new(p: &Plan, core: usize) -> Self {
         CoreCfg {
-            depth: a.depth,
-            size: nlb as usize * bs as usize,
-            data: Data::parse(&a.data).unwrap_or(Data::Fill),
+            depth: p.depth,
+            size: p.size,
+            data: p.data,
             load: Load {
-                pattern,
-                readpct,
-                nlb,
-                span: (blocks / nlb as u64).max(1),
+                pattern: p.pattern,
+                readpct: p.readpct,
+                nlb: p.nlb,
+                span: (p.blocks / p.nlb as u64).max(1),
                 next_seq: core as u64 * 997,
                 rng: 0x9E37_79B9_7F4A_7C15 ^ (core as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9),
             },
@@ -400,82 +515,17 @@ impl CoreCfg {
     }
 }
 
-/// Per-core accounting common to both back ends.
-struct Meter {
-    hist: Histogram<u64>,
-    started: Vec<Instant>,
-    ios: u64,
-    errors: u64,
-    t_measure: Option<Instant>,
-    t_end: Option<Instant>,
-    live: Arc<Live>,
-    measuring: Arc<AtomicBool>,
-}
-
-impl Meter {
-    fn new(depth: usize, live: Arc<Live>, measuring: Arc<AtomicBool>) -> Self {
-        Meter {
-            hist: Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds"),
-            started: vec![Instant::now(); depth],
-            ios: 0,
-            errors: 0,
-            t_measure: None,
-            t_end: None,
-            live,
-            measuring,
-        }
-    }
-    fn done(&mut self, slot: usize, ok: bool, now: Instant) {
-        self.live.ios.fetch_add(1, Ordering::Relaxed);
-        if !ok {
-            self.errors += 1;
-            self.live.errors.fetch_add(1, Ordering::Relaxed);
-        }
-        if self.measuring.load(Ordering::Relaxed) && self.t_end.is_none() {
-            if self.t_measure.is_none() {
-                self.t_measure = Some(now);
-                return;
-            }
-            self.ios += 1;
-            let ns = now.duration_since(self.started[slot]).as_nanos() as u64;
-            let _ = self.hist.record(ns.max(1));
-        }
-    }
-    /// The measured interval ends (stop seen); completions after it are not counted.
-    fn end(&mut self, now: Instant) {
-        if self.t_end.is_none() {
-            self.t_end = Some(now);
-        }
-    }
-    fn finish(self, core: usize) -> CoreResult {
-        let end = self.t_end.unwrap_or_else(Instant::now);
-        CoreResult {
-            core,
-            elapsed: self
-                .t_measure
-                .map_or(Duration::ZERO, |t| end.saturating_duration_since(t)),
-            hist: self.hist,
-            ios: self.ios,
-            errors: self.errors,
-        }
-    }
-}
-
-type Results = Arc<std::sync::Mutex<Vec<CoreResult>>>;
-
 fn start_tcp_core(
     conn: ballast_nvme::host::IoQueueConn,
     nsid: u32,
     mut cfg: CoreCfg,
-    live: Arc<Live>,
-    stop: Arc<AtomicBool>,
-    measuring: Arc<AtomicBool>,
-    results: Results,
-) -> Result<(), String> {
+    sh: Shared,
+) -> Result<usize, String> {
     let mut qp = IoQpair::new(conn);
     let depth = cfg.depth.min(qp.depth());
     ballast_reactor::add_wake_fd(qp.fd()).map_err(|e| e.to_string())?;
-    let mut meter = Some(Meter::new(depth, live, measuring));
+    let mut meter = Some(Meter::new(depth, sh.live, sh.measuring));
+    let (stop, results) = (sh.stop, sh.results);
     let mut bufs: Vec<Option<IoBuf>> = (0..depth)
         .map(|i| Some(data_buf(cfg.data, cfg.size, i)))
         .collect();
@@ -500,7 +550,7 @@ fn start_tcp_core(
                 let Some(buf) = b.take() else { continue };
                 let (read, lba) = cfg.load.next();
                 let op = if read { HostOp::Read } else { HostOp::Write };
-                m.started[slot] = now;
+                m.start(slot, now);
                 match qp.submit(op, nsid, lba, cfg.load.nlb, Some(buf), slot as u64) {
                     Ok(()) => inflight += 1,
                     Err(buf) => {
@@ -516,13 +566,19 @@ fn start_tcp_core(
             for c in comps.drain(..) {
                 inflight -= 1;
                 let slot = c.tag as usize;
-                m.done(slot, c.status.is_success(), now);
+                let outcome = if c.status.is_success() {
+                    Ok(())
+                } else {
+                    Err(Failure::Nvme(c.status))
+                };
+                m.done(slot, outcome, now);
                 bufs[slot] = c.buf;
             }
         }
         if stopping && (inflight == 0 || qp.failure().is_some()) {
             let m = meter.take().expect("meter");
-            results.lock().unwrap().push(m.finish(core));
+            let broke = qp.failure().map(|why| (why.to_string(), inflight));
+            results.lock().unwrap().push(m.finish(core, broke));
             ballast_reactor::remove_wake_fd(fd);
             if let Some(h) = h2.borrow_mut().take() {
                 ballast_reactor::unregister_poller(h);
@@ -533,34 +589,33 @@ fn start_tcp_core(
     })
     .map_err(|e| e.to_string())?;
     *handle.borrow_mut() = Some(p);
-    Ok(())
+    Ok(depth)
 }
 
+type BdevDone = (u64, Result<(), Failure>, SgList);
+
 struct BdevSink {
-    done: RefCell<Vec<(u64, bool, SgList)>>,
+    done: RefCell<Vec<BdevDone>>,
 }
 
 impl IoSink for BdevSink {
     fn io_done(&self, mut io: BdevIo) {
-        let ok = io.status == IoStatus::Success;
+        let outcome = match io.status {
+            IoStatus::Success => Ok(()),
+            s => Err(Failure::Bdev(s)),
+        };
         let bufs = std::mem::take(&mut io.bufs);
-        self.done.borrow_mut().push((io.tag, ok, bufs));
+        self.done.borrow_mut().push((io.tag, outcome, bufs));
     }
 }
 
-fn start_bdev_core(
-    ch: IoChannel,
-    mut cfg: CoreCfg,
-    live: Arc<Live>,
-    stop: Arc<AtomicBool>,
-    measuring: Arc<AtomicBool>,
-    results: Results,
-) -> Result<(), String> {
+fn start_bdev_core(ch: IoChannel, mut cfg: CoreCfg, sh: Shared) -> Result<(), String> {
     let depth = cfg.depth;
     let sink = Rc::new(BdevSink {
         done: RefCell::new(Vec::with_capacity(depth)),
     });
-    let mut meter = Some(Meter::new(depth, live, measuring));
+    let mut meter = Some(Meter::new(depth, sh.live, sh.measuring));
+    let (stop, results) = (sh.stop, sh.results);
     let mut bufs: Vec<Option<SgList>> = (0..depth)
         .map(|i| {
             let mut v = SgList::new();
@@ -572,7 +627,7 @@ fn start_bdev_core(
     let core = cfg.core;
     let handle: Rc<RefCell<Option<ballast_reactor::PollerHandle>>> = Rc::default();
     let h2 = handle.clone();
-    let mut batch: Vec<(u64, bool, SgList)> = Vec::with_capacity(depth);
+    let mut batch: Vec<BdevDone> = Vec::with_capacity(depth);
     let p = ballast_reactor::register_poller(format!("perf_bdev_{core}"), move || {
         let Some(m) = meter.as_mut() else {
             return PollStatus::Idle;
@@ -587,7 +642,7 @@ fn start_bdev_core(
                 let Some(sg) = b.take() else { continue };
                 let (read, lba) = cfg.load.next();
                 let op = if read { IoType::Read } else { IoType::Write };
-                m.started[slot] = now;
+                m.start(slot, now);
                 inflight += 1;
                 let cb: Rc<dyn IoSink> = sink.clone();
                 ch.submit(BdevIo::new(
@@ -604,15 +659,15 @@ fn start_bdev_core(
         let did = !batch.is_empty();
         if did {
             let now = Instant::now();
-            for (tag, ok, sg) in batch.drain(..) {
+            for (tag, outcome, sg) in batch.drain(..) {
                 inflight -= 1;
-                m.done(tag as usize, ok, now);
+                m.done(tag as usize, outcome, now);
                 bufs[tag as usize] = Some(sg);
             }
         }
         if stopping && inflight == 0 {
             let m = meter.take().expect("meter");
-            results.lock().unwrap().push(m.finish(core));
+            results.lock().unwrap().push(m.finish(core, None));
             if let Some(h) = h2.borrow_mut().take() {
                 ballast_reactor::unregister_poller(h);
             }
@@ -625,51 +680,48 @@ fn start_bdev_core(
     Ok(())
 }
 
-fn summary(h: &Histogram<u64>, ios: u64, secs: f64, size: usize) -> serde_json::Value {
-    let us = |v: u64| v as f64 / 1000.0;
-    let iops = if secs > 0.0 { ios as f64 / secs } else { 0.0 };
-    serde_json::json!({
-        "ios": ios,
-        "iops": iops.round(),
-        "mib_s": (iops * size as f64 / 1048576.0 * 10.0).round() / 10.0,
-        "lat_us": {
-            "avg": (h.mean() / 10.0).round() / 100.0,
-            "min": us(h.min()),
-            "max": us(h.max()),
-            "p50": us(h.value_at_quantile(0.50)),
-            "p90": us(h.value_at_quantile(0.90)),
-            "p99": us(h.value_at_quantile(0.99)),
-            "p99_9": us(h.value_at_quantile(0.999)),
-            "p99_99": us(h.value_at_quantile(0.9999)),
-        }
-    })
-}
-
-fn report(args: &Args, res: &[CoreResult]) {
-    let mut total = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("bounds");
+/// Prints the summary: per core and total, of the successful I/Os of the measured interval,
+/// then the failed I/Os by status. `depth` is the depth used (≤ the one asked for).
+fn report(args: &Args, plan: &Plan, depth: usize, res: &[CoreResult]) {
+    let mut total = perf_meter::histogram();
     let mut ios = 0;
     let mut secs: f64 = 0.0;
+    let mut failures = Failures::default();
     let mut per_core = Vec::new();
     for r in res {
         let _ = total.add(&r.hist);
         ios += r.ios;
+        failures.merge(&r.failures);
         let s = r.elapsed.as_secs_f64();
         secs = secs.max(s);
-        let mut v = summary(&r.hist, r.ios, s, args.size);
+        let mut v = perf_meter::summary(&r.hist, r.ios, s, plan.size);
         v["core"] = serde_json::json!(r.core);
-        v["errors"] = serde_json::json!(r.errors);
+        v["errors"] = serde_json::json!(r.failures.total());
+        v["queue_failure"] = serde_json::json!(r.queue_failure.as_ref().map(|(why, _)| why));
         per_core.push(v);
     }
-    let tot = summary(&total, ios, secs, args.size);
+    let mut tot = perf_meter::summary(&total, ios, secs, plan.size);
+    tot["errors"] = serde_json::json!(failures.total());
     if args.json {
         let out = serde_json::json!({
-            "workload": args.workload, "size": args.size, "depth": args.depth,
-            "target": args.target, "bdev": args.bdev, "seconds": secs,
-            "cores": per_core, "total": tot,
+            "workload": args.workload, "read_pct": plan.readpct,
+            "size": plan.size, "depth": depth, "depth_requested": plan.depth,
+            "target": args.target, "bdev": args.bdev,
+            "warmup_seconds": args.warmup, "seconds": secs,
+            "cores": per_core, "total": tot, "failures": failures.json(),
         });
         println!("{}", serde_json::to_string_pretty(&out).expect("json"));
         return;
     }
+    println!(
+        "{}: {}-byte I/Os, queue depth {} per core, {} core{}, {:.2} s measured",
+        args.workload,
+        plan.size,
+        depth,
+        res.len(),
+        if res.len() == 1 { "" } else { "s" },
+        secs
+    );
     println!(
         "{:<8} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "core", "IOPS", "MiB/s", "avg(us)", "min", "max", "p50", "p90", "p99", "p99.9", "p99.99"
@@ -695,4 +747,7 @@ fn report(args: &Args, res: &[CoreResult]) {
         line(format!("core {}", v["core"]), v);
     }
     line("total".into(), &tot);
+    for l in failures.lines() {
+        println!("{l} (not counted above)");
+    }
 }
