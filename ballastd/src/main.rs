@@ -197,15 +197,29 @@ fn apply_transport_flags(config: &mut Value, flags: &[(&'static str, Value)]) {
     }
 }
 
-fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BALLAST_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+/// Logs to stderr through a filter (`BALLAST_LOG`, default info) that `log_set_print_level`
+/// can swap at run time.
+fn install_logging() {
+    use tracing_subscriber::{fmt, prelude::*, reload, EnvFilter};
+    let filter = EnvFilter::try_from_env("BALLAST_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    ballast_rpc::log::install_hook(Box::new(move |directive: &str| {
+        handle
+            .reload(EnvFilter::new(directive))
+            .map_err(|e| format!("cannot change the log filter: {e}"))
+    }));
+}
+
+fn main() {
+    install_logging();
     let args = Args::parse();
     args.check();
     if let Err(e) = run(args) {

@@ -428,3 +428,61 @@ fn huge_names_are_not_echoed_whole() {
     let log = std::fs::metadata(dir.path("huge.log")).unwrap().len();
     assert!(log < 16 << 10, "a {log}-byte log");
 }
+
+#[test]
+fn huge_bdev_names_are_refused_without_being_logged() {
+    let dir = Scratch::new("hugename");
+    let cfg = dir.config("empty.json", &json!({"subsystems": []}));
+    let d = Daemon::start(&dir, "hugename", &["-c", cfg.to_str().unwrap()]);
+    let huge = "m".repeat(15 << 20);
+    let (code, msg) = d
+        .call(
+            "bdev_malloc_create",
+            json!({"name": huge, "num_blocks": 8, "block_size": 512}),
+        )
+        .unwrap_err();
+    assert_eq!(code, -32602);
+    assert!(msg.contains("at most 255"), "{msg}");
+    assert!(msg.len() < 2048);
+    assert_eq!(d.call("bdev_get_bdevs", Value::Null).unwrap(), json!([]));
+    d.stop();
+    let log = std::fs::metadata(dir.path("hugename.log")).unwrap().len();
+    assert!(log < 16 << 10, "a {log}-byte log");
+}
+
+#[test]
+fn log_set_print_level_changes_what_the_daemon_logs() {
+    let dir = Scratch::new("loglevel");
+    let cfg = dir.config("empty.json", &json!({"subsystems": []}));
+    let d = Daemon::start(&dir, "loglevel", &["-c", cfg.to_str().unwrap()]);
+    let create = |name: &str| {
+        d.call(
+            "bdev_null_create",
+            json!({"name": name, "num_blocks": 8, "block_size": 512}),
+        )
+        .unwrap();
+    };
+    assert_eq!(
+        d.call("log_get_print_level", Value::Null).unwrap(),
+        json!("NOTICE")
+    );
+    d.call("log_set_print_level", json!({"level": "ERROR"}))
+        .unwrap();
+    assert_eq!(
+        d.call("log_get_print_level", Value::Null).unwrap(),
+        json!("ERROR")
+    );
+    create("QuietNull");
+    d.call("log_set_print_level", json!({"level": "info"}))
+        .unwrap();
+    create("LoudNull");
+    let (code, msg) = d
+        .call("log_set_print_level", json!({"level": "LOUD"}))
+        .unwrap_err();
+    assert_eq!(code, -32602);
+    assert!(msg.contains("NOTICE"), "{msg}");
+    let log = d.log();
+    assert!(!log.contains("QuietNull"), "{log}");
+    assert!(log.contains("LoudNull"), "{log}");
+    d.stop();
+}

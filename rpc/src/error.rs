@@ -72,17 +72,33 @@ impl std::fmt::Display for RpcError {
     }
 }
 
-/// `s`, cut to at most `max` bytes (on a character boundary) with a note of what was cut, for
-/// quoting user input in errors and logs.
-pub fn cap(s: &str, max: usize) -> String {
+/// `s` if it fits in `max` bytes; else its head and tail around a marker saying how much was
+/// left out, all within `max` bytes and cut on char boundaries. Keeping the tail keeps what a
+/// message says after a quoted value ("bdev <huge name> not found"). A `max` below the
+/// marker's length (about 30 bytes) yields the marker alone.
+pub fn cap(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
     if s.len() <= max {
-        return s.to_string();
+        return s.into();
     }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
+    // The marker's longest form (the elided count is below s.len()).
+    let reserve = format!(" … ({} bytes elided) … ", s.len()).len();
+    let room = max.saturating_sub(reserve);
+    let tail_room = room / 4;
+    let mut head = room - tail_room;
+    while !s.is_char_boundary(head) {
+        head -= 1;
     }
-    format!("{}… ({} more bytes)", &s[..end], s.len() - end)
+    let mut tail = s.len() - tail_room;
+    while !s.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!(
+        "{} … ({} bytes elided) … {}",
+        &s[..head],
+        tail - head,
+        &s[tail..]
+    )
+    .into()
 }
 
 const ENODEV: i64 = -19;

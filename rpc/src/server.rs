@@ -477,34 +477,7 @@ fn error_response(id: Value, e: RpcError) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": {"code": e.code, "message": message}})
 }
 
-/// `s` if it fits in `max` bytes; else its head and tail around a marker saying how much was
-/// left out, all within `max` bytes and cut on char boundaries. Keeping the tail keeps what a
-/// message says after a quoted value ("bdev <huge name> not found"). A `max` below the
-/// marker's length (about 30 bytes) yields the marker alone.
-pub fn cap(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
-    if s.len() <= max {
-        return s.into();
-    }
-    // The marker's longest form (the elided count is below s.len()).
-    let reserve = format!(" … ({} bytes elided) … ", s.len()).len();
-    let room = max.saturating_sub(reserve);
-    let tail_room = room / 4;
-    let mut head = room - tail_room;
-    while !s.is_char_boundary(head) {
-        head -= 1;
-    }
-    let mut tail = s.len() - tail_room;
-    while !s.is_char_boundary(tail) {
-        tail += 1;
-    }
-    format!(
-        "{} … ({} bytes elided) … {}",
-        &s[..head],
-        tail - head,
-        &s[tail..]
-    )
-    .into()
-}
+pub use crate::error::cap;
 
 fn handle_one(ctx: &Context, r: Value) -> Option<Value> {
     let Value::Object(mut m) = r else {

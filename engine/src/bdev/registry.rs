@@ -126,12 +126,24 @@ fn registry() -> &'static Mutex<Registry> {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// Longest bdev name or alias, in bytes (what errors and logs may quote of it stays small).
+pub const MAX_NAME: usize = 255;
+
 /// Registers a bdev. Names, aliases and UUIDs are unique across the registry.
 pub fn register(info: BdevInfo, backend: Box<dyn BdevBackend>) -> Result<Arc<Bdev>> {
     if info.name.is_empty() {
         return Err(Error::InvalidParam {
             param: "name",
             why: "must not be empty".into(),
+        });
+    }
+    if let Some(n) = std::iter::once(&info.name)
+        .chain(info.aliases.iter())
+        .find(|n| n.len() > MAX_NAME)
+    {
+        return Err(Error::InvalidParam {
+            param: "name",
+            why: format!("{} bytes long (at most {MAX_NAME})", n.len()),
         });
     }
     if info.block_size != 512 && info.block_size != 4096 {

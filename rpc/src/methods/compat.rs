@@ -314,7 +314,7 @@ fn check(
         };
     if !ok {
         let Only(d, why) = accept else { unreachable!() };
-        let shown = crate::error::cap(&v.to_string(), 64);
+        let shown = crate::error::cap(&v.to_string(), 64).into_owned();
         return Err(RpcError::params(format!(
             "Invalid parameters: {name} {shown} is not supported by ballast ({why}); only {} is accepted",
             d.describe()

@@ -24,7 +24,8 @@ pub(crate) fn nvmf_create_transport(
             p.trtype
         )));
     }
-    let d = TransportOpts::default();
+    // Unset options take the daemon's defaults (its command-line transport flags).
+    let d = ctx.target.default_opts().clone();
     let max_io_size = p.max_io_size.unwrap_or(d.max_io_size);
     let opts = TransportOpts {
         max_queue_depth: p.max_queue_depth.unwrap_or(d.max_queue_depth),
