@@ -1,14 +1,19 @@
-//! The `ballast-rpc` binary against a fake JSON-RPC server on a Unix socket: the bytes it sends,
-//! how it prints results and errors, and its exit status.
+//! The `ballast-rpc` binary against a fake JSON-RPC server on a Unix socket (the bytes it sends,
+//! how it prints results and errors, and its exit status), and against an in-process daemon
+//! (`common::Daemon`) for the methods whose output is the daemon's to make.
+
+mod common;
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{RwLock, RwLockReadGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use common::{free_port, Daemon};
 use serde_json::{json, Deserializer, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ballast-rpc");
@@ -749,4 +754,360 @@ fn compress_create_sends_spdk_params() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(stdout(&out), "COMP_Malloc0\n");
+}
+
+// ---- Against an in-process daemon ----
+
+/// Malloc bdevs share one process-wide backing budget: a test that overcommits it takes this
+/// for writing, so that no other test's malloc create runs (and is refused) meanwhile; tests
+/// that create malloc bdevs take it for reading.
+static MALLOC_BUDGET: RwLock<()> = RwLock::new(());
+
+fn malloc_budget() -> RwLockReadGuard<'static, ()> {
+    MALLOC_BUDGET.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs the client against daemon `d` and returns its stdout, asserting exit status 0 and
+/// nothing on stderr.
+fn ok_out(d: &Daemon, args: &[&str]) -> String {
+    let out = run(&d.path, args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{args:?}: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_eq!(stderr(&out), "", "{args:?}");
+    stdout(&out)
+}
+
+/// Runs the client against daemon `d` and returns its stdout as JSON.
+fn ok_json(d: &Daemon, args: &[&str]) -> Value {
+    let text = ok_out(d, args);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args:?} printed {text:?}: {e}"))
+}
+
+/// Runs the client against daemon `d`, asserting exit status 1 and nothing on stdout; returns
+/// stderr.
+fn err_out(d: &Daemon, args: &[&str]) -> String {
+    let out = run(&d.path, args);
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stdout(&out));
+    assert_eq!(stdout(&out), "", "{args:?}");
+    stderr(&out)
+}
+
+#[test]
+fn log_set_print_level_then_get_prints_it() {
+    let d = Daemon::new();
+    assert_eq!(ok_out(&d, &["log_set_print_level", "DEBUG"]), "true\n");
+    assert_eq!(ok_out(&d, &["log_get_print_level"]), "DEBUG\n");
+    // SPDK's names in any case; the daemon answers with its own spelling.
+    assert_eq!(ok_out(&d, &["log_set_print_level", "warning"]), "true\n");
+    assert_eq!(ok_out(&d, &["log_get_print_level"]), "WARNING\n");
+    let err = err_out(&d, &["log_set_print_level", "LOUD"]);
+    assert!(
+        err.starts_with("error: Invalid parameters: level LOUD is not one of DISABLED, ERROR"),
+        "{err}"
+    );
+    assert_eq!(ok_out(&d, &["log_get_print_level"]), "WARNING\n");
+    ok_out(&d, &["log_set_print_level", "NOTICE"]);
+}
+
+#[test]
+fn framework_get_subsystems_and_get_config() {
+    let _budget = malloc_budget();
+    let d = Daemon::new();
+    assert_eq!(
+        ok_json(&d, &["framework_get_subsystems"]),
+        json!([{"subsystem": "accel", "depends_on": []},
+               {"subsystem": "bdev", "depends_on": ["accel"]},
+               {"subsystem": "nvmf", "depends_on": ["bdev"]}])
+    );
+    let name = d.name("Cfg0");
+    let uuid = "0e2b8e6c-3f3a-4e0f-8d8e-1c6b7f0a9b01";
+    let created = ok_out(
+        &d,
+        &["bdev_malloc_create", "-b", &name, "-u", uuid, "1", "512"],
+    );
+    assert_eq!(created, format!("{name}\n"));
+    let config = ok_json(&d, &["framework_get_config", "bdev"]);
+    let entries = config.as_array().expect("an array of config entries");
+    assert!(
+        entries.contains(&json!({"method": "bdev_malloc_create",
+            "params": {"name": name, "num_blocks": 2048, "block_size": 512, "uuid": uuid}})),
+        "no malloc entry for {name} in {config:#}"
+    );
+    assert!(
+        ok_json(&d, &["framework_get_config", "nvmf"]).is_array(),
+        "nvmf config"
+    );
+    let err = err_out(&d, &["framework_get_config", "scsi"]);
+    assert!(
+        err.contains("subsystem scsi not found (ballast has accel, bdev, nvmf)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bdev_wait_for_examine_returns_at_once() {
+    let d = Daemon::new();
+    assert_eq!(ok_out(&d, &["bdev_wait_for_examine"]), "true\n");
+}
+
+#[test]
+fn nvmf_get_stats_has_a_poll_group_per_reactor() {
+    let d = Daemon::new();
+    let stats = ok_json(&d, &["nvmf_get_stats"]);
+    assert_eq!(stats["tick_rate"], json!(1_000_000_000u64));
+    let groups = stats["poll_groups"].as_array().expect("poll_groups");
+    // The test daemon runs two reactors.
+    assert_eq!(groups.len(), 2, "{stats:#}");
+    assert_eq!(groups[0]["name"], json!("nvmf_tgt_poll_group_000"));
+    for g in groups {
+        assert!(g["current_admin_qpairs"].is_u64(), "{g}");
+        assert!(g["current_io_qpairs"].is_u64(), "{g}");
+    }
+}
+
+#[test]
+fn iobuf_get_stats_has_the_pools_of_each_reactor() {
+    let d = Daemon::new();
+    let stats = ok_json(&d, &["iobuf_get_stats"]);
+    let pools = stats.as_array().expect("an array");
+    assert_eq!(pools.len(), 2, "{stats:#}");
+    for p in pools {
+        assert!(p["module"].is_string(), "{p}");
+        assert!(p["classes"].is_array(), "{p}");
+    }
+}
+
+#[test]
+fn sock_impl_get_options_knows_posix_only() {
+    let d = Daemon::new();
+    let opts = ok_json(&d, &["sock_impl_get_options", "-i", "posix"]);
+    assert_eq!(
+        opts["enable_zerocopy_send_server"],
+        json!(false),
+        "{opts:#}"
+    );
+    assert_eq!(opts["tls_version"], json!(0), "{opts:#}");
+    let err = err_out(&d, &["sock_impl_get_options", "--impl", "uring"]);
+    assert!(err.contains("impl_name uring is not supported"), "{err}");
+}
+
+#[test]
+fn bdev_nvme_controllers_over_the_cli() {
+    let _budget = malloc_budget();
+    let d = Daemon::new();
+    // Nothing else in this test binary attaches controllers (they are process-wide).
+    assert_eq!(ok_out(&d, &["bdev_nvme_get_controllers"]), "[]\n");
+
+    let nqn = d.nqn("cli-remote");
+    let closed = free_port().to_string();
+    let name = d.name("Nvme");
+    let err = err_out(
+        &d,
+        &[
+            "bdev_nvme_attach_controller",
+            "-b",
+            &name,
+            "-t",
+            "tcp",
+            "-a",
+            "127.0.0.1",
+            "-s",
+            &closed,
+            "-f",
+            "ipv4",
+            "-n",
+            &nqn,
+        ],
+    );
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(err.contains(&format!("127.0.0.1:{closed}")), "{err}");
+    assert_eq!(ok_out(&d, &["bdev_nvme_get_controllers"]), "[]\n");
+
+    // Loop back to the daemon's own target.
+    let base = d.name("RM0");
+    ok_out(&d, &["bdev_malloc_create", "-b", &base, "2", "512"]);
+    ok_out(&d, &["nvmf_create_subsystem", &nqn, "-a"]);
+    ok_out(&d, &["nvmf_subsystem_add_ns", &nqn, &base]);
+    let port = free_port().to_string();
+    ok_out(
+        &d,
+        &[
+            "nvmf_subsystem_add_listener",
+            &nqn,
+            "-t",
+            "tcp",
+            "-a",
+            "127.0.0.1",
+            "-s",
+            &port,
+        ],
+    );
+    let attached = ok_out(
+        &d,
+        &[
+            "bdev_nvme_attach_controller",
+            "-b",
+            &name,
+            "-t",
+            "tcp",
+            "-a",
+            "127.0.0.1",
+            "-s",
+            &port,
+            "-n",
+            &nqn,
+            "-l",
+            "-1",
+            "-o",
+            "1",
+            "--num-io-queues",
+            "1",
+        ],
+    );
+    assert_eq!(attached, format!("{name}n1\n"), "rpc.py's print_array");
+    let ctrls = ok_json(&d, &["bdev_nvme_get_controllers", "-n", &name]);
+    assert_eq!(ctrls[0]["name"], json!(name), "{ctrls:#}");
+    assert_eq!(ctrls[0]["bdevs"], json!([format!("{name}n1")]), "{ctrls:#}");
+    let trid = &ctrls[0]["ctrlrs"][0]["trid"];
+    assert_eq!(trid["trsvcid"], json!(port), "{ctrls:#}");
+    assert_eq!(trid["subnqn"], json!(nqn), "{ctrls:#}");
+    assert_eq!(trid["num_io_queues"], json!(1), "{ctrls:#}");
+    let bdev = ok_json(&d, &["bdev_get_bdevs", "-b", &format!("{name}n1")]);
+    assert_eq!(bdev[0]["num_blocks"], json!(4096), "{bdev:#}");
+
+    // Detaching by a path that is not the controller's is refused.
+    let err = err_out(&d, &["bdev_nvme_detach_controller", &name, "-s", &closed]);
+    assert!(err.contains("has no path with trsvcid"), "{err}");
+    assert_eq!(
+        ok_out(
+            &d,
+            &[
+                "bdev_nvme_detach_controller",
+                &name,
+                "-t",
+                "tcp",
+                "-s",
+                &port
+            ]
+        ),
+        "true\n"
+    );
+    assert_eq!(ok_out(&d, &["bdev_nvme_get_controllers"]), "[]\n");
+    let err = err_out(&d, &["bdev_nvme_get_controllers", "-n", &name]);
+    assert!(
+        err.contains(&format!("controller {name} not found")),
+        "{err}"
+    );
+}
+
+/// Physical memory in MiB, as /proc/meminfo gives it.
+fn mem_total_mib() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("MemTotal in /proc/meminfo");
+    kib / 1024
+}
+
+#[test]
+fn malloc_create_overcommit_makes_a_disk_larger_than_ram() {
+    let _budget = MALLOC_BUDGET.write().unwrap_or_else(|e| e.into_inner());
+    let d = Daemon::new();
+    let name = d.name("Big0");
+    let size = (2 * mem_total_mib()).to_string();
+    let err = err_out(&d, &["bdev_malloc_create", "-b", &name, &size, "4096"]);
+    assert!(err.contains("pass overcommit to create it anyway"), "{err}");
+    assert_eq!(
+        ok_out(
+            &d,
+            &[
+                "bdev_malloc_create",
+                "-b",
+                &name,
+                "--overcommit",
+                &size,
+                "4096"
+            ]
+        ),
+        format!("{name}\n")
+    );
+    let bdev = ok_json(&d, &["bdev_get_bdevs", "-b", &name]);
+    let blocks = 2 * mem_total_mib() * 256;
+    assert_eq!(bdev[0]["num_blocks"], json!(blocks), "{bdev:#}");
+    assert_eq!(ok_out(&d, &["bdev_malloc_delete", &name]), "true\n");
+
+    // rpc.py's -p: ballast's physical block is the data block.
+    let small = d.name("Pbs0");
+    assert_eq!(
+        ok_out(
+            &d,
+            &["bdev_malloc_create", "-b", &small, "-p", "512", "1", "512"]
+        ),
+        format!("{small}\n")
+    );
+    let err = err_out(
+        &d,
+        &[
+            "bdev_malloc_create",
+            "-b",
+            &d.name("Pbs1"),
+            "-p",
+            "4096",
+            "1",
+            "512",
+        ],
+    );
+    assert!(
+        err.contains("physical_block_size 4096 is not supported by ballast"),
+        "{err}"
+    );
+}
+
+#[test]
+fn accel_crypto_key_create_help_shows_its_required_flags_as_required() {
+    let out = Command::new(BIN)
+        .args(["accel_crypto_key_create", "--help"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let help = stdout(&out);
+    let usage = help
+        .lines()
+        .find(|l| l.starts_with("Usage: "))
+        .expect("a usage line");
+    for flag in [
+        "--cipher <CIPHER>",
+        "--key <KEY>",
+        "--key2 <KEY2>",
+        "--name <NAME>",
+    ] {
+        assert!(usage.contains(flag), "{flag} missing from {usage:?}");
+        assert!(
+            !usage.contains(&format!("[{flag}]")),
+            "{flag} shown as optional in {usage:?}"
+        );
+    }
+    // The optional one is not in the usage line; in the option list, only the required ones
+    // say "[required]".
+    assert!(!usage.contains("--tweak-mode"), "{usage:?}");
+    for (flag, required) in [
+        ("-c, --cipher", true),
+        ("-k, --key ", true),
+        ("-e, --key2", true),
+        ("-n, --name", true),
+        ("-t, --tweak-mode", false),
+    ] {
+        let line = help
+            .lines()
+            .find(|l| l.trim_start().starts_with(flag))
+            .unwrap_or_else(|| panic!("no {flag} line in:\n{help}"));
+        assert_eq!(line.ends_with("[required]"), required, "{line:?}");
+    }
 }

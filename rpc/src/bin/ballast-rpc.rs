@@ -11,7 +11,8 @@
 //!
 //! A result is printed to stdout as pretty JSON, except a bare string (a created bdev's name),
 //! which is printed unquoted as rpc.py does so that `name=$(ballast-rpc bdev_malloc_create 64 512)`
-//! works. A JSON-RPC error is printed to stderr as `error: <message> (code <code>)`.
+//! works, and bdev_nvme_attach_controller's list of bdev names, printed on one line as rpc.py
+//! does. A JSON-RPC error is printed to stderr as `error: <message> (code <code>)`.
 //!
 //! Exit status: 0 on a result, 1 on an error response or when the daemon cannot be reached or
 //! answers nonsense, 2 on a usage error.
@@ -19,23 +20,36 @@
 //! The client shares no code with the server in this crate's library: it speaks the wire
 //! protocol only, so it can talk to any daemon version (or to SPDK).
 
+#[path = "cli/bdev.rs"]
+mod bdev;
 #[path = "cli/client.rs"]
 mod client;
+#[path = "cli/framework.rs"]
+mod framework;
 #[path = "cli/methods.rs"]
 mod methods;
+#[path = "cli/nvme.rs"]
+mod nvme;
+#[path = "cli/nvmf.rs"]
+mod nvmf;
 #[path = "cli/output.rs"]
 mod output;
+#[path = "cli/params.rs"]
+mod params;
+#[path = "cli/stages.rs"]
+mod stages;
 
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use serde_json::Value;
 
 use client::{Options, Reply};
 use methods::{params_for, Method};
+use output::Style;
 
 /// Where ballastd listens unless told otherwise (`ballastd -r PATH`).
 const DEFAULT_SOCKET: &str = "/var/tmp/ballast.sock";
@@ -71,8 +85,15 @@ pub struct Cli {
     method: Method,
 }
 
+/// The command line as parsed and as its help shows it: [`Cli`], with each subcommand's
+/// required options marked so in the option list.
+pub fn command() -> clap::Command {
+    methods::mark_required(Cli::command())
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::from_arg_matches(&command().get_matches())
+        .unwrap_or_else(|e| e.format(&mut command()).exit());
     match run(&cli) {
         Ok(status) => status,
         Err(message) => {
@@ -95,17 +116,18 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
         conn_retries: cli.conn_retries,
         verbose: cli.verbose,
     };
+    let style = cli.method.style();
     match client::call(&opts, &method, params) {
         Ok(Reply::Result(result)) => match cli.method.output_file() {
             Some(path) => {
-                output::write_private_file(path, &render(&result)?)?;
+                output::write_private_file(path, &output::render(&result, style)?)?;
                 Ok(ExitCode::SUCCESS)
             }
             None => {
                 if cli.method.result_is_private() {
                     output::make_stdout_private()?;
                 }
-                print_result(&result)
+                print_result(&result, style)
             }
         },
         Ok(Reply::Error(error)) => {
@@ -120,16 +142,8 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
     }
 }
 
-/// A result as printed: a bare string unquoted, anything else as pretty JSON.
-fn render(result: &Value) -> Result<String, String> {
-    match result {
-        Value::String(s) => Ok(s.clone()),
-        other => serde_json::to_string_pretty(other).map_err(|e| e.to_string()),
-    }
-}
-
-fn print_result(result: &Value) -> Result<ExitCode, String> {
-    let text = render(result)?;
+fn print_result(result: &Value, style: Style) -> Result<ExitCode, String> {
+    let text = output::render(result, style)?;
     match writeln!(io::stdout().lock(), "{text}") {
         // `ballast-rpc … | head` is not a failure of the call.
         Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
@@ -158,12 +172,12 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn command_definition_is_consistent() {
         // Catches duplicate short flags, bad groups and the like in every subcommand.
         Cli::command().debug_assert();
+        command().debug_assert();
     }
 
     #[test]

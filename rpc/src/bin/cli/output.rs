@@ -1,4 +1,4 @@
-//! Where a result goes: stdout, or a file given with `-o`.
+//! How a result is printed, and where it goes: stdout, or a file given with `-o`.
 //!
 //! A saved configuration holds crypto keys with their material (as SPDK's does), so it is
 //! private: a file given with `-o` is created with mode 0600, or set to 0600 before it is
@@ -11,6 +11,8 @@ use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+
+use serde_json::Value;
 
 /// Mode of a file that may hold secrets.
 const PRIVATE: u32 = 0o600;
@@ -58,4 +60,63 @@ pub fn make_stdout_private() -> Result<(), String> {
                  nothing written (use -o FILE)"
             )
         })
+}
+
+/// How a result is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// A bare string unquoted (a created bdev's name), anything else as pretty JSON.
+    Json,
+    /// An array of strings on one line, space-separated and shell-quoted where needed, as
+    /// rpc.py's `print_array`; anything else as [`Style::Json`].
+    Words,
+}
+
+/// A result as printed (without the final newline).
+pub fn render(result: &Value, style: Style) -> Result<String, String> {
+    match (result, style) {
+        (Value::String(s), _) => Ok(s.clone()),
+        (Value::Array(items), Style::Words) if items.iter().all(Value::is_string) => Ok(items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(shell_quote)
+            .collect::<Vec<_>>()
+            .join(" ")),
+        (other, _) => serde_json::to_string_pretty(other).map_err(|e| e.to_string()),
+    }
+}
+
+/// `word` as Python's `shlex.quote` gives it: as is when it holds only safe characters, else
+/// in single quotes.
+fn shell_quote(word: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "@%+=:,./-_".contains(c);
+    if !word.is_empty() && word.chars().all(safe) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r#"'"'"'"#))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn words_are_one_line_and_quoted_like_rpc_py() {
+        let names = json!(["Nvme0n1", "Nvme0n2"]);
+        assert_eq!(render(&names, Style::Words).unwrap(), "Nvme0n1 Nvme0n2");
+        assert_eq!(
+            render(&json!(["a b", "it's", ""]), Style::Words).unwrap(),
+            r#"'a b' 'it'"'"'s' ''"#
+        );
+        assert_eq!(render(&json!([]), Style::Words).unwrap(), "");
+        // Not a list of names: JSON, as any other result.
+        assert_eq!(
+            render(&json!([1, 2]), Style::Words).unwrap(),
+            "[\n  1,\n  2\n]"
+        );
+        assert_eq!(render(&json!(["x"]), Style::Json).unwrap(), "[\n  \"x\"\n]");
+        assert_eq!(render(&json!("Malloc0"), Style::Json).unwrap(), "Malloc0");
+    }
 }

@@ -1,0 +1,288 @@
+//! The stacked bdevs, compress and crypto, and the accel keys that crypto bdevs use.
+
+use clap::Subcommand;
+
+use crate::params::{Call, Params};
+
+#[derive(Debug, Subcommand)]
+pub enum Stages {
+    /// Create a compressed bdev over a base bdev; prints its name. Opens the compressed
+    /// volume the base holds, or formats the base as one.
+    #[command(
+        name = "bdev_compress_create",
+        after_help = "Example: ballast-rpc bdev_compress_create -b Malloc0 -a zstd -L 3\n\n\
+                      ballast keeps the volume's metadata on the base bdev: SPDK's pm_path is \
+                      accepted and ignored."
+    )]
+    BdevCompressCreate {
+        /// Name of the base bdev.
+        #[arg(short = 'b', long)]
+        base_bdev_name: String,
+        /// Name of the compressed bdev (default: COMP_<base>).
+        #[arg(short, long)]
+        name: Option<String>,
+        /// Compression algorithm: lz4 (default) or zstd.
+        #[arg(short, long, alias = "comp-algo", value_parser = ["lz4", "zstd"])]
+        algorithm: Option<String>,
+        /// Zstd level, 1 (fastest) to 19.
+        #[arg(short = 'L', long, alias = "comp-level")]
+        level: Option<i32>,
+        /// Chunk size in bytes: a power of two from 4096 to 131072 (default 16384).
+        #[arg(long)]
+        chunk_size: Option<u32>,
+        /// Accepted for rpc.py compatibility and ignored by ballast.
+        #[arg(short, long)]
+        pm_path: Option<String>,
+        /// rpc.py's logical block size: accepted and ignored (the compressed bdev has its
+        /// base's block size).
+        #[arg(short = 'l', long)]
+        lb_size: Option<u32>,
+        /// Format the base even if it holds data but no compressed volume.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Delete a compressed bdev (the compressed data stays on its base).
+    #[command(name = "bdev_compress_delete")]
+    BdevCompressDelete {
+        /// Name of the compressed bdev.
+        name: String,
+    },
+    /// Show compressed bdevs and their space figures (all, or the one named).
+    #[command(name = "bdev_compress_get_stats")]
+    BdevCompressGetStats {
+        /// Name of the compressed bdev.
+        #[arg(short, long)]
+        name: Option<String>,
+    },
+    /// Register an encryption key (rpc.py's flags). The key material is never printed back.
+    #[command(
+        name = "accel_crypto_key_create",
+        after_help = "Example: ballast-rpc accel_crypto_key_create -c AES_XTS -k <64 hex> \
+                      -e <64 hex> -n k0\n\n\
+                      -e/--key2 is optional in rpc.py; AES_XTS, the one cipher, needs it."
+    )]
+    AccelCryptoKeyCreate {
+        /// Cipher: AES_XTS.
+        #[arg(short, long)]
+        cipher: String,
+        /// Key 1 in hex (32 hex digits for AES-XTS-128, 64 for AES-XTS-256).
+        #[arg(short, long)]
+        key: String,
+        /// Key 2 (the tweak key) in hex, same length, different from key 1.
+        #[arg(short = 'e', long)]
+        key2: String,
+        /// Key name.
+        #[arg(short, long)]
+        name: String,
+        /// Tweak mode (only SIMPLE_LBA).
+        #[arg(short, long)]
+        tweak_mode: Option<String>,
+    },
+    /// List keys (names and ciphers, never the material).
+    #[command(name = "accel_crypto_keys_get")]
+    AccelCryptoKeysGet {
+        /// Only this key.
+        #[arg(short, long)]
+        key_name: Option<String>,
+    },
+    /// Destroy a key (refused while a crypto bdev uses it).
+    #[command(name = "accel_crypto_key_destroy")]
+    AccelCryptoKeyDestroy {
+        /// Key name.
+        #[arg(short = 'n', long = "name", alias = "key-name", value_name = "NAME")]
+        key_name: String,
+    },
+    /// Create an AES-XTS encrypted bdev over a base bdev; prints its name.
+    #[command(
+        name = "bdev_crypto_create",
+        after_help = "Example: ballast-rpc bdev_crypto_create Malloc0 Crypt0 -n k0\n\n\
+                      Not offered: rpc.py's -k/--key, -c/--cipher and -k2/--key2 (create the \
+                      key with accel_crypto_key_create and pass its name with -n), \
+                      -p/--crypto-pmd (no DPDK drivers)."
+    )]
+    BdevCryptoCreate {
+        /// Name of the base bdev.
+        base_bdev_name: String,
+        /// Name of the crypto bdev.
+        name: String,
+        /// Name of a key made with accel_crypto_key_create.
+        #[arg(short = 'n', long)]
+        key_name: String,
+    },
+    /// Delete a crypto bdev (its ciphertext stays on the base).
+    #[command(name = "bdev_crypto_delete")]
+    BdevCryptoDelete {
+        /// Name of the crypto bdev.
+        name: String,
+    },
+}
+
+impl Stages {
+    pub fn call(&self) -> Call {
+        use Stages as S;
+        match self {
+            S::BdevCompressCreate {
+                base_bdev_name,
+                name,
+                algorithm,
+                level,
+                chunk_size,
+                pm_path,
+                lb_size: _,
+                force,
+            } => Params::new()
+                .set("base_bdev_name", base_bdev_name.as_str())
+                .opt("name", name.as_deref())
+                .opt("algorithm", algorithm.as_deref())
+                .opt("level", *level)
+                .opt("chunk_size", *chunk_size)
+                .opt("pm_path", pm_path.as_deref())
+                .flag("force", *force)
+                .call("bdev_compress_create"),
+            S::BdevCompressDelete { name } => Params::new()
+                .set("name", name.as_str())
+                .call("bdev_compress_delete"),
+            S::BdevCompressGetStats { name } => Params::new()
+                .opt("name", name.as_deref())
+                .call("bdev_compress_get_stats"),
+            S::AccelCryptoKeyCreate {
+                cipher,
+                key,
+                key2,
+                name,
+                tweak_mode,
+            } => Params::new()
+                .set("cipher", cipher.as_str())
+                .set("key", key.as_str())
+                .set("key2", key2.as_str())
+                .set("name", name.as_str())
+                .opt("tweak_mode", tweak_mode.as_deref())
+                .call("accel_crypto_key_create"),
+            S::AccelCryptoKeysGet { key_name } => Params::new()
+                .opt("key_name", key_name.as_deref())
+                .call("accel_crypto_keys_get"),
+            S::AccelCryptoKeyDestroy { key_name } => Params::new()
+                .set("key_name", key_name.as_str())
+                .call("accel_crypto_key_destroy"),
+            S::BdevCryptoCreate {
+                base_bdev_name,
+                name,
+                key_name,
+            } => Params::new()
+                .set("base_bdev_name", base_bdev_name.as_str())
+                .set("name", name.as_str())
+                .set("key_name", key_name.as_str())
+                .call("bdev_crypto_create"),
+            S::BdevCryptoDelete { name } => Params::new()
+                .set("name", name.as_str())
+                .call("bdev_crypto_delete"),
+        }
+    }
+}
+
+#[cfg(test)]
+pub mod tests {
+    use crate::methods::tests::Case;
+    use serde_json::json;
+
+    pub fn cases() -> Vec<Case> {
+        vec![
+            (
+                "bdev_compress_create -b Malloc0",
+                "bdev_compress_create",
+                Some(json!({"base_bdev_name": "Malloc0"})),
+            ),
+            (
+                "bdev_compress_create -b Malloc0 -n Comp0 -a zstd -L 3 --chunk-size 65536 \
+                 -p /mnt/pm -l 4096",
+                "bdev_compress_create",
+                Some(
+                    json!({"base_bdev_name": "Malloc0", "name": "Comp0", "algorithm": "zstd",
+                            "level": 3, "chunk_size": 65536, "pm_path": "/mnt/pm"}),
+                ),
+            ),
+            (
+                "bdev_compress_create --base-bdev-name M1 --name C1 --comp-algo lz4 \
+                 --chunk-size 4096 --force",
+                "bdev_compress_create",
+                Some(
+                    json!({"base_bdev_name": "M1", "name": "C1", "algorithm": "lz4",
+                            "chunk_size": 4096, "force": true}),
+                ),
+            ),
+            (
+                "bdev_compress_delete COMP_Malloc0",
+                "bdev_compress_delete",
+                Some(json!({"name": "COMP_Malloc0"})),
+            ),
+            ("bdev_compress_get_stats", "bdev_compress_get_stats", None),
+            (
+                "bdev_compress_get_stats -n COMP_Malloc0",
+                "bdev_compress_get_stats",
+                Some(json!({"name": "COMP_Malloc0"})),
+            ),
+            (
+                "accel_crypto_key_create -c AES_XTS -k 00ff -e ff00 -n k0",
+                "accel_crypto_key_create",
+                Some(json!({"cipher": "AES_XTS", "key": "00ff", "key2": "ff00", "name": "k0"})),
+            ),
+            (
+                "accel_crypto_key_create --cipher AES_XTS --key 00ff --key2 ff00 --name k0 \
+                 --tweak-mode SIMPLE_LBA",
+                "accel_crypto_key_create",
+                Some(
+                    json!({"cipher": "AES_XTS", "key": "00ff", "key2": "ff00", "name": "k0",
+                            "tweak_mode": "SIMPLE_LBA"}),
+                ),
+            ),
+            ("accel_crypto_keys_get", "accel_crypto_keys_get", None),
+            (
+                "accel_crypto_keys_get -k k0",
+                "accel_crypto_keys_get",
+                Some(json!({"key_name": "k0"})),
+            ),
+            (
+                "accel_crypto_key_destroy -n k0",
+                "accel_crypto_key_destroy",
+                Some(json!({"key_name": "k0"})),
+            ),
+            // rpc.py's long flag, and the one ballast-rpc had before.
+            (
+                "accel_crypto_key_destroy --name k1",
+                "accel_crypto_key_destroy",
+                Some(json!({"key_name": "k1"})),
+            ),
+            (
+                "accel_crypto_key_destroy --key-name k2",
+                "accel_crypto_key_destroy",
+                Some(json!({"key_name": "k2"})),
+            ),
+            (
+                "bdev_crypto_create Malloc0 Crypt0 -n k0",
+                "bdev_crypto_create",
+                Some(json!({"base_bdev_name": "Malloc0", "name": "Crypt0", "key_name": "k0"})),
+            ),
+            (
+                "bdev_crypto_delete Crypt0",
+                "bdev_crypto_delete",
+                Some(json!({"name": "Crypt0"})),
+            ),
+        ]
+    }
+
+    pub const MALFORMED: &[&str] = &[
+        "bdev_compress_create",
+        "bdev_compress_create Malloc0",
+        "bdev_compress_create -b Malloc0 -a lz5",
+        "bdev_compress_create -b Malloc0 -l fast",
+        "bdev_compress_create -b Malloc0 -c 16k",
+        "bdev_compress_delete",
+        "accel_crypto_key_create -k 00ff -e ff00 -n k0",
+        "accel_crypto_key_create -c AES_XTS -e ff00 -n k0",
+        "accel_crypto_key_create -c AES_XTS -k 00ff -n k0",
+        "accel_crypto_key_create -c AES_XTS -k 00ff -e ff00",
+        "accel_crypto_key_destroy",
+        "bdev_crypto_create Malloc0 Crypt0",
+        "bdev_crypto_create Malloc0 -n k0",
+    ];
+}
