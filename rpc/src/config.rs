@@ -108,7 +108,16 @@ fn bdev_config() -> Vec<Value> {
             "uuid": i.uuid.to_string(),
         });
         let entry = match b.product_name() {
-            "Malloc disk" => entry("bdev_malloc_create", common),
+            "Malloc disk" => {
+                let mut params = common;
+                if b.describe()
+                    .iter()
+                    .any(|(k, v)| k == "overcommit" && v == "true")
+                {
+                    params["overcommit"] = json!(true);
+                }
+                entry("bdev_malloc_create", params)
+            }
             "Null disk" => entry("bdev_null_create", common),
             "URING bdev" => {
                 let filename = b

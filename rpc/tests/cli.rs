@@ -1041,6 +1041,16 @@ fn malloc_create_overcommit_makes_a_disk_larger_than_ram() {
     let bdev = ok_json(&d, &["bdev_get_bdevs", "-b", &name]);
     let blocks = 2 * mem_total_mib() * 256;
     assert_eq!(bdev[0]["num_blocks"], json!(blocks), "{bdev:#}");
+    // Saved with the flag, so a replayed config creates it again.
+    let cfg = ok_json(&d, &["save_config"]);
+    let saved = common::sub(&cfg, "bdev")["config"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["params"]["name"] == json!(name))
+        .cloned()
+        .expect("saved");
+    assert_eq!(saved["params"]["overcommit"], json!(true), "{saved}");
     assert_eq!(ok_out(&d, &["bdev_malloc_delete", &name]), "true\n");
 
     // rpc.py's -p: ballast's physical block is the data block.

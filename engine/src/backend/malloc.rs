@@ -151,11 +151,20 @@ fn reserve(len: u64, overcommit: bool) -> Result<u64> {
 struct MallocBackend {
     mem: Arc<Region>,
     block_size: usize,
+    /// Created past the backing limit (saved, so a replayed config creates it again).
+    overcommit: bool,
 }
 
 impl BdevBackend for MallocBackend {
     fn product_name(&self) -> &'static str {
         "Malloc disk"
+    }
+    fn describe(&self) -> Vec<(String, String)> {
+        if self.overcommit {
+            vec![("overcommit".into(), "true".into())]
+        } else {
+            Vec::new()
+        }
     }
     fn supports(&self, _op: IoType) -> bool {
         true
@@ -352,6 +361,7 @@ pub fn create_with(opts: MallocOpts, overcommit: bool) -> Result<Arc<Bdev>> {
     let backend = MallocBackend {
         mem: Arc::new(Region::new(len as usize, overcommit)?),
         block_size: opts.block_size as usize,
+        overcommit,
     };
     bdev::register(info, Box::new(backend))
 }
