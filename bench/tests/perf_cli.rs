@@ -11,7 +11,7 @@
 //! ```
 
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -189,13 +189,10 @@ impl TestTarget {
             .create_subsystem(&nqn, "PERFCLI01", "ballast-test", 32, true)
             .unwrap();
         subsys.add_ns(&bdev, Some(1), None, None, None).unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        target.add_listener(&nqn, addr).unwrap();
+        // Port 0: the target binds a free port itself and says which (no race with other
+        // tests for a port picked beforehand).
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let addr = target.add_listener(&nqn, any).unwrap();
         TestTarget {
             _rt: rt,
             target,

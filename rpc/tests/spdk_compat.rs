@@ -44,7 +44,6 @@ fn requests_as_rpc_py_v25_09_sends_them() {
     let (m0, n0, c0, k0) = (d.name("M0"), d.name("N0"), d.name("C0"), d.name("k0"));
     let nqn = d.nqn("cnode1");
     let host = "nqn.2014-08.org.nvmexpress:uuid:6b1f8d2e-4c1a-4f7e-9a3b-2d5c7e9f1a00";
-    let port = free_port().to_string();
     let rq = |method: &str, params: Value| {
         let mut r = json!({"jsonrpc": "2.0", "method": method, "id": 1});
         if !params.is_null() {
@@ -143,9 +142,15 @@ fn requests_as_rpc_py_v25_09_sends_them() {
         rq(
             "nvmf_subsystem_add_listener",
             json!({"nqn": nqn, "secure_channel": false,
-                   "listen_address": {"trtype": "tcp", "traddr": "127.0.0.1", "trsvcid": port}}),
+                   "listen_address": {"trtype": "tcp", "traddr": "127.0.0.1", "trsvcid": "0"}}),
         ),
     );
+    // Port 0: the bound port is what every listing reports (and what removes it).
+    let port = c.ok("nvmf_subsystem_get_listeners", json!({"nqn": nqn}))[0]["address"]["trsvcid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(port, "0");
     result(
         &mut c,
         rq("nvmf_subsystem_add_host", json!({"nqn": nqn, "host": host})),
