@@ -339,86 +339,26 @@ fn requests_as_rpc_py_v25_09_sends_them() {
 }
 
 /// A configuration as SPDK v25.09's save_config writes it for the features ballast has, with
-/// every default field and the sections of SPDK subsystems ballast lacks.
+/// every default field and the sections of SPDK subsystems ballast lacks
+/// (tests/fixtures/spdk-v25.09-nvmf_tgt-save_config.json; ballastd's tests load the same file
+/// with `-c`), its names, UUIDs and port made this test's own.
 fn spdk_saved_config(d: &Daemon, port: u16) -> Value {
-    let (m0, n0, c0, k0) = (d.name("M0"), d.name("N0"), d.name("C0"), d.name("k0"));
-    let nqn = d.nqn("saved");
+    let text = include_str!("fixtures/spdk-v25.09-nvmf_tgt-save_config.json");
     let (u_m0, u_n0) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
-    let nguid: String = u_m0.simple().to_string().to_uppercase();
-    json!({"subsystems": [
-        {"subsystem": "keyring", "config": []},
-        {"subsystem": "iobuf", "config": [
-            {"method": "iobuf_set_options", "params": {"small_pool_count": 8192,
-                "large_pool_count": 1024, "small_bufsize": 8192, "large_bufsize": 135168,
-                "enable_numa": false}}]},
-        {"subsystem": "sock", "config": [
-            {"method": "sock_set_default_impl", "params": {"impl_name": "posix"}},
-            {"method": "sock_impl_set_options", "params": {"impl_name": "posix",
-                "recv_buf_size": 2097152, "send_buf_size": 2097152, "enable_recv_pipe": true,
-                "enable_quickack": false, "enable_placement_id": 0,
-                "enable_zerocopy_send_server": true, "enable_zerocopy_send_client": false,
-                "zerocopy_threshold": 0, "tls_version": 0, "enable_ktls": false}}]},
-        {"subsystem": "vmd", "config": []},
-        {"subsystem": "accel", "config": [
-            {"method": "accel_set_options", "params": {"small_cache_size": 128,
-                "large_cache_size": 16, "task_count": 2048, "sequence_count": 2048,
-                "buf_count": 2048}},
-            {"method": "accel_crypto_key_create", "params": {"name": k0, "cipher": "AES_XTS",
-                "key": K1, "key2": K2, "tweak_mode": "SIMPLE_LBA"}}]},
-        {"subsystem": "bdev", "config": [
-            {"method": "bdev_set_options", "params": {"bdev_io_pool_size": 65535,
-                "bdev_io_cache_size": 256, "bdev_auto_examine": true,
-                "iobuf_small_cache_size": 128, "iobuf_large_cache_size": 16}},
-            {"method": "bdev_nvme_set_options", "params": {"action_on_timeout": "none",
-                "timeout_us": 0, "timeout_admin_us": 0, "keep_alive_timeout_ms": 10000,
-                "transport_retry_count": 4, "bdev_retry_count": 3}},
-            {"method": "bdev_nvme_set_hotplug", "params": {"period_us": 100000, "enable": false}},
-            {"method": "bdev_malloc_create", "params": {"name": m0, "num_blocks": 16384,
-                "block_size": 512, "physical_block_size": 512,
-                "uuid": u_m0.to_string(), "optimal_io_boundary": 0,
-                "md_size": 0, "dif_type": 0, "dif_is_head_of_md": false, "dif_pi_format": 0,
-                "numa_id": 0}},
-            {"method": "bdev_null_create", "params": {"name": n0, "num_blocks": 16384,
-                "block_size": 512, "physical_block_size": 512, "md_size": 0, "dif_type": 0,
-                "dif_is_head_of_md": false, "dif_pi_format": 0,
-                "uuid": u_n0.to_string(),
-                "preferred_write_granularity": 0, "preferred_write_alignment": 0,
-                "optimal_write_size": 0, "preferred_unmap_granularity": 0,
-                "preferred_unmap_alignment": 0}},
-            {"method": "bdev_crypto_create", "params": {"base_bdev_name": m0, "name": c0,
-                "key_name": k0}},
-            {"method": "bdev_wait_for_examine"}]},
-        {"subsystem": "scheduler", "config": [
-            {"method": "framework_set_scheduler", "params": {"name": "static"}}]},
-        {"subsystem": "nvmf", "config": [
-            {"method": "nvmf_set_config", "params": {"discovery_filter": "match_any",
-                "admin_cmd_passthru": {"identify_ctrlr": false}}},
-            {"method": "nvmf_set_max_subsystems", "params": {"max_subsystems": 1024}},
-            {"method": "nvmf_set_crdt", "params": {"crdt1": 0, "crdt2": 0, "crdt3": 0}},
-            {"method": "nvmf_create_transport", "params": {"trtype": "TCP",
-                "max_queue_depth": 128, "max_io_qpairs_per_ctrlr": 127,
-                "in_capsule_data_size": 4096, "max_io_size": 131072, "io_unit_size": 131072,
-                "max_aq_depth": 128, "num_shared_buffers": 511, "buf_cache_size": 4294967295u64,
-                "dif_insert_or_strip": false, "zcopy": false, "c2h_success": true,
-                "sock_priority": 0, "abort_timeout_sec": 1, "ack_timeout": 0,
-                "data_wr_pool_size": 0, "disable_command_passthru": false, "kas": 100,
-                "min_kato": 10000}},
-            {"method": "nvmf_create_subsystem", "params": {"nqn": nqn,
-                "allow_any_host": false, "serial_number": "SPDK00000000000001",
-                "model_number": "SPDK bdev Controller", "max_namespaces": 32,
-                "min_cntlid": 1, "max_cntlid": 65519, "ana_reporting": false,
-                "max_discard_size_kib": 0, "max_write_zeroes_size_kib": 0,
-                "passthrough": false, "enable_nssr": false}},
-            {"method": "nvmf_subsystem_add_host", "params": {"nqn": nqn,
-                "host": "nqn.2014-08.org.nvmexpress:uuid:11111111-2222-3333-4444-555555555555"}},
-            {"method": "nvmf_subsystem_add_ns", "params": {"nqn": nqn, "namespace": {
-                "nsid": 1, "bdev_name": c0, "nguid": nguid,
-                "uuid": u_m0.to_string(), "no_auto_visible": false}}},
-            {"method": "nvmf_subsystem_add_listener", "params": {"nqn": nqn,
-                "listen_address": {"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1",
-                    "trsvcid": port.to_string()},
-                "secure_channel": false}}]}
-    ]})
+    let text = text
+        .replace("\"Malloc0\"", &format!("\"{}\"", d.name("M0")))
+        .replace("\"Null0\"", &format!("\"{}\"", d.name("N0")))
+        .replace("\"Crypto0\"", &format!("\"{}\"", d.name("C0")))
+        .replace("\"key0\"", &format!("\"{}\"", d.name("k0")))
+        .replace("nqn.2016-06.io.spdk:cnode1", &d.nqn("saved"))
+        .replace("\"4420\"", &format!("\"{port}\""))
+        .replace("5e7c3a9a-1f43-4d6e-9c1b-2a8f0b7d6c55", &u_m0.to_string())
+        .replace(
+            "5E7C3A9A1F434D6E9C1B2A8F0B7D6C55",
+            &u_m0.simple().to_string(),
+        )
+        .replace("0b8e54a1-77c2-4a0e-8d3f-9e6b1c2d3f40", &u_n0.to_string());
+    serde_json::from_str(&text).unwrap()
 }
 
 #[test]
