@@ -223,7 +223,10 @@ fn main() {
     let args = Args::parse();
     args.check();
     if let Err(e) = run(args) {
-        eprintln!("ballastd: {e}");
+        eprintln!(
+            "ballastd: {}",
+            ballast_rpc::server::cap(&e.to_string(), ballast_rpc::server::MAX_ERROR_MESSAGE)
+        );
         std::process::exit(1);
     }
 }

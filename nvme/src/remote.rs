@@ -102,6 +102,7 @@ pub enum RemoteError {
 /// Connects to the controller, registers a bdev per active namespace and starts the
 /// keep-alive/reconnect thread. Returns the bdev names.
 pub fn attach(opts: AttachOpts) -> Result<Vec<String>, RemoteError> {
+    ballast_engine::bdev::validate_name(&opts.name)?;
     if CTRLS.lock().unwrap().contains_key(&opts.name) {
         return Err(RemoteError::Exists(opts.name));
     }
@@ -156,7 +157,7 @@ pub fn attach(opts: AttachOpts) -> Result<Vec<String>, RemoteError> {
     *ctrl.bdevs.lock().unwrap() = names.clone();
     let c = ctrl.clone();
     std::thread::Builder::new()
-        .name(format!("nvme-ka-{}", opts.name))
+        .name("nvme-keepalive".into())
         .spawn(move || keepalive(c))
         .map_err(|e| crate::host::HostError::Io {
             addr: opts.addr,

@@ -330,7 +330,7 @@ pub fn load(ctx: &Context, doc: &Value) -> Result<(), RpcError> {
             if !methods::METHODS.iter().any(|(n, _)| *n == method) {
                 if skippable(method) {
                     tracing::info!(
-                        method,
+                        method = %crate::error::cap(method, 128),
                         "load_config: skipping SPDK method ballast has no use for"
                     );
                     continue;

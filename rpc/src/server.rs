@@ -18,7 +18,7 @@ use ballast_reactor::{PollStatus, RuntimeHandle};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use serde_json::{json, Value};
 
-use crate::error::{Error, RpcError, INVALID_REQUEST, PARSE_ERROR};
+use crate::error::{Error, RpcError, INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR};
 use crate::methods::Context;
 
 /// Shortest gap between two looks for new RPC clients.
@@ -431,7 +431,21 @@ fn worker(
     main: usize,
 ) {
     while let Ok(job) = rx.recv() {
-        let out = handle_value(&ctx, job.req);
+        // A method that panics answers -32603 and the server goes on (a panic must not leave
+        // the daemon without its control plane).
+        let id = job.req.get("id").cloned().unwrap_or(Value::Null);
+        let out =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle_value(&ctx, job.req)))
+                .unwrap_or_else(|_| {
+                    tracing::error!("rpc: a method panicked; answered with an internal error");
+                    Some(error_response(
+                        id,
+                        RpcError::new(
+                            INTERNAL_ERROR,
+                            "internal error: the method failed unexpectedly",
+                        ),
+                    ))
+                });
         let bytes = match out {
             Some(v) => {
                 let mut b = v.to_string().into_bytes();

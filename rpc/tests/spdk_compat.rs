@@ -151,6 +151,15 @@ fn requests_as_rpc_py_v25_09_sends_them() {
         .unwrap()
         .to_string();
     assert_ne!(port, "0");
+    let saved = c.ok("save_config", Value::Null);
+    assert!(
+        common::sub(&saved, "nvmf")["config"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["params"]["listen_address"]["trsvcid"] == json!(port)),
+        "the bound port is saved"
+    );
     result(
         &mut c,
         rq("nvmf_subsystem_add_host", json!({"nqn": nqn, "host": host})),
@@ -393,4 +402,37 @@ fn a_config_saved_by_spdk_v25_09_loads() {
         e.message
     );
     assert!(d2.ctx.target.subsystem(&d2.nqn("saved")).is_none());
+}
+
+#[test]
+fn names_with_control_characters_or_too_long_are_refused_and_rpc_goes_on() {
+    let d = Daemon::new();
+    let mut c = d.client();
+    let closed = free_port().to_string();
+    for (method, params) in [
+        (
+            "bdev_nvme_attach_controller",
+            json!({"name": "x\u{0}y", "trtype": "tcp", "traddr": "127.0.0.1",
+                   "trsvcid": closed, "subnqn": "nqn.2026-11.io.ballast:none"}),
+        ),
+        (
+            "bdev_malloc_create",
+            json!({"name": format!("{}\nforged log line", d.name("L")), "num_blocks": 8,
+                   "block_size": 512}),
+        ),
+        (
+            "accel_crypto_key_create",
+            json!({"cipher": "AES_XTS", "key": K1, "key2": K2, "name": "k".repeat(4096)}),
+        ),
+    ] {
+        let (code, msg) = c.err(method, params);
+        assert_eq!(code, -32602, "{method}: {msg}");
+        assert!(
+            msg.contains("control character") || msg.contains("at most 255"),
+            "{method}: {msg}"
+        );
+    }
+    // The server still answers.
+    c.ok("spdk_get_version", Value::Null);
+    assert_eq!(c.ok("bdev_nvme_get_controllers", Value::Null), json!([]));
 }

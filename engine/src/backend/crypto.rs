@@ -59,12 +59,7 @@ pub fn key_create(name: &str, cipher: &str, key: &[u8], key2: &[u8]) -> Result<(
             why: format!("{cipher:?} is not supported (only AES_XTS)"),
         });
     }
-    if name.is_empty() {
-        return Err(Error::InvalidParam {
-            param: "name",
-            why: "must not be empty".into(),
-        });
-    }
+    crate::bdev::validate_name(name)?;
     Xts::new(key, key2)?; // validates lengths and K1 != K2
     let mut k = KEYS.lock().unwrap();
     if k.contains_key(name) {

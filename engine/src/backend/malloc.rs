@@ -20,6 +20,8 @@ const PAGE: usize = 4096;
 struct Region {
     ptr: *mut u8,
     len: usize,
+    /// Reserved past the backing limit (created with overcommit when it was needed).
+    over: bool,
 }
 
 // SAFETY: the region is plain memory owned by the backend for its whole life; it is accessed
@@ -32,7 +34,7 @@ unsafe impl Sync for Region {}
 
 impl Region {
     fn new(len: usize, overcommit: bool) -> Result<Self> {
-        let reserved = reserve(len as u64, overcommit)?;
+        let over = reserve(len as u64, overcommit)?;
         // SAFETY: an anonymous mapping with no address hint; the result is checked.
         let p = unsafe {
             libc::mmap(
@@ -45,14 +47,18 @@ impl Region {
             )
         };
         if p == libc::MAP_FAILED {
-            COMMITTED.fetch_sub(reserved, Ordering::AcqRel);
+            COMMITTED.fetch_sub(len as u64, Ordering::AcqRel);
             return Err(Error::Os {
                 op: "mmap",
                 path: String::new(),
                 source: std::io::Error::last_os_error(),
             });
         }
-        Ok(Self { ptr: p.cast(), len })
+        Ok(Self {
+            ptr: p.cast(),
+            len,
+            over,
+        })
     }
 
     /// Zeroes `[off, off+len)`, returning whole pages to the OS.
@@ -122,12 +128,13 @@ fn gib(b: u64) -> String {
 
 /// Reserves `len` bytes of the backing limit (refused past it unless `overcommit`); the
 /// region releases them when dropped.
-fn reserve(len: u64, overcommit: bool) -> Result<u64> {
+/// True if the reservation went past the limit (only with `overcommit`).
+fn reserve(len: u64, overcommit: bool) -> Result<bool> {
     let limit = match backing_limit() {
         Some(l) if !overcommit => l,
-        _ => {
-            COMMITTED.fetch_add(len, Ordering::AcqRel);
-            return Ok(len);
+        l => {
+            let before = COMMITTED.fetch_add(len, Ordering::AcqRel);
+            return Ok(l.is_some_and(|l| before.saturating_add(len) > l));
         }
     };
     COMMITTED
@@ -145,13 +152,14 @@ fn reserve(len: u64, overcommit: bool) -> Result<u64> {
                 gib(held)
             ),
         })?;
-    Ok(len)
+    Ok(false)
 }
 
 struct MallocBackend {
     mem: Arc<Region>,
     block_size: usize,
-    /// Created past the backing limit (saved, so a replayed config creates it again).
+    /// Created past the backing limit with overcommit (saved, so a replayed config creates it
+    /// again).
     overcommit: bool,
 }
 
@@ -358,10 +366,11 @@ pub fn create_with(opts: MallocOpts, overcommit: bool) -> Result<Arc<Bdev>> {
     if let Some(u) = opts.uuid {
         info.uuid = u;
     }
+    let mem = Region::new(len as usize, overcommit)?;
     let backend = MallocBackend {
-        mem: Arc::new(Region::new(len as usize, overcommit)?),
+        overcommit: mem.over,
+        mem: Arc::new(mem),
         block_size: opts.block_size as usize,
-        overcommit,
     };
     bdev::register(info, Box::new(backend))
 }

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use smallvec::SmallVec;
 
 pub use channel::IoChannel;
-pub use registry::{delete, list, lookup, open, register, Bdev, BdevDesc};
+pub use registry::{delete, list, lookup, open, register, validate_name, Bdev, BdevDesc, MAX_NAME};
 
 use crate::buf::IoBuf;
 use crate::error::Result;

@@ -129,22 +129,25 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// Longest bdev name or alias, in bytes (what errors and logs may quote of it stays small).
 pub const MAX_NAME: usize = 255;
 
+/// Checks a bdev (or controller) name: not empty, at most [`MAX_NAME`] bytes, no control
+/// characters (a NUL cannot name a thread or a file; newlines would forge log lines).
+pub fn validate_name(name: &str) -> Result<()> {
+    let why = if name.is_empty() {
+        "must not be empty".to_string()
+    } else if name.len() > MAX_NAME {
+        format!("{} bytes long (at most {MAX_NAME})", name.len())
+    } else if name.chars().any(char::is_control) {
+        "contains a control character".to_string()
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidParam { param: "name", why })
+}
+
 /// Registers a bdev. Names, aliases and UUIDs are unique across the registry.
 pub fn register(info: BdevInfo, backend: Box<dyn BdevBackend>) -> Result<Arc<Bdev>> {
-    if info.name.is_empty() {
-        return Err(Error::InvalidParam {
-            param: "name",
-            why: "must not be empty".into(),
-        });
-    }
-    if let Some(n) = std::iter::once(&info.name)
-        .chain(info.aliases.iter())
-        .find(|n| n.len() > MAX_NAME)
-    {
-        return Err(Error::InvalidParam {
-            param: "name",
-            why: format!("{} bytes long (at most {MAX_NAME})", n.len()),
-        });
+    for n in std::iter::once(&info.name).chain(info.aliases.iter()) {
+        validate_name(n)?;
     }
     if info.block_size != 512 && info.block_size != 4096 {
         return Err(Error::InvalidParam {

@@ -88,7 +88,7 @@ pub(crate) fn bdev_get_bdevs(_: &Context, params: Option<Value>) -> Result<Value
             let mut specific = Map::new();
             if !details.is_empty() {
                 specific.insert(
-                    kind_of(b.product_name()).to_string(),
+                    driver_key(b.product_name()).to_string(),
                     Value::Object(details),
                 );
             }
@@ -127,13 +127,7 @@ pub(crate) fn bdev_get_bdevs(_: &Context, params: Option<Value>) -> Result<Value
 }
 
 pub(crate) fn bdev_get_iostat(ctx: &Context, params: Option<Value>) -> Result<Value, RpcError> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct P {
-        #[serde(default)]
-        name: Option<String>,
-    }
-    let p: P = parse(params)?;
+    let p: OptName = parse(params)?;
     let bdevs: Vec<Value> = bdevs_named(p.name)?
         .into_iter()
         .map(|b| {
@@ -319,6 +313,14 @@ fn delete_kind(params: Option<Value>, kind: (&str, &str)) -> Result<Value, RpcEr
     }
     ballast_engine::bdev::delete(b.name())?;
     Ok(json!(true))
+}
+
+/// The `driver_specific` key SPDK nests a bdev's details under, by product name.
+fn driver_key(product: &str) -> &str {
+    match product {
+        "NVMe disk" => "nvme",
+        p => kind_of(p),
+    }
 }
 
 /// The short kind name of a product name ("Malloc disk" -> "malloc").

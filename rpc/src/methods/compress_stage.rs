@@ -102,13 +102,7 @@ pub(crate) fn bdev_compress_get_stats(
     _: &Context,
     params: Option<Value>,
 ) -> Result<Value, RpcError> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct P {
-        #[serde(default)]
-        name: Option<String>,
-    }
-    let p: P = parse(params)?;
+    let p: OptName = parse(params)?;
     let mut all = match p.name {
         Some(n) => vec![compress::stats(&n)?],
         None => compress::stages(),

@@ -155,14 +155,14 @@ pub(crate) fn spdk_kill_instance(ctx: &Context, params: Option<Value>) -> Result
         sig_name: String,
     }
     let p: P = parse(params)?;
-    let sig = match p.sig_name.trim_start_matches("SIG") {
+    let sig = match p.sig_name.strip_prefix("SIG").unwrap_or(&p.sig_name) {
         "INT" | "2" => libc::SIGINT,
         "TERM" | "15" => libc::SIGTERM,
         "KILL" | "9" => libc::SIGKILL,
         _ => {
             return Err(RpcError::params(format!(
                 "Invalid parameters: sig_name {:?} is not one of SIGINT, SIGTERM, SIGKILL",
-                p.sig_name
+                crate::error::cap(&p.sig_name, 64)
             )))
         }
     };

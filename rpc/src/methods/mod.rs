@@ -168,6 +168,14 @@ fn parse<T: DeserializeOwned>(params: Option<Value>) -> Result<T, RpcError> {
     })
 }
 
+/// Params of the listings that take an optional name and nothing else.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OptName {
+    #[serde(default)]
+    name: Option<String>,
+}
+
 /// Methods without parameters accept none (or an empty object).
 fn no_params(params: Option<Value>) -> Result<(), RpcError> {
     #[derive(Deserialize)]

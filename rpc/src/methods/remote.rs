@@ -167,7 +167,7 @@ pub(crate) fn bdev_nvme_get_controllers(
     _: &Context,
     params: Option<Value>,
 ) -> Result<Value, RpcError> {
-    let p: NameOpt = parse(params)?;
+    let p: OptName = parse(params)?;
     let all = ballast_nvme::remote::list();
     if let Some(n) = &p.name {
         if !all.iter().any(|r| &r.name == n) {
