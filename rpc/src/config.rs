@@ -137,7 +137,7 @@ fn bdev_config() -> Vec<Value> {
                 )
             }
             // Saved below: as their controller's attach, or as stages over their base.
-            "NVMe disk" | "crypto" | "compress" => continue,
+            "NVMe disk" | "crypto" | "compress" | "error" => continue,
             other => {
                 tracing::warn!(bdev = %i.name, product = other, "save_config: bdev type not saved");
                 continue;
@@ -156,6 +156,14 @@ fn bdev_config() -> Vec<Value> {
     for (name, base, key) in ballast_engine::backend::crypto::stages() {
         let params = json!({"base_bdev_name": base, "name": name, "key_name": key});
         let e = BdevEntry::stage(&name, &base, entry("bdev_crypto_create", params));
+        stages.push((name, e));
+    }
+    for (name, base) in ballast_engine::backend::error::stages() {
+        let Some(b) = ballast_engine::bdev::lookup(&name) else {
+            continue;
+        };
+        let params = json!({"base_name": base, "uuid": b.info().uuid.to_string()});
+        let e = BdevEntry::stage(&name, &base, entry("bdev_error_create", params));
         stages.push((name, e));
     }
     for s in ballast_engine::backend::compress::stages() {

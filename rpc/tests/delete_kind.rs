@@ -49,12 +49,18 @@ fn a_delete_aimed_at_another_kind_is_refused_and_deletes_nothing() {
         json!({"base_bdev_name": comp_base, "name": compress}),
     );
 
-    let kinds: [(&str, &str, &String); 5] = [
+    let err_base = d.name("M3");
+    c.malloc(&err_base, 256, 512);
+    let errbdev = c.ok("bdev_error_create", json!({"base_name": err_base}));
+    let errbdev = errbdev.as_str().unwrap().to_string();
+
+    let kinds: [(&str, &str, &String); 6] = [
         ("bdev_malloc_delete", "malloc", &malloc),
         ("bdev_null_delete", "null", &nul),
         ("bdev_uring_delete", "uring", &uring),
         ("bdev_crypto_delete", "crypto", &crypto),
         ("bdev_compress_delete", "compress", &compress),
+        ("bdev_error_delete", "error", &errbdev),
     ];
     let uuid_of = |c: &mut common::Client, n: &str| -> Value {
         c.ok("bdev_get_bdevs", json!({"name": n}))[0]["uuid"].clone()
@@ -81,7 +87,7 @@ fn a_delete_aimed_at_another_kind_is_refused_and_deletes_nothing() {
     assert_eq!(before, after);
 
     // Each method deletes its own kind (stages first: they claim their bases).
-    for (method, _, name) in [kinds[3], kinds[4], kinds[0], kinds[1], kinds[2]] {
+    for (method, _, name) in [kinds[3], kinds[4], kinds[5], kinds[0], kinds[1], kinds[2]] {
         assert_eq!(c.ok(method, json!({"name": name})), json!(true), "{method}");
         let (code, msg) = c.err(method, json!({"name": name}));
         assert_eq!(code, -19, "{method} twice: {msg}");

@@ -1,7 +1,9 @@
-//! Bdev backends: malloc (RAM), null (discard/zeros), uring (file or block device).
+//! Bdev backends: malloc (RAM), null (discard/zeros), uring (file or block device), and the
+//! stages over another bdev: crypto, compress, error (fault injection).
 
 pub mod compress;
 pub mod crypto;
+pub mod error;
 pub mod malloc;
 pub mod null;
 pub mod uring;

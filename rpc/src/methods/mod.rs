@@ -24,6 +24,7 @@ mod bdev;
 mod compat;
 mod compress_stage;
 mod crypto;
+mod error_stage;
 mod framework;
 mod nvmf;
 mod ops;
@@ -33,6 +34,7 @@ use bdev::*;
 pub(crate) use compress_stage::compress_json;
 use compress_stage::*;
 use crypto::*;
+use error_stage::*;
 use framework::*;
 use nvmf::*;
 pub use nvmf::{transport_json, DEFAULT_MODEL, DEFAULT_SERIAL};
@@ -103,6 +105,9 @@ pub const METHODS: &[(&str, Method)] = &[
     ("bdev_compress_create", bdev_compress_create),
     ("bdev_compress_delete", bdev_compress_delete),
     ("bdev_compress_get_stats", bdev_compress_get_stats),
+    ("bdev_error_create", bdev_error_create),
+    ("bdev_error_delete", bdev_error_delete),
+    ("bdev_error_inject_error", bdev_error_inject_error),
     ("bdev_nvme_attach_controller", bdev_nvme_attach_controller),
     ("bdev_nvme_detach_controller", bdev_nvme_detach_controller),
     ("bdev_nvme_get_controllers", bdev_nvme_get_controllers),
