@@ -1,4 +1,5 @@
-//! The stacked bdevs, compress and crypto, and the accel keys that crypto bdevs use.
+//! The stacked bdevs, compress, crypto and error (fault injection), and the accel keys that
+//! crypto bdevs use.
 
 use clap::Subcommand;
 
@@ -115,6 +116,49 @@ pub enum Stages {
         /// Name of the crypto bdev.
         name: String,
     },
+    /// Create a fault-injection bdev EE_<base> over a base bdev (SPDK's error bdev); prints
+    /// its name. I/O passes through until an injection is armed.
+    #[command(name = "bdev_error_create")]
+    BdevErrorCreate {
+        /// Name of the base bdev.
+        base_name: String,
+        /// UUID of the error bdev.
+        #[arg(long)]
+        uuid: Option<String>,
+    },
+    /// Arm (or clear) an injection on an error bdev.
+    #[command(
+        name = "bdev_error_inject_error",
+        after_help = "Example: ballast-rpc bdev_error_inject_error EE_Malloc0 write failure -n 3
+
+                      pending holds the I/Os until `clear`, then passes them on."
+    )]
+    BdevErrorInjectError {
+        /// Name of the error bdev.
+        name: String,
+        /// Operation: clear, all, read, write, flush, unmap, write_zeroes.
+        io_type: String,
+        /// What happens: failure, pending, corrupt_data, nomem.
+        error_type: String,
+        /// How many I/Os it takes (default 1).
+        #[arg(short, long)]
+        num: Option<u64>,
+        /// Take I/Os only while this many are outstanding on a channel.
+        #[arg(short, long)]
+        queue_depth: Option<u64>,
+        /// corrupt_data: the byte of the I/O's data to flip.
+        #[arg(short = 'o', long)]
+        corrupt_offset: Option<u64>,
+        /// corrupt_data: the XOR applied to it (1..255).
+        #[arg(short = 'v', long)]
+        corrupt_value: Option<u8>,
+    },
+    /// Delete an error bdev (its base stays).
+    #[command(name = "bdev_error_delete")]
+    BdevErrorDelete {
+        /// Name of the error bdev.
+        name: String,
+    },
 }
 
 impl Stages {
@@ -176,6 +220,30 @@ impl Stages {
             S::BdevCryptoDelete { name } => Params::new()
                 .set("name", name.as_str())
                 .call("bdev_crypto_delete"),
+            S::BdevErrorCreate { base_name, uuid } => Params::new()
+                .set("base_name", base_name.as_str())
+                .opt("uuid", uuid.as_deref())
+                .call("bdev_error_create"),
+            S::BdevErrorInjectError {
+                name,
+                io_type,
+                error_type,
+                num,
+                queue_depth,
+                corrupt_offset,
+                corrupt_value,
+            } => Params::new()
+                .set("name", name.as_str())
+                .set("io_type", io_type.as_str())
+                .set("error_type", error_type.as_str())
+                .opt("num", *num)
+                .opt("queue_depth", *queue_depth)
+                .opt("corrupt_offset", *corrupt_offset)
+                .opt("corrupt_value", *corrupt_value)
+                .call("bdev_error_inject_error"),
+            S::BdevErrorDelete { name } => Params::new()
+                .set("name", name.as_str())
+                .call("bdev_error_delete"),
         }
     }
 }
@@ -187,6 +255,23 @@ pub mod tests {
 
     pub fn cases() -> Vec<Case> {
         vec![
+            (
+                "bdev_error_create Malloc0",
+                "bdev_error_create",
+                Some(json!({"base_name": "Malloc0"})),
+            ),
+            (
+                "bdev_error_inject_error EE_Malloc0 read corrupt_data -n 2 -o 8 -v 255",
+                "bdev_error_inject_error",
+                Some(json!({"name": "EE_Malloc0", "io_type": "read",
+                            "error_type": "corrupt_data", "num": 2, "corrupt_offset": 8,
+                            "corrupt_value": 255})),
+            ),
+            (
+                "bdev_error_delete EE_Malloc0",
+                "bdev_error_delete",
+                Some(json!({"name": "EE_Malloc0"})),
+            ),
             (
                 "bdev_compress_create -b Malloc0",
                 "bdev_compress_create",
