@@ -9,16 +9,6 @@ use ballast_engine::backend::error::{self, ErrorKind, Injection};
 use ballast_engine::{IoStatus, IoType};
 use common::{conformance, malloc_named, Harness, Model};
 
-fn armed(kind: ErrorKind, count: u64) -> Injection {
-    Injection {
-        kind,
-        count,
-        queue_depth: 0,
-        corrupt_offset: 0,
-        corrupt_value: 0,
-    }
-}
-
 #[test]
 fn error_bdev_passes_conformance_when_nothing_is_armed() {
     let h = Harness::new(2);
@@ -40,7 +30,12 @@ fn each_injection_kind_takes_as_many_ios_as_armed() {
     let base_read = |off| h.io(0, "errinj", IoType::Read, off, 1, None, 512, None).1;
 
     // failure: two writes fail with EIO and never reach the base; the third goes through.
-    error::inject(ee, Some(IoType::Write), armed(ErrorKind::Failure, 2)).unwrap();
+    error::inject(
+        ee,
+        Some(IoType::Write),
+        Injection::new(ErrorKind::Failure, 2),
+    )
+    .unwrap();
     assert_eq!(write(0, 1, 0x11).0, IoStatus::Failed(libc::EIO));
     assert_eq!(write(1, 1, 0x11).0, IoStatus::Failed(libc::EIO));
     assert_eq!(base_read(1), block(0));
@@ -51,15 +46,15 @@ fn each_injection_kind_takes_as_many_ios_as_armed() {
     assert_eq!(read(0, 1), (IoStatus::Success, block(0x11)));
 
     // nomem: the retryable status, once.
-    error::inject(ee, Some(IoType::Read), armed(ErrorKind::NoMem, 1)).unwrap();
+    error::inject(ee, Some(IoType::Read), Injection::new(ErrorKind::NoMem, 1)).unwrap();
     assert_eq!(read(1, 1).0, IoStatus::NoMemory);
     assert_eq!(read(1, 1), (IoStatus::Success, block(0x11)));
 
     // corrupt_data on a read: the returned byte is flipped, the stored data is not.
-    let mut inj = armed(ErrorKind::CorruptData, 1);
+    let mut inj = Injection::new(ErrorKind::CorruptData, 1);
     inj.corrupt_offset = 7;
     inj.corrupt_value = 0x80;
-    error::inject(ee, Some(IoType::Read), inj).unwrap();
+    error::inject(ee, Some(IoType::Read), inj.clone()).unwrap();
     let (st, got) = read(0, 1);
     assert_eq!(st, IoStatus::Success);
     let mut want = block(0x11);
@@ -67,7 +62,7 @@ fn each_injection_kind_takes_as_many_ios_as_armed() {
     assert_eq!(got, want);
     assert_eq!(base_read(1), block(0x11));
     // ... on a write: the stored byte is flipped, the caller's buffer is not.
-    error::inject(ee, Some(IoType::Write), inj).unwrap();
+    error::inject(ee, Some(IoType::Write), inj.clone()).unwrap();
     let (st, back) = write(1, 2, 0x22);
     assert_eq!(st, IoStatus::Success);
     assert_eq!(back, block(0x22), "the caller's buffer was changed");
@@ -80,7 +75,12 @@ fn each_injection_kind_takes_as_many_ios_as_armed() {
 
     // pending: a write is held (it does not complete, the base is unchanged) until cleared,
     // then it completes and lands.
-    error::inject(ee, Some(IoType::Write), armed(ErrorKind::Pending, 1)).unwrap();
+    error::inject(
+        ee,
+        Some(IoType::Write),
+        Injection::new(ErrorKind::Pending, 1),
+    )
+    .unwrap();
     let held = std::thread::scope(|s| {
         let t = s.spawn(|| write(0, 3, 0x33));
         std::thread::sleep(Duration::from_millis(300));
@@ -93,7 +93,7 @@ fn each_injection_kind_takes_as_many_ios_as_armed() {
     assert_eq!(base_read(3), block(0x33));
 
     // All operations at once, and clear disarms.
-    error::inject(ee, None, armed(ErrorKind::Failure, 5)).unwrap();
+    error::inject(ee, None, Injection::new(ErrorKind::Failure, 5)).unwrap();
     let (st, _) = h.io(0, ee, IoType::Flush, 0, 1, None, 0, None);
     assert_eq!(st, IoStatus::Failed(libc::EIO));
     error::clear(ee).unwrap();
@@ -104,7 +104,7 @@ fn each_injection_kind_takes_as_many_ios_as_armed() {
     assert!(ballast_engine::bdev::delete("errinj").is_err());
     h.close_channels();
     ballast_engine::bdev::delete(ee).unwrap();
-    assert!(error::inject(ee, None, armed(ErrorKind::Failure, 1)).is_err());
+    assert!(error::inject(ee, None, Injection::new(ErrorKind::Failure, 1)).is_err());
     // The claim goes with the stage's last channel, closed by its reactor's poller.
     let t = std::time::Instant::now();
     while ballast_engine::bdev::delete("errinj").is_err() {

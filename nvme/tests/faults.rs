@@ -9,16 +9,6 @@ use ballast_engine::IoType;
 use ballast_nvme::spec::Status;
 use common::*;
 
-fn armed(kind: ErrorKind, count: u64) -> Injection {
-    Injection {
-        kind,
-        count,
-        queue_depth: 0,
-        corrupt_offset: 0,
-        corrupt_value: 0,
-    }
-}
-
 #[test]
 fn injected_faults_reach_the_host_as_nvme_statuses() {
     let t = TestTarget::new(2);
@@ -41,23 +31,33 @@ fn injected_faults_reach_the_host_as_nvme_statuses() {
     let read = |q: &mut Host| q.exec(Host::rw_sqe(0x02, 2, 8, nlb), &[], false, 4096);
 
     // A failed write is a write fault; the data is not there; the next write lands.
-    error::inject(&ee, Some(IoType::Write), armed(ErrorKind::Failure, 1)).unwrap();
+    error::inject(
+        &ee,
+        Some(IoType::Write),
+        Injection::new(ErrorKind::Failure, 1),
+    )
+    .unwrap();
     assert_eq!(write(&mut q).cqe.status, Status::WRITE_FAULT);
     assert_eq!(read(&mut q).data, vec![0u8; 4096]);
     assert_eq!(write(&mut q).cqe.status, Status::SUCCESS);
     // A failed read is an unrecovered read error; the next read returns the data.
-    error::inject(&ee, Some(IoType::Read), armed(ErrorKind::Failure, 1)).unwrap();
+    error::inject(
+        &ee,
+        Some(IoType::Read),
+        Injection::new(ErrorKind::Failure, 1),
+    )
+    .unwrap();
     assert_eq!(read(&mut q).cqe.status, Status::UNRECOVERED_READ_ERROR);
     let r = read(&mut q);
     assert_eq!(r.cqe.status, Status::SUCCESS);
     assert!(r.data == data);
     // No memory is "not ready, retry": the host may retry, and the retry succeeds.
-    error::inject(&ee, Some(IoType::Read), armed(ErrorKind::NoMem, 1)).unwrap();
+    error::inject(&ee, Some(IoType::Read), Injection::new(ErrorKind::NoMem, 1)).unwrap();
     assert_eq!(read(&mut q).cqe.status, Status::NAMESPACE_NOT_READY_RETRY);
     assert_eq!(read(&mut q).cqe.status, Status::SUCCESS);
     // Silent corruption is silent at this layer: the status is success, one byte differs
     // (what a mirror's or a checksum's check above must catch).
-    let mut inj = armed(ErrorKind::CorruptData, 1);
+    let mut inj = Injection::new(ErrorKind::CorruptData, 1);
     inj.corrupt_offset = 100;
     inj.corrupt_value = 0xff;
     error::inject(&ee, Some(IoType::Read), inj).unwrap();

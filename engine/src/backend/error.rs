@@ -74,7 +74,7 @@ impl ErrorKind {
 }
 
 /// An injection for one operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Injection {
     /// What happens to the I/Os it takes.
     pub kind: ErrorKind,
@@ -86,6 +86,24 @@ pub struct Injection {
     pub corrupt_offset: u64,
     /// XOR applied to that byte (non-zero).
     pub corrupt_value: u8,
+    /// Take only I/Os touching these blocks (ballast's; `None`: any). Lets a test fail or
+    /// hold the metadata writes of a stage above while its data I/O passes.
+    pub blocks: Option<std::ops::Range<u64>>,
+}
+
+impl Injection {
+    /// `count` I/Os get `kind`, at any queue depth and block, byte 0 for corruption (set
+    /// `corrupt_value` for `CorruptData`).
+    pub fn new(kind: ErrorKind, count: u64) -> Self {
+        Injection {
+            kind,
+            count,
+            queue_depth: 0,
+            corrupt_offset: 0,
+            corrupt_value: 0,
+            blocks: None,
+        }
+    }
 }
 
 /// One operation's armed injection, readable without a lock: the parameters are written while
@@ -97,18 +115,30 @@ struct Slot {
     queue_depth: AtomicU64,
     corrupt_offset: AtomicU64,
     corrupt_value: AtomicU8,
+    /// Blocks an I/O must touch to be taken: [start, end).
+    range_start: AtomicU64,
+    range_end: AtomicU64,
     /// Bumped by `clear`: channels release the I/Os they hold for this op.
     cleared: AtomicU64,
 }
 
 impl Slot {
-    /// Takes one I/O if armed (and the channel's outstanding count reaches the queue depth).
-    fn take(&self, outstanding: u64) -> Option<Injection> {
+    /// Takes one I/O if armed (and the channel's outstanding count reaches the queue depth,
+    /// and the I/O touches the armed blocks).
+    fn take(&self, outstanding: u64, io: &BdevIo) -> Option<Injection> {
         if self.remaining.load(Ordering::Acquire) == 0 {
             return None;
         }
         let qd = self.queue_depth.load(Ordering::Relaxed);
         if outstanding < qd {
+            return None;
+        }
+        let (lo, hi) = (
+            self.range_start.load(Ordering::Relaxed),
+            self.range_end.load(Ordering::Relaxed),
+        );
+        let end = io.offset_blocks.saturating_add(io.num_blocks.max(1));
+        if io.offset_blocks >= hi || end <= lo {
             return None;
         }
         self.remaining
@@ -120,6 +150,7 @@ impl Slot {
             queue_depth: qd,
             corrupt_offset: self.corrupt_offset.load(Ordering::Relaxed),
             corrupt_value: self.corrupt_value.load(Ordering::Relaxed),
+            blocks: Some(lo..hi),
         })
     }
 }
@@ -183,6 +214,12 @@ pub fn create(base: &str, uuid: Option<uuid::Uuid>) -> Result<Arc<Bdev>> {
 
 /// Arms `inj` on error bdev `name` for `op` (`None`: every operation). Replaces what was armed.
 pub fn inject(name: &str, op: Option<IoType>, inj: Injection) -> Result<()> {
+    if inj.blocks.as_ref().is_some_and(|r| r.start >= r.end) {
+        return Err(Error::InvalidParam {
+            param: "blocks",
+            why: "an empty block range".into(),
+        });
+    }
     if inj.kind == ErrorKind::CorruptData && inj.corrupt_value == 0 {
         return Err(Error::InvalidParam {
             param: "corrupt_value",
@@ -198,6 +235,9 @@ pub fn inject(name: &str, op: Option<IoType>, inj: Injection) -> Result<()> {
         s.corrupt_offset
             .store(inj.corrupt_offset, Ordering::Relaxed);
         s.corrupt_value.store(inj.corrupt_value, Ordering::Relaxed);
+        let r = inj.blocks.clone().unwrap_or(0..u64::MAX);
+        s.range_start.store(r.start, Ordering::Relaxed);
+        s.range_end.store(r.end, Ordering::Relaxed);
         s.remaining.store(inj.count, Ordering::Release);
     }
     tracing::info!(bdev = name, ?op, kind = ?inj.kind, count = inj.count, "error injection armed");
@@ -355,7 +395,7 @@ impl BackendChannel for ErrorChannel {
     fn submit(&mut self, io: BdevIo, done: &mut Completions) {
         self.outstanding += 1;
         let slot = self.inj.slot(io.op);
-        let Some(inj) = slot.take(self.outstanding) else {
+        let Some(inj) = slot.take(self.outstanding, &io) else {
             self.send_to_base(io, None, None);
             return;
         };

@@ -5,6 +5,7 @@ pub mod compress;
 pub mod crypto;
 pub mod error;
 pub mod malloc;
+pub mod mirror;
 pub mod null;
 pub mod uring;
 

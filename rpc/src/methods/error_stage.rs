@@ -36,6 +36,11 @@ pub(crate) fn bdev_error_inject_error(
         corrupt_offset: Option<u64>,
         #[serde(default)]
         corrupt_value: Option<u8>,
+        /// ballast's: take only I/Os touching blocks [start, start + count).
+        #[serde(default)]
+        block_start: Option<u64>,
+        #[serde(default)]
+        block_count: Option<u64>,
     }
     let p: P = parse(params)?;
     let op = match p.io_type.as_str() {
@@ -78,6 +83,13 @@ pub(crate) fn bdev_error_inject_error(
             queue_depth: p.queue_depth.unwrap_or(0),
             corrupt_offset: p.corrupt_offset.unwrap_or(0),
             corrupt_value: p.corrupt_value.unwrap_or(0),
+            blocks: match (p.block_start, p.block_count) {
+                (None, None) => None,
+                (s, c) => {
+                    let s = s.unwrap_or(0);
+                    Some(s..s.saturating_add(c.unwrap_or(u64::MAX)))
+                }
+            },
         },
     )?;
     Ok(json!(true))

@@ -1,0 +1,424 @@
+//! A mirror's per-reactor channel: fan-out of writes, balanced reads with retry, the parking
+//! of acknowledgements until a fault is on disk, and the superblock writes that put it there.
+//!
+//! ```text
+//!  submit(write) ─► Op{Fanout} ─► one sub-I/O per member in the mirror (views of the caller's
+//!                                  buffers: no copy) ─► all back ─► durable? ack : park
+//!  submit(read)  ─► Op{Read}   ─► least-loaded in-sync child ─► error? fault, next child
+//!  poll: superblock round if want_gen > durable_gen (one channel at a time: the writer token)
+//!        parked ops acknowledged once durable_gen ≥ want_gen
+//! ```
+
+use std::ptr::NonNull;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::{MemberState, Shared, SLOT_BYTES};
+use crate::backend::{Collect, Slab};
+use crate::bdev::{
+    BackendChannel, BdevDesc, BdevIo, Completions, IoCallback, IoChannel, IoSink, IoStatus, IoType,
+    SgList,
+};
+use crate::buf::{IoBuf, Lender};
+use crate::error::Result;
+
+/// A sub-I/O's tag: the op's slot above the child's index; superblock writes set the top bit.
+const CHILD_BITS: u32 = 4;
+const SB_TAG: u64 = 1 << 63;
+
+fn tag(slot: usize, child: usize) -> u64 {
+    (slot as u64) << CHILD_BITS | child as u64
+}
+
+/// A failure that takes the child out of the mirror. Unsupported operations, exhausted
+/// resources and caller errors (range, length) say nothing about the child's health.
+fn faults_child(s: IoStatus) -> bool {
+    matches!(
+        s,
+        IoStatus::Failed(_) | IoStatus::Removed | IoStatus::Aborted
+    )
+}
+
+enum Kind {
+    /// Reading from one child (the sub-I/O's tag says which); `tried` holds every child asked.
+    Read { tried: u32 },
+    /// At every member: `pending` sub-I/Os out, `ok` the children that succeeded.
+    Fanout { pending: usize, ok: u32 },
+}
+
+struct Op {
+    io: BdevIo,
+    kind: Kind,
+    /// A caller error a child reported (range, length, unsupported): the op ends with it.
+    status: IoStatus,
+}
+
+/// A superblock round in flight on this channel (which holds the writer token).
+struct SbRound {
+    gen: u64,
+    pending: usize,
+    /// Every target took it.
+    complete: bool,
+}
+
+pub(crate) struct MirrorChannel {
+    shared: Arc<Shared>,
+    /// Each child's channel on this reactor (None: the child has no descriptor any more).
+    children: Vec<Option<IoChannel>>,
+    /// Sub-I/Os outstanding per child (read balancing).
+    outstanding: Vec<u32>,
+    sink: Rc<Collect>,
+    ops: Slab<Op>,
+    batch: Vec<BdevIo>,
+    /// Ops done at their children, waiting for the superblock to be durable.
+    parked: Vec<usize>,
+    /// Write sub-I/Os a child refused for lack of resources: sent again on the next poll.
+    retry: Vec<(usize, usize)>,
+    sb: Option<SbRound>,
+    /// Owner of the views on callers' write buffers (they stay in their op).
+    lender: Lender,
+}
+
+impl MirrorChannel {
+    pub(crate) fn new(shared: Arc<Shared>) -> Result<Self> {
+        let mut children = Vec::new();
+        for c in &shared.children {
+            let ch = c.desc.lock().unwrap().as_ref().map(BdevDesc::channel);
+            children.push(ch.transpose()?);
+        }
+        let n = children.len();
+        Ok(MirrorChannel {
+            shared,
+            children,
+            outstanding: vec![0; n],
+            sink: Rc::default(),
+            ops: Slab::default(),
+            batch: Vec::new(),
+            parked: Vec::new(),
+            retry: Vec::new(),
+            sb: None,
+            lender: Lender::cached(()),
+        })
+    }
+
+    /// Whether child `i` takes writes (in sync or rebuilding) and has a channel here.
+    fn writable(&self, i: usize) -> bool {
+        self.children[i].is_some() && self.shared.children[i].state() != MemberState::Faulted
+    }
+
+    /// The in-sync child outside `tried` with the fewest outstanding sub-I/Os.
+    fn pick(&self, tried: u32) -> Option<usize> {
+        (0..self.children.len())
+            .filter(|&i| tried & (1 << i) == 0)
+            .filter(|&i| {
+                self.children[i].is_some() && self.shared.children[i].state() == MemberState::InSync
+            })
+            .min_by_key(|&i| self.outstanding[i])
+    }
+
+    fn sub(&self, op: IoType, io: &BdevIo, bufs: SgList, tag: u64) -> BdevIo {
+        let sink: Rc<dyn IoSink> = self.sink.clone();
+        BdevIo::new(
+            op,
+            io.offset_blocks + self.shared.data_offset,
+            io.num_blocks,
+            bufs,
+            tag,
+            IoCallback::Sink(sink),
+        )
+    }
+
+    /// Views on `bufs` for one child's write.
+    fn views(&self, bufs: &SgList) -> SgList {
+        bufs.iter()
+            .map(|b| {
+                let p = NonNull::new(b.as_ptr() as *mut u8).expect("buffer pointer");
+                // SAFETY: `b` stays in its op (this channel's slab) until every sub-I/O
+                // carrying a view of it has completed and the view was dropped (`complete_fanout`
+                // runs after the last one); children only read a write's buffers.
+                unsafe { IoBuf::lent(p, b.len(), self.lender.clone()) }
+            })
+            .collect()
+    }
+
+    fn send_read(&mut self, slot: usize, child: usize) {
+        let op = self.ops.live(slot);
+        let bufs = std::mem::take(&mut op.io.bufs);
+        let sub = {
+            let op = self.ops.get(slot).expect("live op");
+            self.sub(IoType::Read, &op.io, bufs, tag(slot, child))
+        };
+        self.outstanding[child] += 1;
+        self.children[child].as_ref().expect("picked").submit(sub);
+    }
+
+    fn send_fanout(&mut self, slot: usize, child: usize) {
+        let sub = {
+            let op = self.ops.get(slot).expect("live op");
+            let bufs = if op.io.op == IoType::Write {
+                self.views(&op.io.bufs)
+            } else {
+                SgList::new()
+            };
+            self.sub(op.io.op, &op.io, bufs, tag(slot, child))
+        };
+        self.outstanding[child] += 1;
+        self.children[child].as_ref().expect("writable").submit(sub);
+    }
+
+    fn read_done(&mut self, slot: usize, child: usize, mut sub: BdevIo, done: &mut Completions) {
+        let op = self.ops.live(slot);
+        op.io.bufs = std::mem::take(&mut sub.bufs);
+        let Kind::Read { tried, .. } = op.kind else {
+            unreachable!("read completion of a fan-out op")
+        };
+        if sub.status.is_ok() || !faults_child(sub.status) {
+            let op = self.ops.remove(slot).expect("live op");
+            done.complete(op.io, sub.status);
+            return;
+        }
+        self.shared.fault(child, "read failed");
+        match self.pick(tried) {
+            Some(next) => {
+                self.ops.live(slot).kind = Kind::Read {
+                    tried: tried | 1 << next,
+                };
+                self.send_read(slot, next);
+            }
+            None => {
+                let op = self.ops.remove(slot).expect("live op");
+                done.complete(op.io, sub.status);
+            }
+        }
+    }
+
+    fn fanout_done(&mut self, slot: usize, child: usize, sub: BdevIo, done: &mut Completions) {
+        // The view buffers of `sub` drop here, before the op (and the caller's buffers) can.
+        let st = sub.status;
+        drop(sub);
+        if st == IoStatus::NoMemory {
+            self.retry.push((slot, child));
+            return;
+        }
+        if faults_child(st) {
+            self.shared.fault(child, "write failed");
+        }
+        let op = self.ops.live(slot);
+        let Kind::Fanout { pending, ok } = &mut op.kind else {
+            unreachable!("fan-out completion of a read op")
+        };
+        *pending -= 1;
+        if st.is_ok() {
+            *ok |= 1 << child;
+        } else if !faults_child(st) {
+            op.status = st;
+        }
+        if *pending == 0 {
+            self.complete_fanout(slot, done);
+        }
+    }
+
+    /// Every child answered: fail, or acknowledge once the membership is durable.
+    fn complete_fanout(&mut self, slot: usize, done: &mut Completions) {
+        let op = self.ops.live(slot);
+        if op.status != IoStatus::Success {
+            let op = self.ops.remove(slot).expect("live op");
+            let st = op.status;
+            done.complete(op.io, st);
+            return;
+        }
+        if self.durable() {
+            self.ack(slot, done);
+        } else {
+            self.parked.push(slot);
+        }
+    }
+
+    fn durable(&self) -> bool {
+        let s = &self.shared;
+        s.durable_gen.load(Ordering::Acquire) >= s.want_gen.load(Ordering::Acquire)
+    }
+
+    /// Acknowledges a fan-out op if a child now in sync holds it; fails it otherwise (every
+    /// child that took it has since left the mirror).
+    fn ack(&mut self, slot: usize, done: &mut Completions) {
+        let op = self.ops.remove(slot).expect("live op");
+        let Kind::Fanout { ok, .. } = op.kind else {
+            unreachable!("ack of a read op")
+        };
+        let held = (0..self.children.len())
+            .any(|i| ok & (1 << i) != 0 && self.shared.children[i].state() == MemberState::InSync);
+        let st = if held {
+            IoStatus::Success
+        } else {
+            IoStatus::Failed(libc::EIO)
+        };
+        done.complete(op.io, st);
+    }
+
+    /// Starts a superblock round if the membership changed and no other channel is writing.
+    fn start_round(&mut self) -> bool {
+        let s = self.shared.clone();
+        if self.sb.is_some() || self.durable() {
+            return false;
+        }
+        if s.writer
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        let gen = s.want_gen.load(Ordering::Acquire);
+        let targets: Vec<usize> = (0..self.children.len())
+            .filter(|&i| self.writable(i))
+            .collect();
+        if targets.is_empty() {
+            // No member left to hold it: nothing can be acknowledged anyway (`ack` fails
+            // writes held by no in-sync child), so the generation is as durable as it gets.
+            s.durable_gen.fetch_max(gen, Ordering::AcqRel);
+            s.writer.store(false, Ordering::Release);
+            return true;
+        }
+        let bs = s.block_size as u64;
+        for &i in &targets {
+            let sb = s.superblock(gen, s.children[i].uuid);
+            let mut bufs = SgList::new();
+            bufs.push(IoBuf::from_slice(&sb.encode()));
+            let sink: Rc<dyn IoSink> = self.sink.clone();
+            let io = BdevIo::new(
+                IoType::Write,
+                sb.slot_offset() / bs,
+                SLOT_BYTES as u64 / bs,
+                bufs,
+                SB_TAG | i as u64,
+                IoCallback::Sink(sink),
+            );
+            self.children[i].as_ref().expect("writable").submit(io);
+        }
+        self.sb = Some(SbRound {
+            gen,
+            pending: targets.len(),
+            complete: true,
+        });
+        true
+    }
+
+    fn sb_done(&mut self, child: usize, st: IoStatus) {
+        let round = self.sb.as_mut().expect("a superblock round");
+        round.pending -= 1;
+        if !st.is_ok() {
+            round.complete = false;
+            if faults_child(st) {
+                self.shared.fault(child, "superblock write failed");
+            }
+        }
+        if round.pending == 0 {
+            let r = self.sb.take().expect("a superblock round");
+            let s = &self.shared;
+            if r.complete {
+                s.durable_gen.fetch_max(r.gen, Ordering::AcqRel);
+                tracing::info!(mirror = %s.name, gen = r.gen, in_sync = s.in_sync(),
+                    "mirror membership persisted");
+            }
+            s.writer.store(false, Ordering::Release);
+        }
+    }
+}
+
+impl BackendChannel for MirrorChannel {
+    fn submit(&mut self, io: BdevIo, done: &mut Completions) {
+        if io.op == IoType::Read {
+            let Some(child) = self.pick(0) else {
+                done.complete(io, IoStatus::Failed(libc::EIO));
+                return;
+            };
+            let slot = self.ops.insert(Op {
+                io,
+                kind: Kind::Read { tried: 1 << child },
+                status: IoStatus::Success,
+            });
+            self.send_read(slot, child);
+            return;
+        }
+        let targets: Vec<usize> = (0..self.children.len())
+            .filter(|&i| self.writable(i))
+            .collect();
+        let in_sync = targets
+            .iter()
+            .any(|&i| self.shared.children[i].state() == MemberState::InSync);
+        if !in_sync {
+            done.complete(io, IoStatus::Failed(libc::EIO));
+            return;
+        }
+        let slot = self.ops.insert(Op {
+            io,
+            kind: Kind::Fanout {
+                pending: targets.len(),
+                ok: 0,
+            },
+            status: IoStatus::Success,
+        });
+        for child in targets {
+            self.send_fanout(slot, child);
+        }
+    }
+
+    fn poll(&mut self, done: &mut Completions) -> bool {
+        let mut did = false;
+        for (slot, child) in std::mem::take(&mut self.retry) {
+            did = true;
+            if self.writable(child) {
+                self.send_fanout(slot, child);
+            } else {
+                // Faulted meanwhile: it no longer counts.
+                let op = self.ops.live(slot);
+                if let Kind::Fanout { pending, .. } = &mut op.kind {
+                    *pending -= 1;
+                    if *pending == 0 {
+                        self.complete_fanout(slot, done);
+                    }
+                }
+            }
+        }
+        std::mem::swap(&mut *self.sink.0.borrow_mut(), &mut self.batch);
+        let mut batch = std::mem::take(&mut self.batch);
+        for sub in batch.drain(..) {
+            did = true;
+            if sub.tag & SB_TAG != 0 {
+                let child = (sub.tag & !SB_TAG) as usize;
+                self.sb_done(child, sub.status);
+                continue;
+            }
+            let slot = (sub.tag >> CHILD_BITS) as usize;
+            let child = (sub.tag & ((1 << CHILD_BITS) - 1)) as usize;
+            self.outstanding[child] -= 1;
+            let is_read = matches!(self.ops.get(slot).map(|o| &o.kind), Some(Kind::Read { .. }));
+            if is_read {
+                self.read_done(slot, child, sub, done);
+            } else {
+                self.fanout_done(slot, child, sub, done);
+            }
+        }
+        self.batch = batch;
+        did |= self.start_round();
+        if !self.parked.is_empty() && self.durable() {
+            for slot in std::mem::take(&mut self.parked) {
+                self.ack(slot, done);
+            }
+            did = true;
+        }
+        // Parked acknowledgements wait for another channel's superblock round, which cannot
+        // wake this reactor: keep polling meanwhile (only while a fault is being recorded).
+        did || !self.parked.is_empty() || self.sb.is_some() || !self.retry.is_empty()
+    }
+}
+
+impl Drop for MirrorChannel {
+    fn drop(&mut self) {
+        // A round in flight is abandoned: another channel starts it again.
+        if self.sb.take().is_some() {
+            self.shared.writer.store(false, Ordering::Release);
+        }
+    }
+}
