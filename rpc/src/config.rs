@@ -30,8 +30,8 @@ fn entry(method: &str, params: Value) -> Value {
 pub(crate) struct BdevEntry {
     /// Names of the bdevs the entry creates (a controller attach creates one per namespace).
     pub provides: Vec<String>,
-    /// The bdev it is built on (a stage's base), if any.
-    pub base: Option<String>,
+    /// The bdevs it is built on (a stage's base, a mirror's children).
+    pub bases: Vec<String>,
     /// The `{"method", "params"}` entry.
     pub entry: Value,
 }
@@ -40,15 +40,19 @@ impl BdevEntry {
     fn base(name: &str, entry: Value) -> Self {
         BdevEntry {
             provides: vec![name.to_string()],
-            base: None,
+            bases: Vec::new(),
             entry,
         }
     }
 
     fn stage(name: &str, base: &str, entry: Value) -> Self {
+        Self::over(name, vec![base.to_string()], entry)
+    }
+
+    fn over(name: &str, bases: Vec<String>, entry: Value) -> Self {
         BdevEntry {
             provides: vec![name.to_string()],
-            base: Some(base.to_string()),
+            bases,
             entry,
         }
     }
@@ -74,9 +78,9 @@ pub(crate) fn dependency_order(entries: Vec<BdevEntry>) -> Vec<Value> {
     let mut pending = entries;
     while !pending.is_empty() {
         let ready = |e: &BdevEntry| {
-            e.base
-                .as_ref()
-                .is_none_or(|b| emitted.contains(b) || !saved.contains(b))
+            e.bases
+                .iter()
+                .all(|b| emitted.contains(b) || !saved.contains(b))
         };
         let (wave, rest): (Vec<_>, Vec<_>) = pending.into_iter().partition(|e| ready(e));
         if wave.is_empty() {
@@ -137,7 +141,7 @@ fn bdev_config() -> Vec<Value> {
                 )
             }
             // Saved below: as their controller's attach, or as stages over their base.
-            "NVMe disk" | "crypto" | "compress" | "error" => continue,
+            "NVMe disk" | "crypto" | "compress" | "error" | "raid" => continue,
             other => {
                 tracing::warn!(bdev = %i.name, product = other, "save_config: bdev type not saved");
                 continue;
@@ -148,7 +152,7 @@ fn bdev_config() -> Vec<Value> {
     for r in ballast_nvme::remote::list() {
         bases.push(BdevEntry {
             provides: r.bdevs.clone(),
-            base: None,
+            bases: Vec::new(),
             entry: entry("bdev_nvme_attach_controller", methods::remote_json(&r)),
         });
     }
@@ -165,6 +169,18 @@ fn bdev_config() -> Vec<Value> {
         let params = json!({"base_name": base, "uuid": b.info().uuid.to_string()});
         let e = BdevEntry::stage(&name, &base, entry("bdev_error_create", params));
         stages.push((name, e));
+    }
+    for m in ballast_engine::backend::mirror::list() {
+        let kids: Vec<String> = m.members.iter().map(|c| c.name.clone()).collect();
+        let params = json!({
+            "name": m.name,
+            "raid_level": "raid1",
+            "base_bdevs": kids,
+            "superblock": true,
+            "uuid": m.uuid.to_string(),
+        });
+        let e = BdevEntry::over(&m.name, kids, entry("bdev_raid_create", params));
+        stages.push((m.name.clone(), e));
     }
     for s in ballast_engine::backend::compress::stages() {
         let e = entry("bdev_compress_create", methods::compress_json(&s));
@@ -459,7 +475,7 @@ mod tests {
         // crypto on compress on crypto on malloc, and stages on an NVMe controller's namespace.
         let nvme = BdevEntry {
             provides: vec!["Nvme0n1".into(), "Nvme0n2".into()],
-            base: None,
+            bases: Vec::new(),
             entry: entry("bdev_nvme_attach_controller", json!({"name": "Nvme0"})),
         };
         let order = dependency_order(vec![

@@ -54,13 +54,22 @@ fn a_delete_aimed_at_another_kind_is_refused_and_deletes_nothing() {
     let errbdev = c.ok("bdev_error_create", json!({"base_name": err_base}));
     let errbdev = errbdev.as_str().unwrap().to_string();
 
-    let kinds: [(&str, &str, &String); 6] = [
+    let (ra, rb, raid) = (d.name("Ra"), d.name("Rb"), d.name("R0"));
+    c.malloc(&ra, 8192, 512);
+    c.malloc(&rb, 8192, 512);
+    c.ok(
+        "bdev_raid_create",
+        json!({"name": raid, "raid_level": "raid1", "base_bdevs": [ra, rb]}),
+    );
+
+    let kinds: [(&str, &str, &String); 7] = [
         ("bdev_malloc_delete", "malloc", &malloc),
         ("bdev_null_delete", "null", &nul),
         ("bdev_uring_delete", "uring", &uring),
         ("bdev_crypto_delete", "crypto", &crypto),
         ("bdev_compress_delete", "compress", &compress),
         ("bdev_error_delete", "error", &errbdev),
+        ("bdev_raid_delete", "raid", &raid),
     ];
     let uuid_of = |c: &mut common::Client, n: &str| -> Value {
         c.ok("bdev_get_bdevs", json!({"name": n}))[0]["uuid"].clone()
@@ -87,7 +96,9 @@ fn a_delete_aimed_at_another_kind_is_refused_and_deletes_nothing() {
     assert_eq!(before, after);
 
     // Each method deletes its own kind (stages first: they claim their bases).
-    for (method, _, name) in [kinds[3], kinds[4], kinds[5], kinds[0], kinds[1], kinds[2]] {
+    for (method, _, name) in [
+        kinds[3], kinds[4], kinds[5], kinds[6], kinds[0], kinds[1], kinds[2],
+    ] {
         assert_eq!(c.ok(method, json!({"name": name})), json!(true), "{method}");
         let (code, msg) = c.err(method, json!({"name": name}));
         assert_eq!(code, -19, "{method} twice: {msg}");

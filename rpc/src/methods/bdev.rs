@@ -288,6 +288,7 @@ pub(crate) const URING: (&str, &str) = ("URING bdev", "uring");
 pub(crate) const CRYPTO: (&str, &str) = ("crypto", "crypto");
 pub(crate) const COMPRESS: (&str, &str) = ("compress", "compress");
 pub(crate) const ERROR: (&str, &str) = ("error", "error");
+pub(crate) const RAID: (&str, &str) = ("raid", "raid");
 
 /// Deletes bdev `params.name` if it is of `kind` (a product name and its short name). A
 /// delete aimed at a bdev of another kind is refused as SPDK refuses it (-19, "No such
@@ -353,6 +354,10 @@ pub(crate) fn bdev_uring_delete(_: &Context, params: Option<Value>) -> Result<Va
 
 pub(crate) fn bdev_crypto_delete(_: &Context, params: Option<Value>) -> Result<Value, RpcError> {
     delete_kind(params, CRYPTO)
+}
+
+pub(crate) fn bdev_raid_delete(_: &Context, params: Option<Value>) -> Result<Value, RpcError> {
+    delete_kind(params, RAID)
 }
 
 pub(crate) fn bdev_error_delete(_: &Context, params: Option<Value>) -> Result<Value, RpcError> {

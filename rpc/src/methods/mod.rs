@@ -26,6 +26,7 @@ mod compress_stage;
 mod crypto;
 mod error_stage;
 mod framework;
+mod mirror;
 mod nvmf;
 mod ops;
 mod remote;
@@ -36,6 +37,7 @@ use compress_stage::*;
 use crypto::*;
 use error_stage::*;
 use framework::*;
+use mirror::*;
 use nvmf::*;
 pub use nvmf::{transport_json, DEFAULT_MODEL, DEFAULT_SERIAL};
 use ops::*;
@@ -105,6 +107,9 @@ pub const METHODS: &[(&str, Method)] = &[
     ("bdev_compress_create", bdev_compress_create),
     ("bdev_compress_delete", bdev_compress_delete),
     ("bdev_compress_get_stats", bdev_compress_get_stats),
+    ("bdev_raid_create", bdev_raid_create),
+    ("bdev_raid_get_bdevs", bdev_raid_get_bdevs),
+    ("bdev_raid_delete", bdev_raid_delete),
     ("bdev_error_create", bdev_error_create),
     ("bdev_error_delete", bdev_error_delete),
     ("bdev_error_inject_error", bdev_error_inject_error),

@@ -56,6 +56,9 @@ pub struct MirrorOpts {
 /// Bytes of data one write-intent bit will stand for.
 pub const REGION_BYTES: u32 = 256 << 10;
 
+/// Blocks one zeroing I/O covers at creation.
+const ZERO_PIECE_BLOCKS: u64 = 32768;
+
 /// How long a control-path I/O (superblock read or write at create) may take.
 const CONTROL_IO_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -371,17 +374,27 @@ pub fn create(rt: &RuntimeHandle, opts: MirrorOpts) -> Result<Arc<Bdev>> {
     };
     if gen == 1 {
         // New: zero the data areas (every child then reads the same), then write generation 1.
-        let zero = (0..descs.len())
-            .map(|child| CtlIo {
-                child,
-                op: IoType::WriteZeroes,
-                offset: META_BYTES,
-                len: num_blocks * bs as u64,
-                data: Vec::new(),
-            })
-            .collect();
-        for (i, r) in control_io(rt, &descs, zero)?.into_iter().enumerate() {
-            r.map_err(|s| bad(format!("zeroing {}: {s:?}", opts.children[i])))?;
+        // In pieces a remote child takes in one command (NVMe Write Zeroes: ≤ 65536 blocks).
+        let piece = ZERO_PIECE_BLOCKS * bs as u64;
+        let total = num_blocks * bs as u64;
+        let mut zero = Vec::new();
+        for child in 0..descs.len() {
+            let mut at = 0;
+            while at < total {
+                let len = piece.min(total - at);
+                zero.push(CtlIo {
+                    child,
+                    op: IoType::WriteZeroes,
+                    offset: META_BYTES + at,
+                    len,
+                    data: Vec::new(),
+                });
+                at += len;
+            }
+        }
+        let children_of: Vec<usize> = zero.iter().map(|z| z.child).collect();
+        for (k, r) in control_io(rt, &descs, zero)?.into_iter().enumerate() {
+            r.map_err(|s| bad(format!("zeroing {}: {s:?}", opts.children[children_of[k]])))?;
         }
     }
     let children: Vec<Child> = opts

@@ -368,6 +368,7 @@ pub mod tests {
             "bdev_nvme_attach_controller",
             &["name", "trtype", "traddr", "subnqn"],
         ),
+        ("bdev_raid_create", &["name", "raid-level", "base-bdevs"]),
         ("nvmf_create_transport", &["trtype"]),
         (
             "nvmf_subsystem_add_listener",

@@ -1,5 +1,5 @@
-//! The stacked bdevs, compress, crypto and error (fault injection), and the accel keys that
-//! crypto bdevs use.
+//! The stacked bdevs, compress, crypto, error (fault injection) and raid1 (mirror), and the
+//! accel keys that crypto bdevs use.
 
 use clap::Subcommand;
 
@@ -159,6 +159,47 @@ pub enum Stages {
         /// Name of the error bdev.
         name: String,
     },
+    /// Create a mirror (raid1) over 2-5 children, or reassemble one from its children's
+    /// superblocks.
+    #[command(
+        name = "bdev_raid_create",
+        after_help = "Example: ballast-rpc bdev_raid_create -n Mirror0 -r raid1 -b \"Nvme0n1 Nvme1n1\"\n\n\
+                      ballast keeps a superblock on every child whether or not -s is given; \
+                      raid1 is the only level."
+    )]
+    BdevRaidCreate {
+        /// Name of the mirror.
+        #[arg(short, long, required = true)]
+        name: String,
+        /// RAID level: raid1 (or 1).
+        #[arg(short, long, required = true)]
+        raid_level: String,
+        /// Children, whitespace-separated in quotes.
+        #[arg(short, long, required = true)]
+        base_bdevs: String,
+        /// Strip size (raid1 has none: 0).
+        #[arg(short = 'z', long)]
+        strip_size_kb: Option<u32>,
+        /// UUID of the mirror.
+        #[arg(long)]
+        uuid: Option<String>,
+        /// rpc.py's superblock flag (ballast always keeps one).
+        #[arg(short, long)]
+        superblock: bool,
+    },
+    /// List mirrors: all, online, configuring or offline.
+    #[command(name = "bdev_raid_get_bdevs")]
+    BdevRaidGetBdevs {
+        /// Category.
+        #[arg(default_value = "all")]
+        category: String,
+    },
+    /// Delete a mirror (its children keep their data and superblocks).
+    #[command(name = "bdev_raid_delete")]
+    BdevRaidDelete {
+        /// Name of the mirror.
+        name: String,
+    },
 }
 
 impl Stages {
@@ -244,6 +285,30 @@ impl Stages {
             S::BdevErrorDelete { name } => Params::new()
                 .set("name", name.as_str())
                 .call("bdev_error_delete"),
+            S::BdevRaidCreate {
+                name,
+                raid_level,
+                base_bdevs,
+                strip_size_kb,
+                uuid,
+                superblock,
+            } => Params::new()
+                .set("name", name.as_str())
+                .set("raid_level", raid_level.as_str())
+                .set(
+                    "base_bdevs",
+                    base_bdevs.split_whitespace().collect::<Vec<_>>(),
+                )
+                .opt("strip_size_kb", *strip_size_kb)
+                .opt("uuid", uuid.as_deref())
+                .set("superblock", *superblock)
+                .call("bdev_raid_create"),
+            S::BdevRaidGetBdevs { category } => Params::new()
+                .set("category", category.as_str())
+                .call("bdev_raid_get_bdevs"),
+            S::BdevRaidDelete { name } => Params::new()
+                .set("name", name.as_str())
+                .call("bdev_raid_delete"),
         }
     }
 }
@@ -266,6 +331,24 @@ pub mod tests {
                 Some(json!({"name": "EE_Malloc0", "io_type": "read",
                             "error_type": "corrupt_data", "num": 2, "corrupt_offset": 8,
                             "corrupt_value": 255})),
+            ),
+            (
+                // The mapping test splits on spaces: one child here (`-b "M0 M1"` in a shell).
+                "bdev_raid_create -n R0 -r raid1 -b M0 -s --uuid 3e5f4c1a-0000-4000-8000-000000000001",
+                "bdev_raid_create",
+                Some(json!({"name": "R0", "raid_level": "raid1", "base_bdevs": ["M0"],
+                            "superblock": true,
+                            "uuid": "3e5f4c1a-0000-4000-8000-000000000001"})),
+            ),
+            (
+                "bdev_raid_delete R0",
+                "bdev_raid_delete",
+                Some(json!({"name": "R0"})),
+            ),
+            (
+                "bdev_raid_get_bdevs",
+                "bdev_raid_get_bdevs",
+                Some(json!({"category": "all"})),
             ),
             (
                 "bdev_error_delete EE_Malloc0",

@@ -1,0 +1,94 @@
+//! Replicated volumes over SPDK's raid RPCs, with the bodies rpc.py v25.09 sends: create a
+//! raid1 over two children, list it in SPDK's shape, save it after its children, refuse what
+//! it cannot do, delete it, and reassemble it from the children's superblocks.
+
+mod common;
+
+use common::{sub, Daemon};
+use serde_json::json;
+
+#[test]
+fn raid1_over_rpc() {
+    let d = Daemon::new();
+    let mut c = d.client();
+    let (a, b, r) = (d.name("Ma"), d.name("Mb"), d.name("R0"));
+    c.malloc(&a, 8192, 512);
+    c.malloc(&b, 8192, 512);
+    // bdev_raid_create -n R0 -r raid1 -b "Ma Mb"  (rpc.py sends superblock: false)
+    let create = json!({"name": r, "raid_level": "raid1", "base_bdevs": [a, b],
+                        "superblock": false});
+    assert_eq!(c.ok("bdev_raid_create", create.clone()), json!(true));
+    // bdev_raid_get_bdevs all
+    let l = c.ok("bdev_raid_get_bdevs", json!({"category": "all"}));
+    let m = l
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == json!(r))
+        .expect("listed");
+    assert_eq!(m["state"], json!("online"));
+    assert_eq!(m["raid_level"], json!("raid1"));
+    assert_eq!(m["superblock"], json!(true));
+    assert_eq!(m["num_base_bdevs_operational"], json!(2));
+    assert_eq!(m["base_bdevs_list"][1]["name"], json!(b));
+    assert_eq!(m["base_bdevs_list"][1]["state"], json!("in_sync"));
+    assert_eq!(m["base_bdevs_list"][0]["data_offset"], json!(2048));
+    let uuid = m["uuid"].clone();
+    assert!(c
+        .ok("bdev_raid_get_bdevs", json!({"category": "offline"}))
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["name"] != json!(r)));
+    let bd = &c.ok("bdev_get_bdevs", json!({"name": r}))[0];
+    assert_eq!(bd["product_name"], json!("raid"));
+    assert_eq!(bd["num_blocks"], json!(8192 - 2048));
+    assert_eq!(bd["driver_specific"]["raid"]["raid_level"], json!("raid1"));
+    // The children are claimed; deletes aimed at the wrong kind are refused.
+    assert_eq!(c.err("bdev_malloc_delete", json!({"name": a})).0, -16);
+    assert_eq!(c.err("bdev_malloc_delete", json!({"name": r})).0, -19);
+    for (params, what) in [
+        (
+            json!({"name": d.name("X"), "raid_level": "raid0", "base_bdevs": [a, b],
+                "strip_size_kb": 64}),
+            "raid_level",
+        ),
+        (
+            json!({"name": d.name("X"), "raid_level": "1", "base_bdevs": [a]}),
+            "2 to 5",
+        ),
+        (
+            json!({"name": d.name("X"), "raid_level": "1", "base_bdevs": [a, b],
+                "strip_size_kb": 64}),
+            "strip_size_kb",
+        ),
+    ] {
+        let (code, msg) = c.err("bdev_raid_create", params);
+        assert!(code == -32602 || code == -16, "{code} {msg}");
+        assert!(msg.contains(what) || code == -16, "{msg}");
+    }
+    // Saved after both children.
+    let cfg = c.ok("save_config", json!(null));
+    let entries = sub(&cfg, "bdev")["config"].as_array().unwrap().clone();
+    let pos = |n: &str| {
+        entries
+            .iter()
+            .position(|e| e["params"]["name"] == json!(n))
+            .unwrap_or_else(|| panic!("{n} not saved"))
+    };
+    assert!(pos(&a) < pos(&r) && pos(&b) < pos(&r));
+    let saved = entries[pos(&r)].clone();
+    assert_eq!(saved["method"], json!("bdev_raid_create"));
+    assert_eq!(saved["params"]["uuid"], uuid);
+    // bdev_raid_delete R0, then the saved entry reassembles it from the superblocks.
+    c.ok("bdev_raid_delete", json!({"name": r}));
+    assert_eq!(c.err("bdev_raid_delete", json!({"name": r})).0, -19);
+    c.ok("bdev_raid_create", saved["params"].clone());
+    let m = &c.ok(
+        "bdev_raid_get_bdevs",
+        json!({"category": "online", "name": r}),
+    )[0];
+    assert_eq!(m["uuid"], uuid, "reassembled, not made anew");
+    c.ok("bdev_raid_delete", json!({"name": r}));
+    c.ok("bdev_malloc_delete", json!({"name": a}));
+}
