@@ -144,7 +144,9 @@ fn a_write_error_faults_the_child_on_disk_before_the_write_is_acknowledged() {
     }
     let m = mirror::get("mf").unwrap();
     assert_eq!(m.members[0].state, MemberState::Faulted);
-    assert_eq!(m.generation, 2);
+    // Reassembly writes the next generation into the other slot (the current one stays).
+    assert_eq!(m.generation, 3);
+    assert_eq!(superblock(&h, "mf_b").unwrap().generation, 3);
     for core in [0, 1] {
         assert_eq!(read(core, 5), (IoStatus::Success, block(0x22)));
     }
@@ -268,6 +270,41 @@ fn a_read_error_is_retried_on_another_child_and_losing_all_fails_io() {
 }
 
 #[test]
+fn a_healthy_mirror_reassembles_with_its_data() {
+    let h = Harness::new(2);
+    for c in ["mh_a", "mh_b"] {
+        malloc_named(c, BS, CHILD_BLOCKS);
+    }
+    mirror(&h, "mh", &["mh_a", "mh_b"]);
+    let block = vec![0x5a; BS as usize];
+    let (st, _) = h.io(0, "mh", IoType::Write, 7, 1, Some(block.clone()), 0, None);
+    assert_eq!(st, IoStatus::Success);
+    h.close_channels();
+    bdev::delete("mh").unwrap();
+    let t = std::time::Instant::now();
+    while mirror::create(
+        &h.rt.handle(),
+        MirrorOpts {
+            name: "mh".into(),
+            children: vec!["mh_b".into(), "mh_a".into()],
+            uuid: None,
+        },
+    )
+    .is_err()
+    {
+        assert!(t.elapsed() < Duration::from_secs(5), "reassembly refused");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Generation 1 reassembled is not a new mirror: nothing was zeroed.
+    assert_eq!(mirror::get("mh").unwrap().generation, 2);
+    for core in [0, 1] {
+        let (st, got) = h.io(core, "mh", IoType::Read, 7, 1, None, BS as usize, None);
+        assert_eq!((st, got), (IoStatus::Success, block.clone()));
+    }
+    assert_eq!(data(&h, "mh_a", 8)[7 * BS as usize], 0x5a);
+}
+
+#[test]
 fn creation_refuses_what_would_mix_mirrors() {
     let h = Harness::new(1);
     for c in ["mx_a", "mx_b", "mx_c", "mx_d"] {
@@ -308,6 +345,14 @@ fn creation_refuses_what_would_mix_mirrors() {
     assert!(e.contains("holds no mirror superblock"), "{e}");
     let e = try_create("mx3", &["mx_a"]).unwrap_err();
     assert!(e.contains("2 to 5"), "{e}");
+    // A copy of a member given in place of another member: refused.
+    let (st, head) = h.io(0, "mx_a", IoType::Read, 0, 16, None, 8192, None);
+    assert_eq!(st, IoStatus::Success);
+    malloc_named("mx_clone", BS, CHILD_BLOCKS);
+    let (st, _) = h.io(0, "mx_clone", IoType::Write, 0, 16, Some(head), 0, None);
+    assert_eq!(st, IoStatus::Success);
+    let e = try_create("mx3", &["mx_a", "mx_clone"]).unwrap_err();
+    assert!(e.contains("same member"), "{e}");
     // The members of one mirror reassemble it.
     try_create("mx1", &["mx_b", "mx_a"]).unwrap();
 }

@@ -244,9 +244,15 @@ pub fn inject(name: &str, op: Option<IoType>, inj: Injection) -> Result<()> {
     Ok(())
 }
 
-/// Disarms every injection of error bdev `name` and releases the I/Os it holds.
+/// Disarms every injection of error bdev `name` and releases the I/Os it holds (also after
+/// the bdev was deleted, until its last user is gone).
 pub fn clear(name: &str) -> Result<()> {
-    let injs = injections(name)?;
+    let injs = STAGES
+        .lock()
+        .unwrap()
+        .get(name)
+        .map(|(_, i)| i.clone())
+        .ok_or_else(|| Error::NotFound(name.to_string()))?;
     for s in &injs.0 {
         s.remaining.store(0, Ordering::Release);
         s.cleared.fetch_add(1, Ordering::AcqRel);
@@ -311,7 +317,13 @@ impl BdevBackend for ErrorBackend {
     }
     fn destroy(&self) {
         self.desc.lock().unwrap().take();
-        STAGES.lock().unwrap().remove(&self.name);
+        let mut st = STAGES.lock().unwrap();
+        if st
+            .get(&self.name)
+            .is_some_and(|(_, i)| Arc::ptr_eq(i, &self.inj))
+        {
+            st.remove(&self.name);
+        }
     }
     fn describe(&self) -> Vec<(String, String)> {
         vec![("base_bdev_name".into(), self.base.clone())]
@@ -395,6 +407,8 @@ impl BackendChannel for ErrorChannel {
     fn submit(&mut self, io: BdevIo, done: &mut Completions) {
         self.outstanding += 1;
         let slot = self.inj.slot(io.op);
+        // Read before taking: a `clear` after this point releases what is held below.
+        let gen = slot.cleared.load(Ordering::Acquire);
         let Some(inj) = slot.take(self.outstanding, &io) else {
             self.send_to_base(io, None, None);
             return;
@@ -409,7 +423,6 @@ impl BackendChannel for ErrorChannel {
                 done.complete(io, IoStatus::NoMemory);
             }
             ErrorKind::Pending => {
-                let gen = slot.cleared.load(Ordering::Acquire);
                 self.held.borrow_mut().push((io, gen));
             }
             ErrorKind::CorruptData if io.op == IoType::Read => {

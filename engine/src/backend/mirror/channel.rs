@@ -269,10 +269,19 @@ impl MirrorChannel {
         {
             return false;
         }
-        let gen = s.want_gen.load(Ordering::Acquire);
-        let targets: Vec<usize> = (0..self.children.len())
-            .filter(|&i| self.writable(i))
-            .collect();
+        // The generation and the states it records, taken together (see `Shared::fault`).
+        let (gen, targets, blocks) = {
+            let _m = s.membership.lock().unwrap();
+            let gen = s.want_gen.load(Ordering::Acquire);
+            let targets: Vec<usize> = (0..self.children.len())
+                .filter(|&i| self.writable(i))
+                .collect();
+            let blocks: Vec<Vec<u8>> = targets
+                .iter()
+                .map(|&i| s.superblock(gen, s.children[i].uuid).encode())
+                .collect();
+            (gen, targets, blocks)
+        };
         if targets.is_empty() {
             // No member left to hold it: nothing can be acknowledged anyway (`ack` fails
             // writes held by no in-sync child), so the generation is as durable as it gets.
@@ -281,14 +290,14 @@ impl MirrorChannel {
             return true;
         }
         let bs = s.block_size as u64;
-        for &i in &targets {
-            let sb = s.superblock(gen, s.children[i].uuid);
+        let slot_offset = (gen % 2) * SLOT_BYTES as u64;
+        for (&i, block) in targets.iter().zip(blocks) {
             let mut bufs = SgList::new();
-            bufs.push(IoBuf::from_slice(&sb.encode()));
+            bufs.push(IoBuf::from_slice(&block));
             let sink: Rc<dyn IoSink> = self.sink.clone();
             let io = BdevIo::new(
                 IoType::Write,
-                sb.slot_offset() / bs,
+                slot_offset / bs,
                 SLOT_BYTES as u64 / bs,
                 bufs,
                 SB_TAG | i as u64,

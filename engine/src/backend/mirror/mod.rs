@@ -59,6 +59,9 @@ pub const REGION_BYTES: u32 = 256 << 10;
 /// Blocks one zeroing I/O covers at creation.
 const ZERO_PIECE_BLOCKS: u64 = 32768;
 
+/// Zeroing I/Os in flight at once at creation.
+const ZERO_WINDOW: usize = 64;
+
 /// How long a control-path I/O (superblock read or write at create) may take.
 const CONTROL_IO_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -106,6 +109,9 @@ pub(crate) struct Shared {
     pub(crate) durable_gen: AtomicU64,
     /// One superblock write at a time: held by the channel writing it.
     pub(crate) writer: AtomicBool,
+    /// Serialises membership changes with the snapshot a superblock round takes (control
+    /// path only: taken on a fault and once per round, never per I/O).
+    pub(crate) membership: Mutex<()>,
 }
 
 impl Shared {
@@ -113,11 +119,17 @@ impl Shared {
     /// saying so is written by the next channel poll). Idempotent.
     pub(crate) fn fault(&self, i: usize, why: &str) {
         let c = &self.children[i];
+        // State and generation change together: whoever sees the child faulted also sees a
+        // generation that is not durable yet, so nothing is acknowledged without it on disk.
+        let _m = self.membership.lock().unwrap();
         if c.state() == MemberState::Faulted {
             return;
         }
+        let Some(gen) = self.want_gen.load(Ordering::Acquire).checked_add(1) else {
+            return;
+        };
         c.set(MemberState::Faulted);
-        let gen = self.want_gen.fetch_add(1, Ordering::AcqRel) + 1;
+        self.want_gen.store(gen, Ordering::Release);
         let left = self.in_sync();
         tracing::warn!(mirror = %self.name, child = %c.name, why, gen, in_sync = left,
             "mirror child faulted");
@@ -359,7 +371,8 @@ pub fn create(rt: &RuntimeHandle, opts: MirrorOpts) -> Result<Arc<Bdev>> {
         let b = r.map_err(|s| bad(format!("reading {}'s superblock: {s:?}", opts.children[i])))?;
         own.push(Superblock::newest(&b[..SLOT_BYTES], &b[SLOT_BYTES..]));
     }
-    let (uuid, members, gen, num_blocks) = if own.iter().all(Option::is_none) {
+    let is_new = own.iter().all(Option::is_none);
+    let (uuid, members, gen, num_blocks) = if is_new {
         // A new mirror.
         let members: Vec<Member> = (0..descs.len())
             .map(|_| Member {
@@ -370,9 +383,22 @@ pub fn create(rt: &RuntimeHandle, opts: MirrorOpts) -> Result<Arc<Bdev>> {
         let uuid = opts.uuid.unwrap_or_else(uuid::Uuid::new_v4);
         (uuid, members, 1, smallest - data_offset)
     } else {
-        assemble(&opts, &own)?
+        let (uuid, members, g, n) = assemble(&opts, &own, bs, smallest - data_offset)?;
+        // Reassembled: the next generation goes to the other slot, so the current one stays
+        // intact on every child until the new one is complete.
+        (uuid, members, g + 1, n)
     };
-    if gen == 1 {
+    if bdev::lookup(&uuid.to_string()).is_some() {
+        return Err(Error::Exists(uuid.to_string()));
+    }
+    if is_new {
+        if let Some(b) = bdevs.iter().find(|b| !b.supports(IoType::WriteZeroes)) {
+            return Err(bad(format!(
+                "{} does not support write-zeroes, which a new mirror uses to make its \
+                 children equal",
+                b.name()
+            )));
+        }
         // New: zero the data areas (every child then reads the same), then write generation 1.
         // In pieces a remote child takes in one command (NVMe Write Zeroes: ≤ 65536 blocks).
         let piece = ZERO_PIECE_BLOCKS * bs as u64;
@@ -392,9 +418,14 @@ pub fn create(rt: &RuntimeHandle, opts: MirrorOpts) -> Result<Arc<Bdev>> {
                 at += len;
             }
         }
-        let children_of: Vec<usize> = zero.iter().map(|z| z.child).collect();
-        for (k, r) in control_io(rt, &descs, zero)?.into_iter().enumerate() {
-            r.map_err(|s| bad(format!("zeroing {}: {s:?}", opts.children[children_of[k]])))?;
+        // A bounded window in flight (a remote child queues a few thousand at most).
+        let mut zero = zero.into_iter().peekable();
+        while zero.peek().is_some() {
+            let window: Vec<CtlIo> = zero.by_ref().take(ZERO_WINDOW).collect();
+            let children_of: Vec<usize> = window.iter().map(|z| z.child).collect();
+            for (k, r) in control_io(rt, &descs, window)?.into_iter().enumerate() {
+                r.map_err(|s| bad(format!("zeroing {}: {s:?}", opts.children[children_of[k]])))?;
+            }
         }
     }
     let children: Vec<Child> = opts
@@ -422,6 +453,7 @@ pub fn create(rt: &RuntimeHandle, opts: MirrorOpts) -> Result<Arc<Bdev>> {
         want_gen: AtomicU64::new(gen),
         durable_gen: AtomicU64::new(gen),
         writer: AtomicBool::new(false),
+        membership: Mutex::new(()),
     });
     // This generation on every member still in the mirror (a reassembled mirror rewrites
     // its current one: every such member then holds it).
@@ -463,10 +495,13 @@ pub fn create(rt: &RuntimeHandle, opts: MirrorOpts) -> Result<Arc<Bdev>> {
     Ok(b)
 }
 
-/// Membership from the children's superblocks (all of one mirror).
+/// Membership from the children's superblocks (all of one mirror), checked against the
+/// children themselves: block size `bs`, room for `room` data blocks.
 fn assemble(
     opts: &MirrorOpts,
     own: &[Option<Superblock>],
+    bs: u32,
+    room: u64,
 ) -> Result<(uuid::Uuid, Vec<Member>, u64, u64)> {
     let bad = |why: String| Error::InvalidParam {
         param: "base_bdevs",
@@ -503,6 +538,21 @@ fn assemble(
         })?;
         members.push(m);
     }
+    let mut seen: Vec<uuid::Uuid> = members.iter().map(|m| m.uuid).collect();
+    seen.sort();
+    seen.dedup();
+    if seen.len() != members.len() {
+        return Err(bad(format!(
+            "two children are the same member of mirror {mirror} (a copied child?)"
+        )));
+    }
+    if auth.block_size != bs || auth.num_blocks > room {
+        return Err(bad(format!(
+            "mirror {mirror} has {} blocks of {} bytes; the children have {bs}-byte blocks \
+             and room for {room}",
+            auth.num_blocks, auth.block_size
+        )));
+    }
     if members.len() != auth.members.len() {
         return Err(bad(format!(
             "mirror {mirror} has {} members; give all of them (missing members are not \
@@ -537,7 +587,12 @@ impl BdevBackend for MirrorBackend {
         for c in &self.shared.children {
             c.desc.lock().unwrap().take();
         }
-        MIRRORS.lock().unwrap().remove(&self.shared.name);
+        let mut m = MIRRORS.lock().unwrap();
+        if m.get(&self.shared.name)
+            .is_some_and(|s| Arc::ptr_eq(s, &self.shared))
+        {
+            m.remove(&self.shared.name);
+        }
     }
     fn describe(&self) -> Vec<(String, String)> {
         let s = &self.shared;

@@ -16,6 +16,8 @@
 pub const META_BYTES: u64 = 1 << 20;
 /// Size of one superblock slot.
 pub const SLOT_BYTES: usize = 4096;
+/// Generations at or above this are refused as corrupt.
+pub const MAX_GENERATION: u64 = 1 << 62;
 /// Most children of one mirror.
 pub const MAX_MEMBERS: usize = 5;
 
@@ -134,6 +136,10 @@ impl Superblock {
         if crc32c::crc32c(&b[..BODY]) != le32(b, BODY) {
             return None;
         }
+        // A generation this large was not written by a mirror (it would overflow in use).
+        if le64(b, 44) >= MAX_GENERATION {
+            return None;
+        }
         let n = b[68] as usize;
         if n == 0 || n > MAX_MEMBERS {
             return None;
@@ -223,6 +229,10 @@ mod tests {
             assert_eq!(Superblock::decode(&d), None, "byte {at}");
         }
         assert_eq!(Superblock::decode(&vec![0u8; SLOT_BYTES]), None);
+        // A generation no mirror reaches (it would overflow in use) is no superblock either.
+        let mut huge = s.clone();
+        huge.generation = u64::MAX;
+        assert_eq!(Superblock::decode(&huge.encode()), None);
     }
 
     #[test]
