@@ -356,3 +356,79 @@ fn creation_refuses_what_would_mix_mirrors() {
     // The members of one mirror reassemble it.
     try_create("mx1", &["mx_b", "mx_a"]).unwrap();
 }
+
+#[test]
+fn a_faulted_member_is_rebuilt_under_foreground_writes_and_ends_identical() {
+    use rand::{Rng, SeedableRng};
+    let h = Harness::new(2);
+    // 4 MiB of data per child: four rebuild windows.
+    let blocks = (5 << 20) / BS as u64;
+    for c in ["mb_a", "mb_b"] {
+        malloc_named(c, BS, blocks);
+    }
+    error::create("mb_b", None).unwrap();
+    mirror(&h, "mb", &["mb_a", "EE_mb_b"]);
+    let nb = bdev::lookup("mb").unwrap().num_blocks();
+    let mut model = vec![0u8; (nb * BS as u64) as usize];
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(5);
+    let write = |rng: &mut rand::rngs::SmallRng, model: &mut Vec<u8>, core: usize| {
+        let n = rng.gen_range(1..=16u64);
+        let off = rng.gen_range(0..=nb - n);
+        let mut d = vec![0u8; (n * BS as u64) as usize];
+        rng.fill(&mut d[..]);
+        let (st, _) = h.io(core, "mb", IoType::Write, off, n, Some(d.clone()), 0, None);
+        assert_eq!(st, IoStatus::Success);
+        model[(off * BS as u64) as usize..((off + n) * BS as u64) as usize].copy_from_slice(&d);
+    };
+    for _ in 0..50 {
+        write(&mut rng, &mut model, 0);
+    }
+    // The second child fails a write: out of the mirror; writes go on without it.
+    error::inject(
+        "EE_mb_b",
+        Some(IoType::Write),
+        Injection::new(ErrorKind::Failure, 1),
+    )
+    .unwrap();
+    for i in 0..100 {
+        write(&mut rng, &mut model, i % 2);
+    }
+    assert_eq!(
+        mirror::get("mb").unwrap().members[1].state,
+        MemberState::Faulted
+    );
+    // Refusals: an in-sync member, a stranger.
+    let rt = h.rt.handle();
+    assert!(mirror::rebuild::rebuild(&rt, "mb", "mb_a").is_err());
+    assert!(mirror::rebuild::rebuild(&rt, "mb", "nobody").is_err());
+    // Rebuild while another thread keeps writing on both reactors.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|sc| {
+        let writer = sc.spawn(|| {
+            let mut rng = rand::rngs::SmallRng::seed_from_u64(6);
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Acquire) || n < 50 {
+                write(&mut rng, &mut model, n % 2);
+                n += 1;
+            }
+            n
+        });
+        mirror::rebuild::rebuild(&rt, "mb", "EE_mb_b").unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        assert!(writer.join().unwrap() >= 50);
+    });
+    let m = mirror::get("mb").unwrap();
+    assert!(
+        m.members.iter().all(|c| c.state == MemberState::InSync),
+        "{m:?}"
+    );
+    assert!(mirror::rebuild::progress("mb").is_none());
+    // Both children hold exactly what was acknowledged, and the mirror reads it.
+    assert!(
+        data(&h, "mb_a", nb) == model,
+        "the source differs from the model"
+    );
+    assert!(data(&h, "mb_b", nb) == model, "the rebuilt member differs");
+    let sb = superblock(&h, "mb_b").unwrap();
+    assert!(sb.members.iter().all(|c| c.state == MemberState::InSync));
+}

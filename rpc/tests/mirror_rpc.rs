@@ -67,6 +67,19 @@ fn raid1_over_rpc() {
         assert!(code == -32602 || code == -16, "{code} {msg}");
         assert!(msg.contains(what) || code == -16, "{msg}");
     }
+    // bdev_raid_add_base_bdev R0 Ma: only a faulted member is re-added (rebuilt).
+    let (code, msg) = c.err(
+        "bdev_raid_add_base_bdev",
+        json!({"raid_bdev": r, "base_bdev": a}),
+    );
+    assert_eq!(code, -16, "{msg}");
+    let (code, msg) = c.err(
+        "bdev_raid_add_base_bdev",
+        json!({"raid_bdev": r, "base_bdev": d.name("stranger")}),
+    );
+    assert_eq!(code, -32602);
+    assert!(msg.contains("not supported yet"), "{msg}");
+    assert!(m.get("process").is_none(), "no rebuild running");
     // Saved after both children.
     let cfg = c.ok("save_config", json!(null));
     let entries = sub(&cfg, "bdev")["config"].as_array().unwrap().clone();

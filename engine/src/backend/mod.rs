@@ -83,6 +83,11 @@ impl<T> Slab<T> {
         self.items[i] = Some(v);
     }
 
+    /// Slots ever used (live or free): iterate `0..capacity()` with [`Slab::get`].
+    pub(crate) fn capacity(&self) -> usize {
+        self.items.len()
+    }
+
     /// The entry in slot `i`, if any.
     pub(crate) fn get(&self, i: usize) -> Option<&T> {
         self.items.get(i)?.as_ref()

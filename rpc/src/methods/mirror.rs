@@ -1,5 +1,6 @@
-//! Replicated volumes with SPDK's raid RPCs: `bdev_raid_create` (raid1), `bdev_raid_get_bdevs`
-//! and `bdev_raid_delete` (with the other deletes). ballast's mirror always keeps a
+//! Replicated volumes with SPDK's raid RPCs: `bdev_raid_create` (raid1), `bdev_raid_get_bdevs`,
+//! `bdev_raid_add_base_bdev` (re-adds a faulted member: a full rebuild in the background) and
+//! `bdev_raid_delete` (with the other deletes). ballast's mirror always keeps a
 //! superblock on its children (the durable record of who is in sync): `superblock: false`,
 //! rpc.py's default, is accepted and a superblock is kept all the same.
 
@@ -54,6 +55,29 @@ fn state(m: &MirrorInfo) -> &'static str {
     }
 }
 
+/// SPDK's `process` object of a rebuild in progress, with ballast's figures beside it.
+fn process_json(m: &MirrorInfo, bs: u64) -> Option<Value> {
+    let p = mirror::rebuild::progress(&m.name)?;
+    let pct = if p.blocks_total == 0 {
+        100.0
+    } else {
+        p.blocks_done as f64 * 100.0 / p.blocks_total as f64
+    };
+    let secs = p.started.elapsed().as_secs_f64();
+    let eta = (p.blocks_done > 0)
+        .then(|| secs * (p.blocks_total - p.blocks_done) as f64 / p.blocks_done as f64);
+    Some(json!({
+        "type": "rebuild",
+        "target": p.target,
+        "progress": {"blocks": p.blocks_done, "percent": (pct * 100.0).round() / 100.0},
+        // ballast's: what kind of rebuild, in bytes, and when it should end.
+        "kind": "full",
+        "bytes_to_copy": p.blocks_total * bs,
+        "bytes_copied": p.blocks_done * bs,
+        "eta_s": eta.map(|e| (e * 10.0).round() / 10.0),
+    }))
+}
+
 fn raid_json(m: &MirrorInfo) -> Value {
     let b = ballast_engine::bdev::lookup(&m.name);
     let bs = b.as_ref().map_or(512, |b| b.block_size() as u64);
@@ -63,7 +87,7 @@ fn raid_json(m: &MirrorInfo) -> Value {
         .iter()
         .filter(|c| c.state != MemberState::Faulted)
         .count();
-    json!({
+    let mut v = json!({
         "name": m.name,
         "uuid": m.uuid.to_string(),
         "strip_size_kb": 0,
@@ -88,7 +112,61 @@ fn raid_json(m: &MirrorInfo) -> Value {
         })).collect::<Vec<_>>(),
         // ballast's: the membership generation on disk.
         "generation": m.generation,
-    })
+    });
+    if let Some(p) = process_json(m, bs) {
+        v["process"] = p;
+    }
+    v
+}
+
+pub(crate) fn bdev_raid_add_base_bdev(
+    ctx: &Context,
+    params: Option<Value>,
+) -> Result<Value, RpcError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct P {
+        raid_bdev: String,
+        base_bdev: String,
+    }
+    let p: P = parse(params)?;
+    let m = mirror::get(&p.raid_bdev)
+        .ok_or_else(|| RpcError::new(-19, format!("raid bdev {} not found", p.raid_bdev)))?;
+    let Some(member) = m.members.iter().find(|c| c.name == p.base_bdev) else {
+        return Err(RpcError::params(format!(
+            "Invalid parameters: {} is not a member of {}: adding a new member is not \
+             supported yet (re-adding a faulted one is)",
+            crate::error::cap(&p.base_bdev, 255),
+            m.name
+        )));
+    };
+    if member.state != MemberState::Faulted {
+        return Err(RpcError::new(
+            -16,
+            format!(
+                "{} is already in {} ({:?})",
+                member.name, m.name, member.state
+            ),
+        ));
+    }
+    if let Some(r) = mirror::rebuild::progress(&m.name) {
+        return Err(RpcError::new(
+            -16,
+            format!("{} is rebuilding {} already", m.name, r.target),
+        ));
+    }
+    // The copy runs in the background; bdev_raid_get_bdevs shows its progress.
+    let rt = ctx.rt.clone();
+    let (name, child) = (m.name.clone(), member.name.clone());
+    std::thread::Builder::new()
+        .name("mirror-rebuild".into())
+        .spawn(move || {
+            if let Err(e) = mirror::rebuild::rebuild(&rt, &name, &child) {
+                tracing::warn!(mirror = %name, child = %child, "rebuild failed: {e}");
+            }
+        })
+        .map_err(|e| RpcError::new(-12, format!("cannot start the rebuild: {e}")))?;
+    Ok(json!(true))
 }
 
 pub(crate) fn bdev_raid_get_bdevs(_: &Context, params: Option<Value>) -> Result<Value, RpcError> {

@@ -109,6 +109,7 @@ pub const METHODS: &[(&str, Method)] = &[
     ("bdev_compress_get_stats", bdev_compress_get_stats),
     ("bdev_raid_create", bdev_raid_create),
     ("bdev_raid_get_bdevs", bdev_raid_get_bdevs),
+    ("bdev_raid_add_base_bdev", bdev_raid_add_base_bdev),
     ("bdev_raid_delete", bdev_raid_delete),
     ("bdev_error_create", bdev_error_create),
     ("bdev_error_delete", bdev_error_delete),

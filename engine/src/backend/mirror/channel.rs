@@ -52,6 +52,8 @@ struct Op {
     kind: Kind,
     /// A caller error a child reported (range, length, unsupported): the op ends with it.
     status: IoStatus,
+    /// Counted in `Shared::window_inflight` (in flight inside a rebuild window when taken).
+    in_window: bool,
 }
 
 /// A superblock round in flight on this channel (which holds the writer token).
@@ -78,6 +80,10 @@ pub(crate) struct MirrorChannel {
     sb: Option<SbRound>,
     /// Owner of the views on callers' write buffers (they stay in their op).
     lender: Lender,
+    /// Writes waiting for the rebuild window they touch to move on, in arrival order.
+    blocked: std::collections::VecDeque<BdevIo>,
+    /// The window epoch this channel acknowledged (shared with the rebuild driver).
+    ack: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl MirrorChannel {
@@ -88,6 +94,15 @@ impl MirrorChannel {
             children.push(ch.transpose()?);
         }
         let n = children.len();
+        // A new channel has nothing in flight: it acknowledges the current window at once.
+        let ack = Arc::new(std::sync::atomic::AtomicU64::new(
+            shared.lock_epoch.load(Ordering::Acquire),
+        ));
+        {
+            let mut acks = shared.channel_acks.lock().unwrap();
+            acks.retain(|w| w.strong_count() > 0);
+            acks.push(Arc::downgrade(&ack));
+        }
         Ok(MirrorChannel {
             shared,
             children,
@@ -99,7 +114,56 @@ impl MirrorChannel {
             retry: Vec::new(),
             sb: None,
             lender: Lender::cached(()),
+            blocked: std::collections::VecDeque::new(),
+            ack,
         })
+    }
+
+    /// Whether `io` touches the rebuild window (then it waits until the window moves on).
+    fn in_window(&self, io: &BdevIo) -> bool {
+        let end = self.shared.lock_end.load(Ordering::Acquire);
+        if end == 0 {
+            return false;
+        }
+        let start = self.shared.lock_start.load(Ordering::Acquire);
+        let io_end = io.offset_blocks.saturating_add(io.num_blocks.max(1));
+        // A flush covers everything it names: it waits too (the copy is not yet durable).
+        io.offset_blocks < end && io_end > start
+    }
+
+    /// Acknowledges a new window epoch: counts this channel's writes in flight inside it.
+    fn ack_window(&mut self) {
+        let s = self.shared.clone();
+        let epoch = s.lock_epoch.load(Ordering::Acquire);
+        if epoch == self.ack.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut counted = 0;
+        for i in 0..self.ops.capacity() {
+            let overlap = match self.ops.get(i) {
+                Some(op) => {
+                    matches!(op.kind, Kind::Fanout { pending, .. } if pending > 0)
+                        && !op.in_window
+                        && self.in_window(&op.io)
+                }
+                None => false,
+            };
+            if overlap {
+                self.ops.live(i).in_window = true;
+                counted += 1;
+            }
+        }
+        s.window_inflight.fetch_add(counted, Ordering::AcqRel);
+        self.ack.store(epoch, Ordering::Release);
+    }
+
+    /// A fan-out op that was counted in the window finished at its children.
+    fn leave_window(&mut self, slot: usize) {
+        let op = self.ops.live(slot);
+        if op.in_window {
+            op.in_window = false;
+            self.shared.window_inflight.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 
     /// Whether child `i` takes writes (in sync or rebuilding) and has a channel here.
@@ -221,6 +285,7 @@ impl MirrorChannel {
 
     /// Every child answered: fail, or acknowledge once the membership is durable.
     fn complete_fanout(&mut self, slot: usize, done: &mut Completions) {
+        self.leave_window(slot);
         let op = self.ops.live(slot);
         if op.status != IoStatus::Success {
             let op = self.ops.remove(slot).expect("live op");
@@ -346,10 +411,26 @@ impl BackendChannel for MirrorChannel {
                 io,
                 kind: Kind::Read { tried: 1 << child },
                 status: IoStatus::Success,
+                in_window: false,
             });
             self.send_read(slot, child);
             return;
         }
+        if !self.blocked.is_empty() || self.in_window(&io) {
+            // Behind the rebuild window (and behind earlier blocked writes: order kept).
+            self.blocked.push_back(io);
+            return;
+        }
+        self.fan_out(io, done);
+    }
+
+    fn poll(&mut self, done: &mut Completions) -> bool {
+        self.poll_inner(done)
+    }
+}
+
+impl MirrorChannel {
+    fn fan_out(&mut self, io: BdevIo, done: &mut Completions) {
         let targets: Vec<usize> = (0..self.children.len())
             .filter(|&i| self.writable(i))
             .collect();
@@ -367,14 +448,24 @@ impl BackendChannel for MirrorChannel {
                 ok: 0,
             },
             status: IoStatus::Success,
+            in_window: false,
         });
         for child in targets {
             self.send_fanout(slot, child);
         }
     }
 
-    fn poll(&mut self, done: &mut Completions) -> bool {
+    fn poll_inner(&mut self, done: &mut Completions) -> bool {
         let mut did = false;
+        self.ack_window();
+        while let Some(io) = self.blocked.front() {
+            if self.in_window(io) {
+                break;
+            }
+            let io = self.blocked.pop_front().expect("front");
+            self.fan_out(io, done);
+            did = true;
+        }
         for (slot, child) in std::mem::take(&mut self.retry) {
             did = true;
             if self.writable(child) {
@@ -419,7 +510,10 @@ impl BackendChannel for MirrorChannel {
         }
         // Parked acknowledgements wait for another channel's superblock round, which cannot
         // wake this reactor: keep polling meanwhile (only while a fault is being recorded).
-        did || !self.parked.is_empty() || self.sb.is_some() || !self.retry.is_empty()
+        did || !self.parked.is_empty()
+            || self.sb.is_some()
+            || !self.retry.is_empty()
+            || !self.blocked.is_empty()
     }
 }
 

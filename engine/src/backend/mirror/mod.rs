@@ -25,6 +25,7 @@
 //! self-healing reconnect. Until then a faulted child stays out and the mirror runs degraded.
 
 mod channel;
+pub mod rebuild;
 pub mod superblock;
 
 use std::collections::BTreeMap;
@@ -84,7 +85,7 @@ impl Child {
         }
     }
 
-    fn set(&self, s: MemberState) {
+    pub(crate) fn set(&self, s: MemberState) {
         let code = match s {
             MemberState::InSync => 1,
             MemberState::Faulted => 2,
@@ -112,6 +113,18 @@ pub(crate) struct Shared {
     /// Serialises membership changes with the snapshot a superblock round takes (control
     /// path only: taken on a fault and once per round, never per I/O).
     pub(crate) membership: Mutex<()>,
+    /// The rebuild's window lock (see [`rebuild`]): foreground writes touching
+    /// [lock_start, lock_end) wait on their channel; lock_end 0 is no lock.
+    pub(crate) lock_start: AtomicU64,
+    pub(crate) lock_end: AtomicU64,
+    /// Bumped each time the window moves; every channel acknowledges it from its poll.
+    pub(crate) lock_epoch: AtomicU64,
+    /// Foreground writes that were in flight inside the window when it was taken.
+    pub(crate) window_inflight: AtomicU64,
+    /// Each live channel's acknowledged epoch.
+    pub(crate) channel_acks: Mutex<Vec<std::sync::Weak<AtomicU64>>>,
+    /// The rebuild in progress, if any.
+    pub(crate) progress: Mutex<Option<rebuild::Progress>>,
 }
 
 impl Shared {
@@ -170,16 +183,16 @@ impl Shared {
 type SharedDesc = Arc<Mutex<Option<BdevDesc>>>;
 
 /// One control-path I/O: child index, operation, byte offset and length, data to write.
-struct CtlIo {
-    child: usize,
-    op: IoType,
-    offset: u64,
-    len: u64,
-    data: Vec<u8>,
+pub(crate) struct CtlIo {
+    pub(crate) child: usize,
+    pub(crate) op: IoType,
+    pub(crate) offset: u64,
+    pub(crate) len: u64,
+    pub(crate) data: Vec<u8>,
 }
 
 /// Live mirrors by name (for save_config and the RPC listings).
-static MIRRORS: Mutex<BTreeMap<String, Arc<Shared>>> = Mutex::new(BTreeMap::new());
+pub(crate) static MIRRORS: Mutex<BTreeMap<String, Arc<Shared>>> = Mutex::new(BTreeMap::new());
 
 /// A member as reported to users.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,7 +247,7 @@ pub fn get(name: &str) -> Option<MirrorInfo> {
 
 /// Runs `ios` on the main reactor at once and waits for all: each one's data read (empty for
 /// other operations), or its failure.
-fn control_io(
+pub(crate) fn control_io(
     rt: &RuntimeHandle,
     descs: &[SharedDesc],
     ios: Vec<CtlIo>,
@@ -454,6 +467,12 @@ pub fn create(rt: &RuntimeHandle, opts: MirrorOpts) -> Result<Arc<Bdev>> {
         durable_gen: AtomicU64::new(gen),
         writer: AtomicBool::new(false),
         membership: Mutex::new(()),
+        lock_start: AtomicU64::new(0),
+        lock_end: AtomicU64::new(0),
+        lock_epoch: AtomicU64::new(0),
+        window_inflight: AtomicU64::new(0),
+        channel_acks: Mutex::new(Vec::new()),
+        progress: Mutex::new(None),
     });
     // This generation on every member still in the mirror (a reassembled mirror rewrites
     // its current one: every such member then holds it).

@@ -194,6 +194,15 @@ pub enum Stages {
         #[arg(default_value = "all")]
         category: String,
     },
+    /// Re-add a faulted member: it is rebuilt in the background (progress in
+    /// bdev_raid_get_bdevs).
+    #[command(name = "bdev_raid_add_base_bdev")]
+    BdevRaidAddBaseBdev {
+        /// Name of the mirror.
+        raid_bdev: String,
+        /// The faulted member.
+        base_bdev: String,
+    },
     /// Delete a mirror (its children keep their data and superblocks).
     #[command(name = "bdev_raid_delete")]
     BdevRaidDelete {
@@ -306,6 +315,13 @@ impl Stages {
             S::BdevRaidGetBdevs { category } => Params::new()
                 .set("category", category.as_str())
                 .call("bdev_raid_get_bdevs"),
+            S::BdevRaidAddBaseBdev {
+                raid_bdev,
+                base_bdev,
+            } => Params::new()
+                .set("raid_bdev", raid_bdev.as_str())
+                .set("base_bdev", base_bdev.as_str())
+                .call("bdev_raid_add_base_bdev"),
             S::BdevRaidDelete { name } => Params::new()
                 .set("name", name.as_str())
                 .call("bdev_raid_delete"),
@@ -339,6 +355,11 @@ pub mod tests {
                 Some(json!({"name": "R0", "raid_level": "raid1", "base_bdevs": ["M0"],
                             "superblock": true,
                             "uuid": "3e5f4c1a-0000-4000-8000-000000000001"})),
+            ),
+            (
+                "bdev_raid_add_base_bdev R0 M1",
+                "bdev_raid_add_base_bdev",
+                Some(json!({"raid_bdev": "R0", "base_bdev": "M1"})),
             ),
             (
                 "bdev_raid_delete R0",

@@ -1,0 +1,303 @@
+//! Full rebuild of a mirror member: copy every block from an in-sync child, window by window,
+//! while foreground I/O goes on.
+//!
+//! ```text
+//!  member: Faulted ─► Rebuilding (persisted: takes writes, serves no reads)
+//!  for each window [a, b):
+//!     lock:   publish [a, b), bump the epoch, wake every reactor; each channel acknowledges
+//!             from its poll, counting its writes in flight inside the window; new writes
+//!             touching it wait on their channel
+//!     drain:  wait until those writes are done
+//!     copy:   read [a, b) from an in-sync child, write it to the member
+//!     unlock: blocked writes go on (to every member, the rebuilding one included)
+//!  member: Rebuilding ─► InSync (persisted)
+//! ```
+//!
+//! A write behind the window reached the member itself; one ahead of it is copied over with
+//! the same data later; one inside it waits: the copy never overwrites newer data. An error
+//! on the member faults it and ends the rebuild; a read error on the source faults the source
+//! and the copy goes on from another in-sync child.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ballast_reactor::RuntimeHandle;
+
+use super::{control_io, CtlIo, MemberState, Shared, MIRRORS, SLOT_BYTES};
+use crate::bdev::{IoStatus, IoType};
+use crate::error::{Error, Result};
+
+/// Bytes copied per window.
+pub const WINDOW_BYTES: u64 = 1 << 20;
+/// How long a window may wait for the writes in flight inside it (or the channels' acks).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A rebuild in progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// The member being rebuilt.
+    pub target: String,
+    /// Blocks copied so far.
+    pub blocks_done: u64,
+    /// Blocks to copy.
+    pub blocks_total: u64,
+    /// When it started.
+    pub started: Instant,
+}
+
+/// The rebuild of mirror `name`, if one is running.
+pub fn progress(name: &str) -> Option<Progress> {
+    let s = MIRRORS.lock().unwrap().get(name).cloned()?;
+    let p = s.progress.lock().unwrap().clone();
+    p
+}
+
+fn bad(why: String) -> Error {
+    Error::InvalidParam {
+        param: "base_bdev",
+        why,
+    }
+}
+
+/// Writes the membership as it is now to every member still in the mirror (the control-path
+/// twin of a channel's superblock round), until the generation the states need is durable.
+pub(crate) fn persist(rt: &RuntimeHandle, s: &Shared) -> Result<()> {
+    let until = Instant::now() + DRAIN_TIMEOUT;
+    while s.durable_gen.load(Ordering::Acquire) < s.want_gen.load(Ordering::Acquire) {
+        if s.writer
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            if Instant::now() > until {
+                return Err(bad("the mirror's superblock writer never came free".into()));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
+        }
+        let (gen, ios) = {
+            let _m = s.membership.lock().unwrap();
+            let gen = s.want_gen.load(Ordering::Acquire);
+            let ios: Vec<CtlIo> = s
+                .children
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.state() != MemberState::Faulted)
+                .map(|(child, c)| CtlIo {
+                    child,
+                    op: IoType::Write,
+                    offset: (gen % 2) * SLOT_BYTES as u64,
+                    len: SLOT_BYTES as u64,
+                    data: s.superblock(gen, c.uuid).encode(),
+                })
+                .collect();
+            (gen, ios)
+        };
+        let targets: Vec<usize> = ios.iter().map(|io| io.child).collect();
+        let descs: Vec<_> = s.children.iter().map(|c| c.desc.clone()).collect();
+        let res = control_io(rt, &descs, ios);
+        let mut complete = true;
+        match res {
+            Ok(rs) => {
+                for (k, r) in rs.into_iter().enumerate() {
+                    if let Err(st) = r {
+                        complete = false;
+                        if matches!(
+                            st,
+                            IoStatus::Failed(_) | IoStatus::Removed | IoStatus::Aborted
+                        ) {
+                            s.fault(targets[k], "superblock write failed");
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                s.writer.store(false, Ordering::Release);
+                return Err(e);
+            }
+        }
+        if complete {
+            s.durable_gen.fetch_max(gen, Ordering::AcqRel);
+        }
+        s.writer.store(false, Ordering::Release);
+        if !complete && Instant::now() > until {
+            return Err(bad("the membership could not be written".into()));
+        }
+    }
+    Ok(())
+}
+
+/// Changes member `i`'s state and persists it.
+fn set_state(rt: &RuntimeHandle, s: &Shared, i: usize, state: MemberState) -> Result<()> {
+    {
+        let _m = s.membership.lock().unwrap();
+        s.children[i].set(state);
+        s.want_gen.fetch_add(1, Ordering::AcqRel);
+    }
+    persist(rt, s)
+}
+
+/// Takes window [start, end): blocks new writes touching it and waits until every channel
+/// acknowledged it and the writes in flight inside it are done.
+fn lock_window(rt: &RuntimeHandle, s: &Shared, start: u64, end: u64) -> Result<()> {
+    s.lock_start.store(start, Ordering::Release);
+    s.lock_end.store(end, Ordering::Release);
+    let epoch = s.lock_epoch.fetch_add(1, Ordering::AcqRel) + 1;
+    // Wake every reactor: an idle one runs its pollers (and so the acknowledgement) only
+    // when something arrives.
+    for core in rt.cores() {
+        let _ = rt.send_retry(core, || {});
+    }
+    let until = Instant::now() + DRAIN_TIMEOUT;
+    loop {
+        let acked = s
+            .channel_acks
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|w| w.upgrade())
+            .all(|a| a.load(Ordering::Acquire) >= epoch);
+        if acked && s.window_inflight.load(Ordering::Acquire) == 0 {
+            return Ok(());
+        }
+        if Instant::now() > until {
+            return Err(bad(format!(
+                "writes inside blocks {start}..{end} did not finish in {DRAIN_TIMEOUT:?}"
+            )));
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+fn unlock_window(s: &Shared) {
+    s.lock_end.store(0, Ordering::Release);
+    s.lock_epoch.fetch_add(1, Ordering::AcqRel);
+}
+
+/// Rebuilds member `child` (a bdev name) of mirror `name` from its in-sync members: the
+/// member must be faulted (out of the mirror); it returns when the member is in sync again,
+/// or with the error that stopped the copy (the member is then faulted again). Call it off
+/// the reactors; I/O to the mirror goes on meanwhile.
+pub fn rebuild(rt: &RuntimeHandle, name: &str, child: &str) -> Result<()> {
+    if ballast_reactor::current_core().is_some() {
+        return Err(Error::NotOnReactor(
+            "mirror::rebuild (call it off the reactors)",
+        ));
+    }
+    let s: Arc<Shared> = MIRRORS
+        .lock()
+        .unwrap()
+        .get(name)
+        .cloned()
+        .ok_or_else(|| Error::NotFound(name.to_string()))?;
+    let t = s
+        .children
+        .iter()
+        .position(|c| c.name == child)
+        .ok_or_else(|| bad(format!("{child} is not a member of mirror {name}")))?;
+    {
+        let mut p = s.progress.lock().unwrap();
+        if let Some(p) = p.as_ref() {
+            return Err(bad(format!(
+                "mirror {name} is already rebuilding {}",
+                p.target
+            )));
+        }
+        if s.children[t].state() != MemberState::Faulted {
+            return Err(bad(format!(
+                "{child} is {:?}: only a faulted member is rebuilt",
+                s.children[t].state()
+            )));
+        }
+        if s.children[t].desc.lock().unwrap().is_none() {
+            return Err(bad(format!("{child} is gone")));
+        }
+        *p = Some(Progress {
+            target: child.to_string(),
+            blocks_done: 0,
+            blocks_total: s.num_blocks,
+            started: Instant::now(),
+        });
+    }
+    let r = copy_all(rt, &s, t);
+    unlock_window(&s);
+    *s.progress.lock().unwrap() = None;
+    match r {
+        Ok(()) => {
+            tracing::info!(mirror = name, child, "rebuild complete: member in sync");
+            Ok(())
+        }
+        Err(e) => {
+            s.fault(t, "rebuild failed");
+            let _ = persist(rt, &s);
+            tracing::warn!(mirror = name, child, "rebuild stopped: {e}");
+            Err(e)
+        }
+    }
+}
+
+fn copy_all(rt: &RuntimeHandle, s: &Shared, t: usize) -> Result<()> {
+    // Writes reach the member from here on; reads still do not.
+    set_state(rt, s, t, MemberState::Rebuilding)?;
+    let bs = s.block_size as u64;
+    let step = (WINDOW_BYTES / bs).max(1);
+    let descs: Vec<_> = s.children.iter().map(|c| c.desc.clone()).collect();
+    let mut at = 0;
+    let mut logged = Instant::now();
+    while at < s.num_blocks {
+        let n = step.min(s.num_blocks - at);
+        if s.children[t].state() != MemberState::Rebuilding {
+            return Err(bad("the member failed a write during its rebuild".into()));
+        }
+        lock_window(rt, s, at, at + n)?;
+        let offset = (s.data_offset + at) * bs;
+        // From an in-sync child; a read error faults it and the next one is tried.
+        let data = loop {
+            let Some(src) = (0..s.children.len())
+                .find(|&i| i != t && s.children[i].state() == MemberState::InSync)
+            else {
+                return Err(bad("no in-sync member left to copy from".into()));
+            };
+            let read = CtlIo {
+                child: src,
+                op: IoType::Read,
+                offset,
+                len: n * bs,
+                data: Vec::new(),
+            };
+            match control_io(rt, &descs, vec![read])?.pop().expect("one") {
+                Ok(d) => break d,
+                Err(st) => {
+                    s.fault(src, "read failed during a rebuild");
+                    persist(rt, s)?;
+                    if !matches!(
+                        st,
+                        IoStatus::Failed(_) | IoStatus::Removed | IoStatus::Aborted
+                    ) {
+                        return Err(bad(format!("reading the source: {st:?}")));
+                    }
+                }
+            }
+        };
+        let write = CtlIo {
+            child: t,
+            op: IoType::Write,
+            offset,
+            len: n * bs,
+            data,
+        };
+        if let Err(st) = control_io(rt, &descs, vec![write])?.pop().expect("one") {
+            return Err(bad(format!("writing the member: {st:?}")));
+        }
+        unlock_window(s);
+        at += n;
+        if let Some(p) = s.progress.lock().unwrap().as_mut() {
+            p.blocks_done = at;
+        }
+        if logged.elapsed() > Duration::from_secs(5) {
+            logged = Instant::now();
+            tracing::info!(mirror = %s.name, done = at, total = s.num_blocks, "rebuilding");
+        }
+    }
+    set_state(rt, s, t, MemberState::InSync)
+}
