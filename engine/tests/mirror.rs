@@ -432,3 +432,51 @@ fn a_faulted_member_is_rebuilt_under_foreground_writes_and_ends_identical() {
     let sb = superblock(&h, "mb_b").unwrap();
     assert!(sb.members.iter().all(|c| c.state == MemberState::InSync));
 }
+
+#[test]
+fn a_rebuild_that_meets_a_member_error_leaves_it_out_and_can_be_run_again() {
+    let h = Harness::new(2);
+    for c in ["me_a", "me_b"] {
+        malloc_named(c, BS, CHILD_BLOCKS);
+    }
+    error::create("me_b", None).unwrap();
+    mirror(&h, "me", &["me_a", "EE_me_b"]);
+    let block = |v: u8| vec![v; BS as usize];
+    error::inject(
+        "EE_me_b",
+        Some(IoType::Write),
+        Injection::new(ErrorKind::Failure, 1),
+    )
+    .unwrap();
+    let (st, _) = h.io(0, "me", IoType::Write, 4, 1, Some(block(0x31)), 0, None);
+    assert_eq!(st, IoStatus::Success);
+    let rt = h.rt.handle();
+    // The member fails a write during its rebuild (the last window's copy): the rebuild
+    // stops, and the member is out again — never called in sync without the data.
+    let mut fail = Injection::new(ErrorKind::Failure, 1);
+    let last = META_BYTES / BS as u64 + bdev::lookup("me").unwrap().num_blocks() - 1;
+    fail.blocks = Some(last..last + 1);
+    error::inject("EE_me_b", Some(IoType::Write), fail).unwrap();
+    assert!(mirror::rebuild::rebuild(&rt, "me", "EE_me_b").is_err());
+    let m = mirror::get("me").unwrap();
+    assert_eq!(m.members[1].state, MemberState::Faulted, "{m:?}");
+    assert!(mirror::rebuild::progress("me").is_none());
+    assert_eq!(
+        superblock(&h, "me_a").unwrap().members[1].state,
+        MemberState::Faulted
+    );
+    // Writes were never blocked for good: the mirror still writes and reads.
+    let (st, _) = h.io(1, "me", IoType::Write, 4, 1, Some(block(0x32)), 0, None);
+    assert_eq!(st, IoStatus::Success);
+    // Run again: in sync, with everything.
+    mirror::rebuild::rebuild(&rt, "me", "EE_me_b").unwrap();
+    assert_eq!(
+        mirror::get("me").unwrap().members[1].state,
+        MemberState::InSync
+    );
+    assert_eq!(data(&h, "me_b", 5)[4 * BS as usize], 0x32);
+    assert_eq!(
+        superblock(&h, "me_b").unwrap().members[1].state,
+        MemberState::InSync
+    );
+}

@@ -155,17 +155,9 @@ pub(crate) fn bdev_raid_add_base_bdev(
             format!("{} is rebuilding {} already", m.name, r.target),
         ));
     }
-    // The copy runs in the background; bdev_raid_get_bdevs shows its progress.
-    let rt = ctx.rt.clone();
-    let (name, child) = (m.name.clone(), member.name.clone());
-    std::thread::Builder::new()
-        .name("mirror-rebuild".into())
-        .spawn(move || {
-            if let Err(e) = mirror::rebuild::rebuild(&rt, &name, &child) {
-                tracing::warn!(mirror = %name, child = %child, "rebuild failed: {e}");
-            }
-        })
-        .map_err(|e| RpcError::new(-12, format!("cannot start the rebuild: {e}")))?;
+    // Checked and reserved now (errors answer this call); the copy runs in the background
+    // and bdev_raid_get_bdevs shows its progress.
+    mirror::rebuild::start(&ctx.rt, &m.name, &member.name)?;
     Ok(json!(true))
 }
 

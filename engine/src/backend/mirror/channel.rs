@@ -125,9 +125,12 @@ impl MirrorChannel {
         if end == 0 {
             return false;
         }
+        // A flush moves no data (the rebuild flushes the member itself before it is in sync).
+        if io.op == IoType::Flush {
+            return false;
+        }
         let start = self.shared.lock_start.load(Ordering::Acquire);
         let io_end = io.offset_blocks.saturating_add(io.num_blocks.max(1));
-        // A flush covers everything it names: it waits too (the copy is not yet durable).
         io.offset_blocks < end && io_end > start
     }
 
@@ -457,7 +460,9 @@ impl MirrorChannel {
 
     fn poll_inner(&mut self, done: &mut Completions) -> bool {
         let mut did = false;
-        self.ack_window();
+        // Blocked writes the window has left go first, then the new epoch is acknowledged
+        // (counting them if the next window holds them): the driver waits for that after
+        // every unlock, so a blocked write is never overtaken window after window.
         while let Some(io) = self.blocked.front() {
             if self.in_window(io) {
                 break;
@@ -466,6 +471,7 @@ impl MirrorChannel {
             self.fan_out(io, done);
             did = true;
         }
+        self.ack_window();
         for (slot, child) in std::mem::take(&mut self.retry) {
             did = true;
             if self.writable(child) {

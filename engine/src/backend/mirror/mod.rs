@@ -125,6 +125,8 @@ pub(crate) struct Shared {
     pub(crate) channel_acks: Mutex<Vec<std::sync::Weak<AtomicU64>>>,
     /// The rebuild in progress, if any.
     pub(crate) progress: Mutex<Option<rebuild::Progress>>,
+    /// The mirror bdev is gone (its children are released).
+    pub(crate) deleted: AtomicBool,
 }
 
 impl Shared {
@@ -180,7 +182,7 @@ impl Shared {
     }
 }
 
-type SharedDesc = Arc<Mutex<Option<BdevDesc>>>;
+pub(crate) type SharedDesc = Arc<Mutex<Option<BdevDesc>>>;
 
 /// One control-path I/O: child index, operation, byte offset and length, data to write.
 pub(crate) struct CtlIo {
@@ -473,6 +475,7 @@ pub fn create(rt: &RuntimeHandle, opts: MirrorOpts) -> Result<Arc<Bdev>> {
         window_inflight: AtomicU64::new(0),
         channel_acks: Mutex::new(Vec::new()),
         progress: Mutex::new(None),
+        deleted: AtomicBool::new(false),
     });
     // This generation on every member still in the mirror (a reassembled mirror rewrites
     // its current one: every such member then holds it).
@@ -555,6 +558,14 @@ fn assemble(
                 opts.children[i]
             ))
         })?;
+        // A copy interrupted by a restart starts again from the beginning: the member is out.
+        let m = match m.state {
+            MemberState::Rebuilding => Member {
+                state: MemberState::Faulted,
+                ..m
+            },
+            _ => m,
+        };
         members.push(m);
     }
     let mut seen: Vec<uuid::Uuid> = members.iter().map(|m| m.uuid).collect();
@@ -603,6 +614,8 @@ impl BdevBackend for MirrorBackend {
         Ok(Box::new(channel::MirrorChannel::new(self.shared.clone())?))
     }
     fn destroy(&self) {
+        // First: a rebuild still running stops without taking anyone out.
+        self.shared.deleted.store(true, Ordering::Release);
         for c in &self.shared.children {
             c.desc.lock().unwrap().take();
         }

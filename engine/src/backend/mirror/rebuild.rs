@@ -65,6 +65,9 @@ fn bad(why: String) -> Error {
 pub(crate) fn persist(rt: &RuntimeHandle, s: &Shared) -> Result<()> {
     let until = Instant::now() + DRAIN_TIMEOUT;
     while s.durable_gen.load(Ordering::Acquire) < s.want_gen.load(Ordering::Acquire) {
+        if s.deleted.load(Ordering::Acquire) {
+            return Err(bad(format!("mirror {} was deleted", s.name)));
+        }
         if s.writer
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
@@ -120,31 +123,81 @@ pub(crate) fn persist(rt: &RuntimeHandle, s: &Shared) -> Result<()> {
             s.durable_gen.fetch_max(gen, Ordering::AcqRel);
         }
         s.writer.store(false, Ordering::Release);
-        if !complete && Instant::now() > until {
-            return Err(bad("the membership could not be written".into()));
+        if !complete {
+            if Instant::now() > until {
+                return Err(bad("the membership could not be written".into()));
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
     Ok(())
 }
 
-/// Changes member `i`'s state and persists it.
-fn set_state(rt: &RuntimeHandle, s: &Shared, i: usize, state: MemberState) -> Result<()> {
+/// Moves member `i` from state `from` to `to` (refused if it is no longer `from`: a fault
+/// meanwhile wins) and persists it; fails if the member was faulted by the time it is on disk.
+fn transition(
+    rt: &RuntimeHandle,
+    s: &Shared,
+    i: usize,
+    from: MemberState,
+    to: MemberState,
+) -> Result<()> {
     {
         let _m = s.membership.lock().unwrap();
-        s.children[i].set(state);
+        if s.children[i].state() != from {
+            return Err(bad(format!(
+                "{} became {:?} during its rebuild",
+                s.children[i].name,
+                s.children[i].state()
+            )));
+        }
+        s.children[i].set(to);
         s.want_gen.fetch_add(1, Ordering::AcqRel);
     }
-    persist(rt, s)
+    persist(rt, s)?;
+    if s.children[i].state() != to {
+        return Err(bad(format!(
+            "{} failed during its rebuild",
+            s.children[i].name
+        )));
+    }
+    Ok(())
 }
 
-/// Takes window [start, end): blocks new writes touching it and waits until every channel
-/// acknowledged it and the writes in flight inside it are done.
-fn lock_window(rt: &RuntimeHandle, s: &Shared, start: u64, end: u64) -> Result<()> {
-    s.lock_start.store(start, Ordering::Release);
-    s.lock_end.store(end, Ordering::Release);
+/// A status that says the child is broken (as opposed to busy, or a bad request).
+fn faults_child(st: IoStatus) -> bool {
+    matches!(
+        st,
+        IoStatus::Failed(_) | IoStatus::Removed | IoStatus::Aborted
+    )
+}
+
+/// How often a copy I/O refused for lack of resources is tried again.
+const NOMEM_RETRIES: u32 = 1000;
+
+/// Runs one copy I/O, again while the child is out of resources.
+fn copy_io(
+    rt: &RuntimeHandle,
+    descs: &[super::SharedDesc],
+    io: impl Fn() -> CtlIo,
+) -> Result<std::result::Result<Vec<u8>, IoStatus>> {
+    for _ in 0..NOMEM_RETRIES {
+        let r = control_io(rt, descs, vec![io()])?
+            .pop()
+            .expect("one I/O, one answer");
+        if r != Err(IoStatus::NoMemory) {
+            return Ok(r);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(Err(IoStatus::NoMemory))
+}
+
+/// Bumps the window epoch, wakes every reactor and waits until every channel acknowledged
+/// it (and, with `drain`, the writes they counted inside the window are done).
+fn announce(rt: &RuntimeHandle, s: &Shared, drain: bool) -> Result<()> {
     let epoch = s.lock_epoch.fetch_add(1, Ordering::AcqRel) + 1;
-    // Wake every reactor: an idle one runs its pollers (and so the acknowledgement) only
-    // when something arrives.
+    // An idle reactor runs its pollers (and so the acknowledgement) only when woken.
     for core in rt.cores() {
         let _ = rt.send_retry(core, || {});
     }
@@ -157,21 +210,42 @@ fn lock_window(rt: &RuntimeHandle, s: &Shared, start: u64, end: u64) -> Result<(
             .iter()
             .filter_map(|w| w.upgrade())
             .all(|a| a.load(Ordering::Acquire) >= epoch);
-        if acked && s.window_inflight.load(Ordering::Acquire) == 0 {
+        if acked && (!drain || s.window_inflight.load(Ordering::Acquire) == 0) {
             return Ok(());
         }
         if Instant::now() > until {
             return Err(bad(format!(
-                "writes inside blocks {start}..{end} did not finish in {DRAIN_TIMEOUT:?}"
+                "the mirror's channels did not answer in {DRAIN_TIMEOUT:?}"
             )));
         }
         std::thread::sleep(Duration::from_micros(200));
     }
 }
 
-fn unlock_window(s: &Shared) {
+/// Takes window [start, end): new writes touching it wait; returns once the writes in
+/// flight inside it are done.
+fn lock_window(rt: &RuntimeHandle, s: &Shared, start: u64, end: u64) -> Result<()> {
+    s.lock_start.store(start, Ordering::Release);
+    s.lock_end.store(end, Ordering::Release);
+    announce(rt, s, true)
+}
+
+/// Releases the window and waits until every channel let its blocked writes go.
+fn unlock_window(rt: &RuntimeHandle, s: &Shared) -> Result<()> {
     s.lock_end.store(0, Ordering::Release);
-    s.lock_epoch.fetch_add(1, Ordering::AcqRel);
+    announce(rt, s, false)
+}
+
+/// Ends a rebuild on every path (a panic included): the window is released and the progress
+/// cleared, so writes never stay blocked and a new rebuild can start.
+struct RebuildGuard<'a>(&'a Shared);
+
+impl Drop for RebuildGuard<'_> {
+    fn drop(&mut self) {
+        self.0.lock_end.store(0, Ordering::Release);
+        self.0.lock_epoch.fetch_add(1, Ordering::AcqRel);
+        *self.0.progress.lock().unwrap() = None;
+    }
 }
 
 /// Rebuilds member `child` (a bdev name) of mirror `name` from its in-sync members: the
@@ -179,6 +253,30 @@ fn unlock_window(s: &Shared) {
 /// or with the error that stopped the copy (the member is then faulted again). Call it off
 /// the reactors; I/O to the mirror goes on meanwhile.
 pub fn rebuild(rt: &RuntimeHandle, name: &str, child: &str) -> Result<()> {
+    let (s, t) = reserve(name, child)?;
+    run(rt, &s, t)
+}
+
+/// [`rebuild`] in a background thread: the checks and the reservation happen now (their
+/// errors are returned), the copy afterwards (its outcome is logged).
+pub fn start(rt: &RuntimeHandle, name: &str, child: &str) -> Result<()> {
+    let (s, t) = reserve(name, child)?;
+    let rt = rt.clone();
+    std::thread::Builder::new()
+        .name("mirror-rebuild".into())
+        .spawn(move || {
+            let _ = run(&rt, &s, t);
+        })
+        .map(|_| ())
+        .map_err(|e| Error::Os {
+            op: "spawning the rebuild thread",
+            path: String::new(),
+            source: e,
+        })
+}
+
+/// Checks that `child` can be rebuilt and marks the rebuild as running.
+fn reserve(name: &str, child: &str) -> Result<(Arc<Shared>, usize)> {
     if ballast_reactor::current_core().is_some() {
         return Err(Error::NotOnReactor(
             "mirror::rebuild (call it off the reactors)",
@@ -195,50 +293,57 @@ pub fn rebuild(rt: &RuntimeHandle, name: &str, child: &str) -> Result<()> {
         .iter()
         .position(|c| c.name == child)
         .ok_or_else(|| bad(format!("{child} is not a member of mirror {name}")))?;
-    {
-        let mut p = s.progress.lock().unwrap();
-        if let Some(p) = p.as_ref() {
-            return Err(bad(format!(
-                "mirror {name} is already rebuilding {}",
-                p.target
-            )));
-        }
-        if s.children[t].state() != MemberState::Faulted {
-            return Err(bad(format!(
-                "{child} is {:?}: only a faulted member is rebuilt",
-                s.children[t].state()
-            )));
-        }
-        if s.children[t].desc.lock().unwrap().is_none() {
-            return Err(bad(format!("{child} is gone")));
-        }
-        *p = Some(Progress {
-            target: child.to_string(),
-            blocks_done: 0,
-            blocks_total: s.num_blocks,
-            started: Instant::now(),
-        });
+    let mut p = s.progress.lock().unwrap();
+    if let Some(p) = p.as_ref() {
+        return Err(bad(format!(
+            "mirror {name} is already rebuilding {}",
+            p.target
+        )));
     }
-    let r = copy_all(rt, &s, t);
-    unlock_window(&s);
-    *s.progress.lock().unwrap() = None;
-    match r {
+    if s.children[t].state() != MemberState::Faulted {
+        return Err(bad(format!(
+            "{child} is {:?}: only a faulted member is rebuilt",
+            s.children[t].state()
+        )));
+    }
+    if s.children[t].desc.lock().unwrap().is_none() {
+        return Err(bad(format!("{child} is gone")));
+    }
+    *p = Some(Progress {
+        target: child.to_string(),
+        blocks_done: 0,
+        blocks_total: s.num_blocks,
+        started: Instant::now(),
+    });
+    drop(p);
+    Ok((s, t))
+}
+
+fn run(rt: &RuntimeHandle, s: &Shared, t: usize) -> Result<()> {
+    let guard = RebuildGuard(s);
+    let r = copy_all(rt, s, t);
+    let child = &s.children[t].name;
+    let r = match r {
         Ok(()) => {
-            tracing::info!(mirror = name, child, "rebuild complete: member in sync");
+            tracing::info!(mirror = %s.name, child = %child, "rebuild complete: member in sync");
             Ok(())
         }
         Err(e) => {
-            s.fault(t, "rebuild failed");
-            let _ = persist(rt, &s);
-            tracing::warn!(mirror = name, child, "rebuild stopped: {e}");
+            if !s.deleted.load(Ordering::Acquire) {
+                s.fault(t, "rebuild failed");
+                let _ = persist(rt, s);
+            }
+            tracing::warn!(mirror = %s.name, child = %child, "rebuild stopped: {e}");
             Err(e)
         }
-    }
+    };
+    drop(guard);
+    r
 }
 
 fn copy_all(rt: &RuntimeHandle, s: &Shared, t: usize) -> Result<()> {
     // Writes reach the member from here on; reads still do not.
-    set_state(rt, s, t, MemberState::Rebuilding)?;
+    transition(rt, s, t, MemberState::Faulted, MemberState::Rebuilding)?;
     let bs = s.block_size as u64;
     let step = (WINDOW_BYTES / bs).max(1);
     let descs: Vec<_> = s.children.iter().map(|c| c.desc.clone()).collect();
@@ -246,50 +351,52 @@ fn copy_all(rt: &RuntimeHandle, s: &Shared, t: usize) -> Result<()> {
     let mut logged = Instant::now();
     while at < s.num_blocks {
         let n = step.min(s.num_blocks - at);
+        if s.deleted.load(Ordering::Acquire) {
+            return Err(bad(format!("mirror {} was deleted", s.name)));
+        }
         if s.children[t].state() != MemberState::Rebuilding {
             return Err(bad("the member failed a write during its rebuild".into()));
         }
         lock_window(rt, s, at, at + n)?;
         let offset = (s.data_offset + at) * bs;
-        // From an in-sync child; a read error faults it and the next one is tried.
+        // From an in-sync child; a read error faults it (never the last in-sync one) and the
+        // next one is tried.
         let data = loop {
             let Some(src) = (0..s.children.len())
                 .find(|&i| i != t && s.children[i].state() == MemberState::InSync)
             else {
                 return Err(bad("no in-sync member left to copy from".into()));
             };
-            let read = CtlIo {
+            let read = || CtlIo {
                 child: src,
                 op: IoType::Read,
                 offset,
                 len: n * bs,
                 data: Vec::new(),
             };
-            match control_io(rt, &descs, vec![read])?.pop().expect("one") {
+            match copy_io(rt, &descs, read)? {
                 Ok(d) => break d,
-                Err(st) => {
+                Err(st) if s.deleted.load(Ordering::Acquire) => {
+                    return Err(bad(format!("mirror {} was deleted ({st:?})", s.name)));
+                }
+                Err(st) if faults_child(st) && s.in_sync() > 1 => {
                     s.fault(src, "read failed during a rebuild");
                     persist(rt, s)?;
-                    if !matches!(
-                        st,
-                        IoStatus::Failed(_) | IoStatus::Removed | IoStatus::Aborted
-                    ) {
-                        return Err(bad(format!("reading the source: {st:?}")));
-                    }
                 }
+                Err(st) => return Err(bad(format!("reading the source: {st:?}"))),
             }
         };
-        let write = CtlIo {
+        let write = || CtlIo {
             child: t,
             op: IoType::Write,
             offset,
             len: n * bs,
-            data,
+            data: data.clone(),
         };
-        if let Err(st) = control_io(rt, &descs, vec![write])?.pop().expect("one") {
+        if let Err(st) = copy_io(rt, &descs, write)? {
             return Err(bad(format!("writing the member: {st:?}")));
         }
-        unlock_window(s);
+        unlock_window(rt, s)?;
         at += n;
         if let Some(p) = s.progress.lock().unwrap().as_mut() {
             p.blocks_done = at;
@@ -299,5 +406,17 @@ fn copy_all(rt: &RuntimeHandle, s: &Shared, t: usize) -> Result<()> {
             tracing::info!(mirror = %s.name, done = at, total = s.num_blocks, "rebuilding");
         }
     }
-    set_state(rt, s, t, MemberState::InSync)
+    // The copy is durable before the member is called in sync.
+    let flush = || CtlIo {
+        child: t,
+        op: IoType::Flush,
+        offset: s.data_offset * bs,
+        len: s.num_blocks * bs,
+        data: Vec::new(),
+    };
+    match copy_io(rt, &descs, flush)? {
+        Ok(_) | Err(IoStatus::NotSupported) => {}
+        Err(st) => return Err(bad(format!("flushing the member: {st:?}"))),
+    }
+    transition(rt, s, t, MemberState::Rebuilding, MemberState::InSync)
 }
