@@ -1509,8 +1509,25 @@ impl CompressChannel {
                 if entry.is_mapped() || entry.damaged {
                     self.update_entry(i, Entry::default(), done);
                 } else {
-                    self.vol.lock().unwrap().unlock(chunk);
-                    self.finish_op(i, IoStatus::Success, done);
+                    // Nothing stored in memory, but the change that emptied the chunk may not
+                    // be on the base yet: the zeroing is acknowledged once the map block says
+                    // so (else a flush after this ack would not cover it, and a power cut
+                    // would bring the old data back).
+                    let (block, gen, pending) = {
+                        let mut v = self.vol.lock().unwrap();
+                        v.unlock(chunk);
+                        let mb = chunk / v.geo.entries_per_map_block();
+                        let blk = &v.blocks[mb as usize];
+                        (mb, blk.dirty_gen, blk.dirty_gen > blk.persisted_gen)
+                    };
+                    if pending {
+                        self.maps.kick(block);
+                        self.op(i).step = Step::Persist { block, gen };
+                        self.persist_wait.push(i);
+                        self.check_persisted(done);
+                    } else {
+                        self.finish_op(i, IoStatus::Success, done);
+                    }
                 }
             }
             Kind::Write | Kind::Zero => {
