@@ -68,7 +68,8 @@ struct Args {
     /// Target: 'trtype:tcp traddr:A trsvcid:P subnqn:N [hostnqn:H] [ns:1]'.
     #[arg(short = 'r', long)]
     target: Option<String>,
-    /// In-process bdev instead of a target: null, malloc, or crypto (AES-XTS over malloc).
+    /// In-process bdev instead of a target: null, malloc, crypto (AES-XTS over malloc), or
+    /// mirror2/mirror3 (a 2- or 3-way mirror over malloc children).
     #[arg(long)]
     bdev: Option<String>,
     /// Size of the in-process bdev in MiB (≥ 1; 512-byte blocks).
@@ -203,9 +204,9 @@ fn run(args: Args) -> Result<(), Fail> {
         return Err(Fail::Usage(ONE_OF.into()));
     }
     if let Some(k) = args.bdev.as_deref() {
-        if !["null", "malloc", "crypto"].contains(&k) {
+        if !["null", "malloc", "crypto", "mirror2", "mirror3"].contains(&k) {
             return Err(Fail::Usage(format!(
-                "--bdev {k:?}: want null, malloc or crypto"
+                "--bdev {k:?}: want null, malloc, crypto, mirror2 or mirror3"
             )));
         }
     }
@@ -365,7 +366,7 @@ fn start_bdev(
         perf_opts::physical_memory(),
     )
     .map_err(Fail::Usage)?;
-    create_bdev(kind, &name, nb, bs)?;
+    create_bdev(kind, &name, nb, bs, &rt.handle())?;
     let desc = Arc::new(ballast_engine::bdev::open(&name, None).map_err(|e| e.to_string())?);
     for &core in cores {
         let (cfg, sh, desc) = (CoreCfg::new(plan, core), sh.clone(), desc.clone());
@@ -453,9 +454,15 @@ fn clock(
     }
 }
 
-/// Creates the in-process bdev `name` of kind null, malloc or crypto.
-fn create_bdev(kind: &str, name: &str, nb: u64, bs: u32) -> Result<(), String> {
-    use ballast_engine::backend::{crypto, malloc, null};
+/// Creates the in-process bdev `name` of kind null, malloc, crypto or mirror2/3.
+fn create_bdev(
+    kind: &str,
+    name: &str,
+    nb: u64,
+    bs: u32,
+    rt: &ballast_reactor::RuntimeHandle,
+) -> Result<(), String> {
+    use ballast_engine::backend::{crypto, malloc, mirror, null};
     let mk_malloc = |name: String| {
         malloc::create(malloc::MallocOpts {
             name,
@@ -476,7 +483,37 @@ fn create_bdev(kind: &str, name: &str, nb: u64, bs: u32) -> Result<(), String> {
             crypto::key_create("perf_key", "AES_XTS", &k1, &k2).map_err(|e| e.to_string())?;
             crypto::create(name, &base, "perf_key")
         }
-        k => return Err(format!("--bdev {k:?}: want null, malloc or crypto")),
+        "mirror2" | "mirror3" => {
+            // A 2- or 3-way mirror over malloc children (each with the mirror's 1 MiB of
+            // metadata in front of the data).
+            let n = if kind == "mirror2" { 2 } else { 3 };
+            let meta = mirror::META_BYTES / bs as u64;
+            let mut children = Vec::new();
+            for i in 0..n {
+                let c = format!("{name}_c{i}");
+                malloc::create(malloc::MallocOpts {
+                    name: c.clone(),
+                    num_blocks: nb + meta,
+                    block_size: bs,
+                    uuid: None,
+                })
+                .map_err(|e| e.to_string())?;
+                children.push(c);
+            }
+            mirror::create(
+                rt,
+                mirror::MirrorOpts {
+                    name: name.to_string(),
+                    children,
+                    uuid: None,
+                },
+            )
+        }
+        k => {
+            return Err(format!(
+                "--bdev {k:?}: want null, malloc, crypto, mirror2 or mirror3"
+            ))
+        }
     };
     r.map(|_| ()).map_err(|e| e.to_string())
 }
