@@ -91,7 +91,6 @@ pub(crate) fn accel_crypto_key_destroy(
 pub(crate) fn bdev_crypto_create(_: &Context, params: Option<Value>) -> Result<Value, RpcError> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
     struct P {
         base_bdev_name: String,
         name: String,

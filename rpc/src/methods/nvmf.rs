@@ -111,7 +111,6 @@ pub(crate) fn nvmf_create_subsystem(
 ) -> Result<Value, RpcError> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
     struct P {
         nqn: String,
         #[serde(default)]
@@ -198,7 +197,6 @@ pub(crate) fn subsystem_json(s: &Subsystem) -> Value {
 pub(crate) fn nvmf_get_subsystems(ctx: &Context, params: Option<Value>) -> Result<Value, RpcError> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
     struct P {
         #[serde(default)]
         nqn: Option<String>,
@@ -236,7 +234,6 @@ pub(crate) fn nvmf_subsystem_add_ns(
 ) -> Result<Value, RpcError> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
     struct Ns {
         bdev_name: String,
         #[serde(default)]
@@ -250,7 +247,6 @@ pub(crate) fn nvmf_subsystem_add_ns(
     }
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
     struct P {
         nqn: String,
         namespace: Ns,
@@ -285,7 +281,6 @@ pub(crate) fn nvmf_subsystem_remove_ns(
 ) -> Result<Value, RpcError> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
     struct P {
         nqn: String,
         nsid: u32,
@@ -307,7 +302,6 @@ pub(crate) struct ListenAddress {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)]
 pub(crate) struct ListenerParams {
     nqn: String,
     listen_address: ListenAddress,
@@ -377,7 +371,6 @@ pub(crate) fn nvmf_subsystem_remove_listener(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)]
 pub(crate) struct HostParams {
     nqn: String,
     host: String,
@@ -407,7 +400,6 @@ pub(crate) fn nvmf_subsystem_allow_any_host(
 ) -> Result<Value, RpcError> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
     struct P {
         nqn: String,
         allow_any_host: bool,

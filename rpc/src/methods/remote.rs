@@ -20,7 +20,6 @@ pub(crate) fn bdev_nvme_attach_controller(
 ) -> Result<Value, RpcError> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
     struct P {
         name: String,
         trtype: String,
