@@ -14,7 +14,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::{MemberState, Shared, SLOT_BYTES};
+use super::{faults_child, superblock, MemberState, Shared, SLOT_BYTES};
 use crate::backend::{Collect, Slab};
 use crate::bdev::{
     BackendChannel, BdevDesc, BdevIo, Completions, IoCallback, IoChannel, IoSink, IoStatus, IoType,
@@ -29,15 +29,6 @@ const SB_TAG: u64 = 1 << 63;
 
 fn tag(slot: usize, child: usize) -> u64 {
     (slot as u64) << CHILD_BITS | child as u64
-}
-
-/// A failure that takes the child out of the mirror. Unsupported operations, exhausted
-/// resources and caller errors (range, length) say nothing about the child's health.
-fn faults_child(s: IoStatus) -> bool {
-    matches!(
-        s,
-        IoStatus::Failed(_) | IoStatus::Removed | IoStatus::Aborted
-    )
 }
 
 enum Kind {
@@ -337,20 +328,8 @@ impl MirrorChannel {
         {
             return false;
         }
-        // The generation and the states it records, taken together (see `Shared::fault`).
-        let (gen, targets, blocks) = {
-            let _m = s.membership.lock().unwrap();
-            let gen = s.want_gen.load(Ordering::Acquire);
-            let targets: Vec<usize> = (0..self.children.len())
-                .filter(|&i| self.writable(i))
-                .collect();
-            let blocks: Vec<Vec<u8>> = targets
-                .iter()
-                .map(|&i| s.superblock(gen, s.children[i].uuid).encode())
-                .collect();
-            (gen, targets, blocks)
-        };
-        if targets.is_empty() {
+        let (gen, blocks) = s.snapshot(|i| self.children[i].is_some());
+        if blocks.is_empty() {
             // No member left to hold it: nothing can be acknowledged anyway (`ack` fails
             // writes held by no in-sync child), so the generation is as durable as it gets.
             s.durable_gen.fetch_max(gen, Ordering::AcqRel);
@@ -358,14 +337,14 @@ impl MirrorChannel {
             return true;
         }
         let bs = s.block_size as u64;
-        let slot_offset = (gen % 2) * SLOT_BYTES as u64;
-        for (&i, block) in targets.iter().zip(blocks) {
+        let pending = blocks.len();
+        for (i, block) in blocks {
             let mut bufs = SgList::new();
             bufs.push(IoBuf::from_slice(&block));
             let sink: Rc<dyn IoSink> = self.sink.clone();
             let io = BdevIo::new(
                 IoType::Write,
-                slot_offset / bs,
+                superblock::slot_offset(gen) / bs,
                 SLOT_BYTES as u64 / bs,
                 bufs,
                 SB_TAG | i as u64,
@@ -375,7 +354,7 @@ impl MirrorChannel {
         }
         self.sb = Some(SbRound {
             gen,
-            pending: targets.len(),
+            pending,
             complete: true,
         });
         true
@@ -434,12 +413,13 @@ impl BackendChannel for MirrorChannel {
 
 impl MirrorChannel {
     fn fan_out(&mut self, io: BdevIo, done: &mut Completions) {
-        let targets: Vec<usize> = (0..self.children.len())
+        // The members that take it, as a bit set (no allocation per write).
+        let targets = (0..self.children.len())
             .filter(|&i| self.writable(i))
-            .collect();
-        let in_sync = targets
-            .iter()
-            .any(|&i| self.shared.children[i].state() == MemberState::InSync);
+            .fold(0u32, |m, i| m | 1 << i);
+        let in_sync = (0..self.children.len()).any(|i| {
+            targets & (1 << i) != 0 && self.shared.children[i].state() == MemberState::InSync
+        });
         if !in_sync {
             done.complete(io, IoStatus::Failed(libc::EIO));
             return;
@@ -447,13 +427,13 @@ impl MirrorChannel {
         let slot = self.ops.insert(Op {
             io,
             kind: Kind::Fanout {
-                pending: targets.len(),
+                pending: targets.count_ones() as usize,
                 ok: 0,
             },
             status: IoStatus::Success,
             in_window: false,
         });
-        for child in targets {
+        for child in (0..self.children.len()).filter(|i| targets & (1 << i) != 0) {
             self.send_fanout(slot, child);
         }
     }

@@ -66,6 +66,15 @@ const ZERO_WINDOW: usize = 64;
 /// How long a control-path I/O (superblock read or write at create) may take.
 const CONTROL_IO_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A status that says the child is broken (as opposed to busy, or a bad request): it takes
+/// the child out of the mirror.
+pub(crate) fn faults_child(s: IoStatus) -> bool {
+    matches!(
+        s,
+        IoStatus::Failed(_) | IoStatus::Removed | IoStatus::Aborted
+    )
+}
+
 /// A member as the mirror holds it.
 pub(crate) struct Child {
     pub(crate) name: String,
@@ -159,6 +168,39 @@ impl Shared {
             .iter()
             .filter(|c| c.state() == MemberState::InSync)
             .count()
+    }
+
+    /// The generation the membership needs and its superblock for every member still in the
+    /// mirror that `reachable` admits, taken together under the membership lock (a fault
+    /// changes state and generation in one step: see [`Shared::fault`]).
+    pub(crate) fn snapshot(
+        &self,
+        reachable: impl Fn(usize) -> bool,
+    ) -> (u64, Vec<(usize, Vec<u8>)>) {
+        let _m = self.membership.lock().unwrap();
+        let gen = self.want_gen.load(Ordering::Acquire);
+        let blocks = self
+            .children
+            .iter()
+            .enumerate()
+            .filter(|&(i, c)| c.state() != MemberState::Faulted && reachable(i))
+            .map(|(i, c)| (i, self.superblock(gen, c.uuid).encode()))
+            .collect();
+        (gen, blocks)
+    }
+
+    /// Control-path writes of a [`Shared::snapshot`].
+    pub(crate) fn superblock_ios(gen: u64, blocks: Vec<(usize, Vec<u8>)>) -> Vec<CtlIo> {
+        blocks
+            .into_iter()
+            .map(|(child, data)| CtlIo {
+                child,
+                op: IoType::Write,
+                offset: superblock::slot_offset(gen),
+                len: SLOT_BYTES as u64,
+                data,
+            })
+            .collect()
     }
 
     /// The superblock of generation `gen` for member `child` as the states are now.
@@ -479,22 +521,9 @@ pub fn create(rt: &RuntimeHandle, opts: MirrorOpts) -> Result<Arc<Bdev>> {
     });
     // This generation on every member still in the mirror (a reassembled mirror rewrites
     // its current one: every such member then holds it).
-    let writes = shared
-        .children
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.state() != MemberState::Faulted)
-        .map(|(child, c)| {
-            let sb = shared.superblock(gen, c.uuid);
-            CtlIo {
-                child,
-                op: IoType::Write,
-                offset: sb.slot_offset(),
-                len: SLOT_BYTES as u64,
-                data: sb.encode(),
-            }
-        })
-        .collect::<Vec<_>>();
+    let (snap_gen, blocks) = shared.snapshot(|_| true);
+    debug_assert_eq!(snap_gen, gen);
+    let writes = Shared::superblock_ios(gen, blocks);
     for (k, r) in control_io(rt, &descs, writes)?.into_iter().enumerate() {
         r.map_err(|s| bad(format!("writing a superblock (I/O {k}): {s:?}")))?;
     }

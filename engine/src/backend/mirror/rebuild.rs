@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use ballast_reactor::RuntimeHandle;
 
-use super::{control_io, CtlIo, MemberState, Shared, MIRRORS, SLOT_BYTES};
+use super::{control_io, faults_child, CtlIo, MemberState, Shared, MIRRORS};
 use crate::bdev::{IoStatus, IoType};
 use crate::error::{Error, Result};
 
@@ -78,24 +78,8 @@ pub(crate) fn persist(rt: &RuntimeHandle, s: &Shared) -> Result<()> {
             std::thread::sleep(Duration::from_millis(1));
             continue;
         }
-        let (gen, ios) = {
-            let _m = s.membership.lock().unwrap();
-            let gen = s.want_gen.load(Ordering::Acquire);
-            let ios: Vec<CtlIo> = s
-                .children
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| c.state() != MemberState::Faulted)
-                .map(|(child, c)| CtlIo {
-                    child,
-                    op: IoType::Write,
-                    offset: (gen % 2) * SLOT_BYTES as u64,
-                    len: SLOT_BYTES as u64,
-                    data: s.superblock(gen, c.uuid).encode(),
-                })
-                .collect();
-            (gen, ios)
-        };
+        let (gen, blocks) = s.snapshot(|_| true);
+        let ios = Shared::superblock_ios(gen, blocks);
         let targets: Vec<usize> = ios.iter().map(|io| io.child).collect();
         let descs: Vec<_> = s.children.iter().map(|c| c.desc.clone()).collect();
         let res = control_io(rt, &descs, ios);
@@ -162,14 +146,6 @@ fn transition(
         )));
     }
     Ok(())
-}
-
-/// A status that says the child is broken (as opposed to busy, or a bad request).
-fn faults_child(st: IoStatus) -> bool {
-    matches!(
-        st,
-        IoStatus::Failed(_) | IoStatus::Removed | IoStatus::Aborted
-    )
 }
 
 /// How often a copy I/O refused for lack of resources is tried again.

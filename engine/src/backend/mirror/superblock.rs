@@ -86,6 +86,11 @@ pub struct Superblock {
     pub members: Vec<Member>,
 }
 
+/// Byte offset on a child of the slot generation `gen` is written to.
+pub fn slot_offset(gen: u64) -> u64 {
+    (gen % 2) * SLOT_BYTES as u64
+}
+
 fn le32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
 }
@@ -102,7 +107,7 @@ impl Superblock {
 
     /// Byte offset of this generation's slot on the child.
     pub fn slot_offset(&self) -> u64 {
-        (self.slot() * SLOT_BYTES) as u64
+        slot_offset(self.generation)
     }
 
     /// Encodes into one slot's bytes.
