@@ -141,60 +141,6 @@ impl Args {
             ..d
         }
     }
-
-    /// The transport flags given, as nvmf_create_transport parameters.
-    fn transport_params(&self) -> Vec<(&'static str, Value)> {
-        let mut p = Vec::new();
-        if let Some(v) = self.max_queue_depth {
-            p.push(("max_queue_depth", v.into()));
-        }
-        if let Some(v) = self.in_capsule_data_size {
-            p.push(("in_capsule_data_size", v.into()));
-        }
-        if let Some(v) = self.max_io_size {
-            p.push(("max_io_size", v.into()));
-        }
-        if self.no_c2h_success {
-            p.push(("c2h_success", false.into()));
-        }
-        p
-    }
-}
-
-/// Fills the transport flags given into every `nvmf_create_transport` of `config` that does
-/// not set them: the config's own values win. (A config without one gets the flags through
-/// the target's default options when its first listener creates the transport.)
-fn apply_transport_flags(config: &mut Value, flags: &[(&'static str, Value)]) {
-    if flags.is_empty() {
-        return;
-    }
-    let entries = config
-        .get_mut("subsystems")
-        .and_then(Value::as_array_mut)
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s.get_mut("config").and_then(Value::as_array_mut))
-        .flatten()
-        .filter(|e| e.get("method").and_then(Value::as_str) == Some("nvmf_create_transport"));
-    for e in entries {
-        let Some(params) = e.get_mut("params").and_then(Value::as_object_mut) else {
-            continue;
-        };
-        for (k, v) in flags {
-            if params.contains_key(*k) {
-                tracing::info!(
-                    param = k,
-                    "the config's nvmf_create_transport sets {k}; its flag is not used"
-                );
-                continue;
-            }
-            params.insert(k.to_string(), v.clone());
-            // As without -c: buffers of the maximum I/O size.
-            if *k == "max_io_size" && !params.contains_key("io_unit_size") {
-                params.insert("io_unit_size".into(), v.clone());
-            }
-        }
-    }
 }
 
 /// Logs to stderr through a filter (`BALLAST_LOG`, default info) that `log_set_print_level`
@@ -238,10 +184,10 @@ fn run(args: Args) -> Result<(), String> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("config {}: {e}", path.display()))?;
-            let mut doc: Value = serde_json::from_str(&text)
-                .map_err(|e| format!("config {}: {e}", path.display()))?;
-            apply_transport_flags(&mut doc, &args.transport_params());
-            doc
+            // The transport flags reach the config's nvmf_create_transport through the
+            // target's default options (`opts`), which fill what the entry leaves out.
+            serde_json::from_str::<Value>(&text)
+                .map_err(|e| format!("config {}: {e}", path.display()))?
         }
         None => match args.default_size_mib.unwrap_or(DEFAULT_SIZE_MIB) {
             0 => serde_json::json!({"subsystems": []}),
