@@ -19,10 +19,10 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
-use super::{Collect, Slab};
+use super::{Collect, Slab, StageBase};
 use crate::bdev::{
-    self, BackendChannel, Bdev, BdevBackend, BdevDesc, BdevInfo, BdevIo, Completions,
-    CopyTransform, IoCallback, IoChannel, IoSink, IoStatus, IoType, SgList,
+    self, BackendChannel, Bdev, BdevBackend, BdevIo, Completions, CopyTransform, IoCallback,
+    IoChannel, IoSink, IoStatus, IoType, SgList,
 };
 use crate::buf::{self, IoBuf};
 use crate::crypto::Xts;
@@ -144,30 +144,24 @@ pub fn create(name: &str, base: &str, key_name: &str) -> Result<Arc<Bdev>> {
             e.users -= 1;
         }
     };
-    let mut desc = match bdev::open(base, None) {
-        Ok(d) => d,
+    let stage_base = match StageBase::claim(base, &format!("crypto bdev {name}")) {
+        Ok(b) => b,
         Err(e) => {
             release_key();
             return Err(e);
         }
     };
-    if let Err(e) = desc.claim(&format!("crypto bdev {name}")) {
-        release_key();
-        return Err(e);
-    }
-    let b = desc.bdev().clone();
-    let mut info = BdevInfo::new(name, b.block_size(), b.num_blocks());
-    info.write_cache = b.info().write_cache;
-    info.optimal_io_boundary = b.info().optimal_io_boundary;
+    let info = stage_base.info(name);
+    let block_size = info.block_size as usize;
     let backend = CryptoBackend {
-        desc: Arc::new(Mutex::new(Some(desc))),
+        stage_base,
         key,
         key2,
         bits,
         key_name: key_name.to_string(),
         base: base.to_string(),
         name: name.to_string(),
-        block_size: b.block_size() as usize,
+        block_size,
     };
     match bdev::register(info, Box::new(backend)) {
         Ok(c) => {
@@ -184,7 +178,7 @@ pub fn create(name: &str, base: &str, key_name: &str) -> Result<Arc<Bdev>> {
 }
 
 struct CryptoBackend {
-    desc: Arc<Mutex<Option<BdevDesc>>>,
+    stage_base: StageBase,
     /// Key material; each channel builds its own cipher context from it.
     key: Vec<u8>,
     key2: Vec<u8>,
@@ -199,7 +193,7 @@ impl Drop for CryptoBackend {
     fn drop(&mut self) {
         self.key.fill(0);
         self.key2.fill(0);
-        self.desc.lock().unwrap().take();
+        self.stage_base.release();
         if let Some(e) = KEYS.lock().unwrap().get_mut(&self.key_name) {
             e.users = e.users.saturating_sub(1);
         }
@@ -211,20 +205,10 @@ impl BdevBackend for CryptoBackend {
         "crypto"
     }
     fn supports(&self, op: IoType) -> bool {
-        self.desc
-            .lock()
-            .unwrap()
-            .as_ref()
-            .is_some_and(|d| d.bdev().supports(op))
+        self.stage_base.supports(op)
     }
     fn create_channel(&self) -> Result<Box<dyn BackendChannel>> {
-        let base = self
-            .desc
-            .lock()
-            .unwrap()
-            .as_ref()
-            .ok_or_else(|| Error::Removing(self.base.clone()))?
-            .channel()?;
+        let base = self.stage_base.channel()?;
         Ok(Box::new(CryptoChannel {
             fused: base.fuses_copy(),
             base,
@@ -239,7 +223,7 @@ impl BdevBackend for CryptoBackend {
         }))
     }
     fn destroy(&self) {
-        self.desc.lock().unwrap().take();
+        self.stage_base.release();
         STAGES.lock().unwrap().remove(&self.name);
     }
     fn describe(&self) -> Vec<(String, String)> {

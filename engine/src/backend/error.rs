@@ -24,10 +24,10 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::{for_each_segment, Collect, Slab};
+use super::{for_each_segment, Collect, Slab, StageBase};
 use crate::bdev::{
-    self, BackendChannel, Bdev, BdevBackend, BdevDesc, BdevInfo, BdevIo, Completions, IoCallback,
-    IoChannel, IoSink, IoStatus, IoType, SgList,
+    self, BackendChannel, Bdev, BdevBackend, BdevIo, Completions, IoCallback, IoChannel, IoSink,
+    IoStatus, IoType, SgList,
 };
 use crate::buf::{self, IoBuf};
 use crate::error::{Error, Result};
@@ -187,18 +187,14 @@ pub fn name_for(base: &str) -> String {
 /// injection is armed.
 pub fn create(base: &str, uuid: Option<uuid::Uuid>) -> Result<Arc<Bdev>> {
     let name = name_for(base);
-    let mut desc = bdev::open(base, None)?;
-    desc.claim(&format!("error bdev {name}"))?;
-    let b = desc.bdev().clone();
-    let mut info = BdevInfo::new(name.clone(), b.block_size(), b.num_blocks());
-    info.write_cache = b.info().write_cache;
-    info.optimal_io_boundary = b.info().optimal_io_boundary;
+    let stage_base = StageBase::claim(base, &format!("error bdev {name}"))?;
+    let mut info = stage_base.info(&name);
     if let Some(u) = uuid {
         info.uuid = u;
     }
     let inj = Arc::new(Injections::default());
     let backend = ErrorBackend {
-        desc: Arc::new(Mutex::new(Some(desc))),
+        stage_base,
         base: base.to_string(),
         name: name.clone(),
         inj: inj.clone(),
@@ -280,7 +276,7 @@ fn injections(name: &str) -> Result<Arc<Injections>> {
 }
 
 struct ErrorBackend {
-    desc: Arc<Mutex<Option<BdevDesc>>>,
+    stage_base: StageBase,
     base: String,
     name: String,
     inj: Arc<Injections>,
@@ -291,20 +287,10 @@ impl BdevBackend for ErrorBackend {
         "error"
     }
     fn supports(&self, op: IoType) -> bool {
-        self.desc
-            .lock()
-            .unwrap()
-            .as_ref()
-            .is_some_and(|d| d.bdev().supports(op))
+        self.stage_base.supports(op)
     }
     fn create_channel(&self) -> Result<Box<dyn BackendChannel>> {
-        let base = self
-            .desc
-            .lock()
-            .unwrap()
-            .as_ref()
-            .ok_or_else(|| Error::Removing(self.base.clone()))?
-            .channel()?;
+        let base = self.stage_base.channel()?;
         Ok(Box::new(ErrorChannel {
             base,
             inj: self.inj.clone(),
@@ -316,7 +302,7 @@ impl BdevBackend for ErrorBackend {
         }))
     }
     fn destroy(&self) {
-        self.desc.lock().unwrap().take();
+        self.stage_base.release();
         let mut st = STAGES.lock().unwrap();
         if st
             .get(&self.name)

@@ -10,8 +10,63 @@ pub mod null;
 pub mod uring;
 
 use std::cell::RefCell;
+use std::sync::Mutex;
 
-use crate::bdev::{BdevIo, IoSink};
+use crate::bdev::{self, BdevDesc, BdevInfo, BdevIo, IoChannel, IoSink, IoType};
+use crate::error::{Error, Result};
+
+/// A stage's base bdev, opened and claimed for the stage's life (crypto, error): the stage
+/// asks it what it supports and for a channel on each reactor, and releases it when destroyed.
+pub(crate) struct StageBase {
+    desc: Mutex<Option<BdevDesc>>,
+    name: String,
+}
+
+impl StageBase {
+    /// Opens `base` and claims it for `by` (e.g. "crypto bdev C0").
+    pub(crate) fn claim(base: &str, by: &str) -> Result<StageBase> {
+        let mut desc = bdev::open(base, None)?;
+        desc.claim(by)?;
+        Ok(StageBase {
+            desc: Mutex::new(Some(desc)),
+            name: base.to_string(),
+        })
+    }
+
+    /// Info of a stage `name` with the base's geometry (blocks, write cache, I/O boundary).
+    pub(crate) fn info(&self, name: &str) -> BdevInfo {
+        let d = self.desc.lock().unwrap();
+        let b = d.as_ref().expect("claimed until released").bdev();
+        let mut info = BdevInfo::new(name, b.block_size(), b.num_blocks());
+        info.write_cache = b.info().write_cache;
+        info.optimal_io_boundary = b.info().optimal_io_boundary;
+        info
+    }
+
+    /// Whether the base supports `op` (false once released).
+    pub(crate) fn supports(&self, op: IoType) -> bool {
+        self.desc
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|d| d.bdev().supports(op))
+    }
+
+    /// The base's channel on this reactor.
+    pub(crate) fn channel(&self) -> Result<IoChannel> {
+        self.desc
+            .lock()
+            .unwrap()
+            .as_ref()
+            .ok_or_else(|| Error::Removing(self.name.clone()))?
+            .channel()
+    }
+
+    /// Drops the claim and the descriptor.
+    pub(crate) fn release(&self) {
+        self.desc.lock().unwrap().take();
+    }
+}
 
 /// Collects a stage's base completions (delivered on this reactor by the base channel's
 /// poller) for the stage's own poll to process.
