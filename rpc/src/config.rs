@@ -266,8 +266,8 @@ fn nvmf_config(ctx: &Context) -> Vec<Value> {
                         "nsid": n.nsid,
                         "bdev_name": n.bdev.name(),
                         "uuid": n.uuid.to_string(),
-                        "nguid": n.nguid.iter().map(|x| format!("{x:02X}")).collect::<String>(),
-                        "eui64": n.eui64.iter().map(|x| format!("{x:02X}")).collect::<String>(),
+                        "nguid": methods::hex(&n.nguid),
+                        "eui64": methods::hex(&n.eui64),
                     }
                 }),
             ));
@@ -286,12 +286,7 @@ fn nvmf_config(ctx: &Context) -> Vec<Value> {
                 "nvmf_subsystem_add_listener",
                 json!({
                     "nqn": s.nqn,
-                    "listen_address": {
-                        "trtype": "TCP",
-                        "adrfam": if l.0.is_ipv4() { "IPv4" } else { "IPv6" },
-                        "traddr": l.traddr(),
-                        "trsvcid": l.trsvcid(),
-                    }
+                    "listen_address": methods::listen_json(&l),
                 }),
             ));
         }
@@ -404,12 +399,7 @@ pub fn embedded_default(
             }},
             {"method": "nvmf_subsystem_add_listener", "params": {
                 "nqn": nqn,
-                "listen_address": {
-                    "trtype": "TCP",
-                    "adrfam": if listen.is_ipv4() { "IPv4" } else { "IPv6" },
-                    "traddr": listen.ip().to_string(),
-                    "trsvcid": listen.port().to_string(),
-                },
+                "listen_address": methods::addr_json(&listen),
             }},
         ]},
     ]})

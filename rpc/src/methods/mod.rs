@@ -39,6 +39,7 @@ use error_stage::*;
 use framework::*;
 use mirror::*;
 use nvmf::*;
+pub(crate) use nvmf::{addr_json, hex, listen_json};
 pub use nvmf::{transport_json, DEFAULT_MODEL, DEFAULT_SERIAL};
 use ops::*;
 pub(crate) use remote::remote_json;

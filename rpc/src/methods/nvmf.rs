@@ -145,12 +145,7 @@ pub(crate) fn nvmf_delete_subsystem(
 }
 
 pub(crate) fn listen_json(l: &ListenAddr) -> Value {
-    json!({
-        "trtype": "TCP",
-        "adrfam": if l.0.is_ipv4() { "IPv4" } else { "IPv6" },
-        "traddr": l.traddr(),
-        "trsvcid": l.trsvcid(),
-    })
+    addr_json(&l.0)
 }
 
 pub(crate) fn hex(b: &[u8]) -> String {
@@ -409,8 +404,8 @@ pub(crate) fn nvmf_subsystem_allow_any_host(
     Ok(json!(true))
 }
 
-/// A socket address as SPDK's transport ID object.
-fn addr_json(a: &SocketAddr) -> Value {
+/// A socket address as SPDK's transport ID object (listeners, peers, saved listeners).
+pub(crate) fn addr_json(a: &SocketAddr) -> Value {
     json!({
         "trtype": "TCP",
         "adrfam": if a.is_ipv4() { "IPv4" } else { "IPv6" },
