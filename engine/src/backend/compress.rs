@@ -41,17 +41,17 @@
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ballast_reactor::RuntimeHandle;
 use smallvec::SmallVec;
 
+use super::control::{control_io, CtlFail, CtlIo, SharedDesc};
 use super::{Collect, Slab};
 use crate::bdev::{
-    self, BackendChannel, Bdev, BdevBackend, BdevDesc, BdevInfo, BdevIo, Completions, IoCallback,
-    IoChannel, IoSink, IoStatus, IoType, SgList,
+    self, BackendChannel, Bdev, BdevBackend, BdevInfo, BdevIo, Completions, IoCallback, IoChannel,
+    IoSink, IoStatus, IoType, SgList,
 };
 use crate::buf::{self, IoBuf};
 use crate::error::{Error, Result};
@@ -721,8 +721,6 @@ pub fn stats(name: &str) -> Result<CompressStats> {
 
 // ------------------------------------------------------------------- control path I/O ----
 
-type SharedDesc = Arc<Mutex<Option<BdevDesc>>>;
-
 /// Runs one base I/O on the main reactor and waits for it (control path only).
 fn sync_io(
     rt: &RuntimeHandle,
@@ -731,43 +729,22 @@ fn sync_io(
     offset: u64,
     data: Vec<u8>,
 ) -> Result<Vec<u8>> {
-    let (tx, rx) = mpsc::sync_channel(1);
-    let d = desc.clone();
-    let len = data.len();
-    rt.send_retry(rt.main_core(), move || {
-        let ch = match d.lock().unwrap().as_ref().map(BdevDesc::channel) {
-            Some(Ok(ch)) => ch,
-            _ => {
-                let _ = tx.send(Err(IoStatus::Removed));
-                return;
-            }
-        };
-        let bs = ch.bdev().block_size() as u64;
-        let mut sg = SgList::new();
-        if matches!(op, IoType::Read | IoType::Write) {
-            let mut b = IoBuf::heap(len);
-            if op == IoType::Write {
-                b.copy_from_slice(&data);
-            }
-            sg.push(b);
-        }
-        let cb = IoCallback::Fn(Box::new(move |io: BdevIo| {
-            let r = match io.status {
-                IoStatus::Success => Ok(io.bufs.first().map(|b| b.to_vec()).unwrap_or_default()),
-                s => Err(s),
-            };
-            let _ = tx.send(r);
-        }));
-        ch.submit(BdevIo::new(op, offset / bs, len as u64 / bs, sg, 0, cb));
-    })
-    .map_err(|e| bad("base_bdev_name", format!("reactor unavailable: {e}")))?;
-    match rx.recv_timeout(SYNC_IO_TIMEOUT) {
+    let io = CtlIo {
+        child: 0,
+        op,
+        offset,
+        len: data.len() as u64,
+        data,
+    };
+    let r = control_io(rt, std::slice::from_ref(desc), vec![io], SYNC_IO_TIMEOUT);
+    match r.map(|mut v| v.pop().expect("one I/O, one answer")) {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(s)) => Err(bad(
             "base_bdev_name",
             format!("{op:?} of metadata at byte {offset} failed: {s:?}"),
         )),
-        Err(_) => Err(bad(
+        Err(CtlFail::Reactor(e)) => Err(bad("base_bdev_name", format!("reactor unavailable: {e}"))),
+        Err(CtlFail::Timeout) => Err(bad(
             "base_bdev_name",
             format!("{op:?} of metadata at byte {offset} timed out"),
         )),

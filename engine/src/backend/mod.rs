@@ -2,6 +2,7 @@
 //! stages over another bdev: crypto, compress, error (fault injection).
 
 pub mod compress;
+mod control;
 pub mod crypto;
 pub mod error;
 pub mod malloc;

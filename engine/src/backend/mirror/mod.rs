@@ -30,16 +30,14 @@ pub mod superblock;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ballast_reactor::RuntimeHandle;
 
-use crate::bdev::{
-    self, BackendChannel, Bdev, BdevBackend, BdevDesc, BdevInfo, BdevIo, IoCallback, IoStatus,
-    IoType, SgList,
-};
-use crate::buf::IoBuf;
+use crate::backend::control::{self, CtlFail, CtlResults};
+pub(crate) use crate::backend::control::{CtlIo, SharedDesc};
+use crate::bdev::{self, BackendChannel, Bdev, BdevBackend, BdevInfo, IoStatus, IoType};
 use crate::error::{Error, Result};
 pub use superblock::{Member, MemberState, Superblock, MAX_MEMBERS, META_BYTES, SLOT_BYTES};
 
@@ -224,17 +222,6 @@ impl Shared {
     }
 }
 
-pub(crate) type SharedDesc = Arc<Mutex<Option<BdevDesc>>>;
-
-/// One control-path I/O: child index, operation, byte offset and length, data to write.
-pub(crate) struct CtlIo {
-    pub(crate) child: usize,
-    pub(crate) op: IoType,
-    pub(crate) offset: u64,
-    pub(crate) len: u64,
-    pub(crate) data: Vec<u8>,
-}
-
 /// Live mirrors by name (for save_config and the RPC listings).
 pub(crate) static MIRRORS: Mutex<BTreeMap<String, Arc<Shared>>> = Mutex::new(BTreeMap::new());
 
@@ -295,62 +282,14 @@ pub(crate) fn control_io(
     rt: &RuntimeHandle,
     descs: &[SharedDesc],
     ios: Vec<CtlIo>,
-) -> Result<Vec<std::result::Result<Vec<u8>, IoStatus>>> {
-    let n = ios.len();
-    let (tx, rx) = mpsc::sync_channel(n.max(1));
-    let descs: Vec<_> = descs.to_vec();
-    rt.send_retry(rt.main_core(), move || {
-        for (k, io) in ios.into_iter().enumerate() {
-            let tx = tx.clone();
-            let ch = match descs[io.child]
-                .lock()
-                .unwrap()
-                .as_ref()
-                .map(BdevDesc::channel)
-            {
-                Some(Ok(ch)) => ch,
-                _ => {
-                    let _ = tx.send((k, Err(IoStatus::Removed)));
-                    continue;
-                }
-            };
-            let bs = ch.bdev().block_size() as u64;
-            let mut sg = SgList::new();
-            match io.op {
-                IoType::Write => sg.push(IoBuf::from_slice(&io.data)),
-                IoType::Read => sg.push(IoBuf::heap(io.len as usize)),
-                _ => {}
-            }
-            let cb = IoCallback::Fn(Box::new(move |done: BdevIo| {
-                let r = match done.status {
-                    IoStatus::Success => {
-                        Ok(done.bufs.first().map(|b| b.to_vec()).unwrap_or_default())
-                    }
-                    st => Err(st),
-                };
-                let _ = tx.send((k, r));
-            }));
-            ch.submit(BdevIo::new(io.op, io.offset / bs, io.len / bs, sg, 0, cb));
-        }
-    })
-    .map_err(|e| Error::InvalidParam {
+) -> Result<CtlResults> {
+    control::control_io(rt, descs, ios, CONTROL_IO_TIMEOUT).map_err(|f| Error::InvalidParam {
         param: "base_bdevs",
-        why: format!("reactor unavailable: {e}"),
-    })?;
-    let mut out: Vec<Option<std::result::Result<Vec<u8>, IoStatus>>> = vec![None; n];
-    for _ in 0..n {
-        let (k, r) = rx
-            .recv_timeout(CONTROL_IO_TIMEOUT)
-            .map_err(|_| Error::InvalidParam {
-                param: "base_bdevs",
-                why: "a superblock I/O timed out".into(),
-            })?;
-        out[k] = Some(r);
-    }
-    Ok(out
-        .into_iter()
-        .map(|r| r.expect("every I/O answered"))
-        .collect())
+        why: match f {
+            CtlFail::Reactor(e) => format!("reactor unavailable: {e}"),
+            CtlFail::Timeout => "a superblock I/O timed out".into(),
+        },
+    })
 }
 
 /// Creates mirror `opts.name` over `opts.children`, or reassembles it.
