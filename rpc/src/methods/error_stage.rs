@@ -68,11 +68,7 @@ pub(crate) fn bdev_error_inject_error(
             crate::error::cap(&p.error_type, 64)
         ))
     })?;
-    if kind == ErrorKind::CorruptData && p.corrupt_value.unwrap_or(0) == 0 {
-        return Err(RpcError::params(
-            "Invalid parameters: corrupt_data needs corrupt_value 1..255",
-        ));
-    }
+    // corrupt_data without a non-zero corrupt_value is refused by the engine (-32602).
     error::inject(
         &p.name,
         op,

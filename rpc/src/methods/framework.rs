@@ -79,7 +79,6 @@ pub(crate) fn framework_get_reactors(
     params: Option<Value>,
 ) -> Result<Value, RpcError> {
     no_params(params)?;
-    let main = ctx.rt.main_core();
     let now = cpu_times();
     let since_start = |core: usize| -> CpuTimes {
         let find = |v: &[CpuTimes]| v.iter().find(|t| t.cpu == core).copied();
@@ -114,7 +113,7 @@ pub(crate) fn framework_get_reactors(
                 "wakeups": s.wakeups,
                 "pollers": s.pollers,
                 "lw_threads": [{
-                    "name": if s.core == main { "app_thread".to_string() } else { format!("reactor_{}", s.core) },
+                    "name": thread_name(ctx, s.core),
                     "id": s.core + 1,
                     "cpumask": format!("{:x}", 1u128 << s.core.min(127)),
                     "elapsed": (s.busy + s.idle).as_nanos() as u64,
@@ -127,14 +126,13 @@ pub(crate) fn framework_get_reactors(
 
 pub(crate) fn thread_get_stats(ctx: &Context, params: Option<Value>) -> Result<Value, RpcError> {
     no_params(params)?;
-    let main = ctx.rt.main_core();
     let threads: Vec<Value> = ctx
         .rt
         .stats()
         .into_iter()
         .map(|s| {
             json!({
-                "name": if s.core == main { "app_thread".to_string() } else { format!("reactor_{}", s.core) },
+                "name": thread_name(ctx, s.core),
                 "id": s.core + 1,
                 "cpumask": format!("{:x}", 1u128 << s.core.min(127)),
                 "busy": s.busy.as_nanos() as u64,
