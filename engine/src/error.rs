@@ -35,6 +35,10 @@ pub enum Error {
     /// The bdev is being removed; it cannot be opened.
     #[error("bdev {0} is being removed")]
     Removing(String),
+    /// The object is busy with something that rules the request out (a rebuild running,
+    /// the last in-sync member of a mirror).
+    #[error("{0}")]
+    Busy(String),
     /// Invalid creation parameters.
     #[error("invalid parameter {param}: {why}")]
     InvalidParam {

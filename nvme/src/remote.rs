@@ -2,8 +2,8 @@
 //! and replication can stack on a namespace of another node as on a local disk.
 //!
 //! ```text
-//!  attach ─► Session (admin queue; keep-alive thread: reconnects with backoff, gives up
-//!            after ctrlr_loss_timeout)          │ generation
+//!  attach ─► Session (admin queue; keep-alive thread: reconnects with backoff; after
+//!            ctrlr_loss_timeout I/O fails, and reconnecting goes on)   │ generation
 //!  bdev "<name>n<nsid>" ─ per-reactor channel ─► IoQpair (own I/O queue, polled on that
 //!            reactor; on failure I/O waits and is retried on a new queue; once the controller
 //!            is given up, I/O fails with ENXIO)
@@ -68,6 +68,10 @@ struct Ctrl {
     /// Bumps on every new admin connection; channels reconnect their queue when it changes.
     gen: AtomicU64,
     next_qid: AtomicU16,
+    /// I/O queue IDs whose channel closed, with the connection generation they belong to and
+    /// when they were freed: reused (a short while later, once the target has seen the old
+    /// connection go) so channels that come and go do not use the grant up.
+    free_qids: Mutex<Vec<(u16, u64, Instant)>>,
     granted: AtomicU16,
     failed: AtomicBool,
     stop: AtomicBool,
@@ -120,6 +124,7 @@ pub fn attach(opts: AttachOpts) -> Result<Vec<String>, RemoteError> {
         session: Mutex::new(Some(s)),
         gen: AtomicU64::new(1),
         next_qid: AtomicU16::new(1),
+        free_qids: Mutex::new(Vec::new()),
         granted: AtomicU16::new(granted),
         failed: AtomicBool::new(false),
         stop: AtomicBool::new(false),
@@ -224,9 +229,9 @@ fn keepalive(c: Arc<Ctrl>) {
         } else {
             period
         });
-        if c.failed.load(Ordering::Acquire) {
-            continue;
-        }
+        // Given up (I/O fails) but still tried: a replica node that comes back is found, and
+        // a mirror over it sees `reconnects` move and re-adds it.
+        let given_up = c.failed.load(Ordering::Acquire);
         let mut s = c.session.lock().unwrap();
         match s.as_mut() {
             Some(sess) => {
@@ -240,17 +245,26 @@ fn keepalive(c: Arc<Ctrl>) {
                 Ok(sess) => {
                     c.granted.store(sess.io_queues, Ordering::Release);
                     c.next_qid.store(1, Ordering::Release);
+                    c.free_qids.lock().unwrap().clear();
                     *s = Some(sess);
                     c.gen.fetch_add(1, Ordering::AcqRel);
+                    c.failed.store(false, Ordering::Release);
                     lost_since = None;
-                    tracing::info!(name = %o.name, "controller reconnected");
+                    if given_up {
+                        tracing::warn!(name = %o.name,
+                            "controller is back after its ctrlr_loss_timeout: I/O resumes");
+                    } else {
+                        tracing::info!(name = %o.name, "controller reconnected");
+                    }
                 }
                 Err(e) => {
                     let since = *lost_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= o.ctrlr_loss_timeout {
+                    if given_up {
+                        tracing::debug!(name = %o.name, "reconnect after giving up failed: {e}");
+                    } else if since.elapsed() >= o.ctrlr_loss_timeout {
                         c.failed.store(true, Ordering::Release);
                         tracing::error!(name = %o.name,
-                            "controller lost for {:?} (ctrlr_loss_timeout): giving up; I/O fails: {e}",
+                            "controller lost for {:?} (ctrlr_loss_timeout): I/O fails until it is back: {e}",
                             since.elapsed());
                     } else {
                         tracing::debug!(name = %o.name, "reconnect failed: {e}");
@@ -281,6 +295,7 @@ impl BdevBackend for RemoteBackend {
             ctrl: self.ctrl.clone(),
             nsid: self.nsid,
             qp: None,
+            qid: 0,
             gen: 0,
             fd: None,
             slots: Vec::new(),
@@ -307,7 +322,16 @@ impl BdevBackend for RemoteBackend {
             ("nsid".into(), self.nsid.to_string()),
         ]
     }
+    fn reconnects(&self) -> u64 {
+        self.ctrl.gen.load(Ordering::Acquire) - 1
+    }
 }
+
+/// How long a closed channel's queue ID rests before another channel takes it.
+const QID_REUSE_AFTER: Duration = Duration::from_millis(0);
+/// How often connecting a reused queue ID is tried again (5 ms apart) while the target still
+/// holds the old connection's queue.
+const QID_REUSE_TRIES: u32 = 40;
 
 /// Most I/O a channel parks while its queue is down or full.
 const MAX_PENDING: usize = 4096;
@@ -328,6 +352,8 @@ struct RemoteChannel {
     ctrl: Arc<Ctrl>,
     nsid: u32,
     qp: Option<IoQpair>,
+    /// The queue ID `qp` holds (0: none).
+    qid: u16,
     gen: u64,
     fd: Option<RawFd>,
     slots: Vec<Option<Slot>>,
@@ -343,29 +369,57 @@ struct RemoteChannel {
 
 impl RemoteChannel {
     fn connect(&mut self) -> Result<(), String> {
-        let c = &self.ctrl;
+        self.release_qid();
+        let c = self.ctrl.clone();
         let sess = c.session.lock().unwrap();
         let Some(s) = sess.as_ref() else {
             return Err(format!("controller {} is not connected", c.opts.name));
         };
-        let qid = c.next_qid.fetch_add(1, Ordering::AcqRel);
-        if qid > c.granted.load(Ordering::Acquire) {
-            return Err(format!(
-                "controller {}: no I/O queue left ({} granted; attach with more io_queues)",
-                c.opts.name,
-                c.granted.load(Ordering::Acquire)
-            ));
-        }
-        let conn = s.io_queue(qid).map_err(|e| e.to_string())?;
-        c.max_xfer.store(
-            if s.ctrl.max_xfer == 0 {
-                1 << 20
-            } else {
-                s.ctrl.max_xfer as u64
-            },
-            Ordering::Release,
-        );
         let gen = c.gen.load(Ordering::Acquire);
+        // A queue ID a closed channel left (the target has dropped that connection by now),
+        // else a new one.
+        let reused = {
+            let mut free = c.free_qids.lock().unwrap();
+            free.retain(|&(_, g, _)| g == gen);
+            let ready = free
+                .iter()
+                .position(|&(_, _, at)| at.elapsed() >= QID_REUSE_AFTER);
+            ready.map(|i| free.swap_remove(i).0)
+        };
+        let qid = match reused {
+            Some(q) => q,
+            None => {
+                let q = c.next_qid.fetch_add(1, Ordering::AcqRel);
+                if q > c.granted.load(Ordering::Acquire) {
+                    c.next_qid.fetch_sub(1, Ordering::AcqRel);
+                    return Err(format!(
+                        "controller {}: no I/O queue left ({} granted; attach with more \
+                         io_queues)",
+                        c.opts.name,
+                        c.granted.load(Ordering::Acquire)
+                    ));
+                }
+                q
+            }
+        };
+        // A reused ID may still be held by the old connection until the target sees it
+        // close (a few ms): tried again for a short while.
+        let mut tries = 0;
+        let conn = loop {
+            match s.io_queue(qid) {
+                Ok(conn) => break conn,
+                Err(e) if reused.is_some() && tries < QID_REUSE_TRIES => {
+                    tries += 1;
+                    tracing::debug!(name = %c.opts.name, qid, "queue ID still in use: {e}");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => {
+                    // Not connected: the ID stays free for the next try.
+                    c.free_qids.lock().unwrap().push((qid, gen, Instant::now()));
+                    return Err(e.to_string());
+                }
+            }
+        };
         drop(sess);
         let mx = s_max_xfer(&self.ctrl);
         let qp = IoQpair::new(conn);
@@ -379,8 +433,21 @@ impl RemoteChannel {
         self.room = Some(ballast_reactor::SendRoom::new(fd));
         self.slots.resize_with(qp.depth(), || None);
         self.qp = Some(qp);
+        self.qid = qid;
         self.gen = gen;
         Ok(())
+    }
+
+    /// Gives this channel's queue ID back (its connection is closed or being replaced).
+    fn release_qid(&mut self) {
+        if self.qid != 0 {
+            self.ctrl
+                .free_qids
+                .lock()
+                .unwrap()
+                .push((self.qid, self.gen, Instant::now()));
+            self.qid = 0;
+        }
     }
 
     /// Starts `io` on the queue, or hands it back if the queue is down or full.
@@ -608,6 +675,8 @@ impl Drop for RemoteChannel {
         if let Some(fd) = self.fd.take() {
             ballast_reactor::remove_wake_fd(fd);
         }
+        // The connection closes with `qp`, just after this.
+        self.release_qid();
     }
 }
 

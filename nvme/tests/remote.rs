@@ -10,24 +10,17 @@ use std::time::Duration;
 use ballast_engine::{IoStatus, IoType};
 use ballast_nvme::host::HostOpts;
 use ballast_nvme::remote::{self, AttachOpts};
-use common::{TestTarget, HOSTNQN};
+use common::TestTarget;
 use conformance::{Harness, Model};
 
 fn attach(t: &TestTarget, name: &str, io_queues: u16) -> Vec<String> {
-    remote::attach(AttachOpts {
-        name: name.into(),
-        addr: t.addr,
-        subnqn: t.nqn.clone(),
-        host: HostOpts {
-            hostnqn: HOSTNQN.into(),
-            kato_ms: 3000,
-            ..Default::default()
-        },
-        ctrlr_loss_timeout: Duration::from_secs(5),
-        reconnect_delay: Duration::from_millis(200),
+    common::attach_remote(
+        t,
+        name,
         io_queues,
-    })
-    .unwrap()
+        Duration::from_secs(5),
+        Duration::from_millis(200),
+    )
 }
 
 /// A target, controller `name` attached to it with one I/O queue, and a one-reactor harness

@@ -171,13 +171,20 @@ fn bdev_config() -> Vec<Value> {
         stages.push((name, e));
     }
     for m in ballast_engine::backend::mirror::list() {
-        let kids: Vec<String> = m.members.iter().map(|c| c.name.clone()).collect();
+        // Slots without a bdev (removed, missing) are left out: the superblocks name them.
+        let kids: Vec<String> = m
+            .members
+            .iter()
+            .filter(|c| !c.name.is_empty())
+            .map(|c| c.name.clone())
+            .collect();
         let params = json!({
             "name": m.name,
             "raid_level": "raid1",
             "base_bdevs": kids,
             "superblock": true,
             "uuid": m.uuid.to_string(),
+            "region_size_kb": m.region_bytes >> 10,
         });
         let e = BdevEntry::over(&m.name, kids, entry("bdev_raid_create", params));
         stages.push((m.name.clone(), e));
@@ -188,7 +195,17 @@ fn bdev_config() -> Vec<Value> {
     }
     stages.sort_by(|a, b| a.0.cmp(&b.0));
     bases.extend(stages.into_iter().map(|(_, e)| e));
-    dependency_order(bases)
+    let mut out = Vec::new();
+    // Rebuild settings first (SPDK's place for them), when not the defaults.
+    let o = ballast_engine::backend::mirror::rebuild::options();
+    if o != ballast_engine::backend::mirror::rebuild::DEFAULT_OPTIONS {
+        out.push(entry(
+            "bdev_raid_set_options",
+            methods::raid_options_json(&o),
+        ));
+    }
+    out.extend(dependency_order(bases));
+    out
 }
 
 /// ballast's configurable subsystems with those each depends on, in the order a saved
@@ -312,7 +329,6 @@ fn skippable(method: &str) -> bool {
         "nvmf_set_config",
         "nvmf_set_max_subsystems",
         "nvmf_set_crdt",
-        "bdev_raid_set_options",
         "iscsi_",
         "vhost_",
         "ublk_",

@@ -112,7 +112,7 @@ impl From<ballast_engine::Error> for RpcError {
         let code = match &e {
             E::NotFound(_) | E::KeyNotFound(_) => ENODEV,
             E::Exists(_) | E::KeyExists(_) => EEXIST,
-            E::Claimed { .. } | E::Removing(_) | E::KeyInUse { .. } => EBUSY,
+            E::Claimed { .. } | E::Removing(_) | E::KeyInUse { .. } | E::Busy(_) => EBUSY,
             E::InvalidParam { .. } => INVALID_PARAMS,
             _ => INTERNAL_ERROR,
         };

@@ -77,9 +77,74 @@ fn raid1_over_rpc() {
         "bdev_raid_add_base_bdev",
         json!({"raid_bdev": r, "base_bdev": d.name("stranger")}),
     );
+    assert_eq!(code, -19, "{msg}");
+    // A new bdev needs an empty slot.
+    let e = d.name("Me");
+    c.malloc(&e, 8192, 512);
+    let (code, msg) = c.err(
+        "bdev_raid_add_base_bdev",
+        json!({"raid_bdev": r, "base_bdev": e}),
+    );
     assert_eq!(code, -32602);
-    assert!(msg.contains("not supported yet"), "{msg}");
+    assert!(msg.contains("no empty slot"), "{msg}");
     assert!(m.get("process").is_none(), "no rebuild running");
+    assert_eq!(m["region_size_kb"], json!(64));
+    assert_eq!(m["dirty_regions"], json!(0));
+    // bdev_raid_set_options: SPDK's window and cap, ballast's self_heal; saved when not the
+    // defaults; a window out of range refused.
+    let opts = json!({"process_window_size_kb": 256, "process_max_bandwidth_mb_sec": 0,
+                      "self_heal": false});
+    assert_eq!(c.ok("bdev_raid_set_options", opts.clone()), json!(true));
+    let (code, msg) = c.err(
+        "bdev_raid_set_options",
+        json!({"process_window_size_kb": 0}),
+    );
+    assert_eq!(code, -32602);
+    assert!(msg.contains("process_window_size_kb"), "{msg}");
+    // bdev_raid_remove_base_bdev Mb: its slot empties, the raid goes on degraded; the last
+    // in-sync member is refused; a stranger is -19.
+    c.ok("bdev_raid_remove_base_bdev", json!({"name": b}));
+    assert_eq!(
+        c.err("bdev_raid_remove_base_bdev", json!({"name": a})).0,
+        -16
+    );
+    assert_eq!(
+        c.err(
+            "bdev_raid_remove_base_bdev",
+            json!({"name": d.name("nobody")})
+        )
+        .0,
+        -19
+    );
+    let m = &c.ok("bdev_raid_get_bdevs", json!({"name": r}))[0];
+    assert_eq!(m["num_base_bdevs_discovered"], json!(1));
+    assert_eq!(m["base_bdevs_list"][1]["name"], json!(null));
+    assert_eq!(m["base_bdevs_list"][1]["needs_full_rebuild"], json!(true));
+    // The freed child can be deleted; the new one fills the slot with a full copy.
+    c.ok("bdev_malloc_delete", json!({"name": b}));
+    c.ok(
+        "bdev_raid_add_base_bdev",
+        json!({"raid_bdev": r, "base_bdev": e}),
+    );
+    let t = std::time::Instant::now();
+    let m = loop {
+        let m = c.ok("bdev_raid_get_bdevs", json!({"name": r}))[0].clone();
+        if m.get("last_rebuild").is_some() {
+            break m;
+        }
+        assert!(t.elapsed().as_secs() < 20, "not rebuilt: {m}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(m["base_bdevs_list"][1]["name"], json!(e));
+    assert_eq!(m["base_bdevs_list"][1]["state"], json!("in_sync"));
+    assert!(m.get("process").is_none(), "{m}");
+    assert_eq!(m["last_rebuild"]["kind"], json!("full"));
+    assert_eq!(m["last_rebuild"]["outcome"], json!("in_sync"));
+    assert_eq!(
+        m["last_rebuild"]["bytes_copied"],
+        json!((8192 - 2048) * 512)
+    );
+    let b = e;
     // Saved after both children.
     let cfg = c.ok("save_config", json!(null));
     let entries = sub(&cfg, "bdev")["config"].as_array().unwrap().clone();
@@ -93,6 +158,13 @@ fn raid1_over_rpc() {
     let saved = entries[pos(&r)].clone();
     assert_eq!(saved["method"], json!("bdev_raid_create"));
     assert_eq!(saved["params"]["uuid"], uuid);
+    assert_eq!(saved["params"]["base_bdevs"], json!([a, b]));
+    assert_eq!(entries[0]["method"], json!("bdev_raid_set_options"));
+    assert_eq!(entries[0]["params"], opts);
+    c.ok(
+        "bdev_raid_set_options",
+        json!({"process_window_size_kb": 1024, "self_heal": true}),
+    );
     // bdev_raid_delete R0, then the saved entry reassembles it from the superblocks.
     c.ok("bdev_raid_delete", json!({"name": r}));
     assert_eq!(c.err("bdev_raid_delete", json!({"name": r})).0, -19);
@@ -104,4 +176,5 @@ fn raid1_over_rpc() {
     assert_eq!(m["uuid"], uuid, "reassembled, not made anew");
     c.ok("bdev_raid_delete", json!({"name": r}));
     c.ok("bdev_malloc_delete", json!({"name": a}));
+    c.ok("bdev_malloc_delete", json!({"name": b}));
 }

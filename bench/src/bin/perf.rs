@@ -506,6 +506,7 @@ fn create_bdev(
                     name: name.to_string(),
                     children,
                     uuid: None,
+                    region_bytes: None,
                 },
             )
         }

@@ -49,16 +49,21 @@ pub(crate) fn control_io(
     let (tx, rx) = mpsc::sync_channel(n.max(1));
     let descs: Vec<_> = descs.to_vec();
     rt.send_retry(rt.main_core(), move || {
+        // One channel per descriptor for the whole batch (a remote child connects a queue
+        // for each channel it opens).
+        let mut chans: Vec<Option<Option<crate::bdev::IoChannel>>> = vec![None; descs.len()];
         for (k, io) in ios.into_iter().enumerate() {
             let tx = tx.clone();
-            let ch = match descs[io.child]
-                .lock()
-                .unwrap()
-                .as_ref()
-                .map(BdevDesc::channel)
-            {
-                Some(Ok(ch)) => ch,
-                _ => {
+            let slot = chans[io.child].get_or_insert_with(|| {
+                descs[io.child]
+                    .lock()
+                    .unwrap()
+                    .as_ref()
+                    .and_then(|d| BdevDesc::channel(d).ok())
+            });
+            let ch = match slot {
+                Some(ch) => ch.clone(),
+                None => {
                     let _ = tx.send((k, Err(IoStatus::Removed)));
                     continue;
                 }

@@ -273,6 +273,12 @@ pub trait BdevBackend: Send + Sync + 'static {
     fn describe(&self) -> Vec<(String, String)> {
         Vec::new()
     }
+    /// How often the bdev's transport came back after a loss (a remote namespace's controller
+    /// reconnecting); 0 for bdevs without a transport. A mirror re-adds a child it faulted
+    /// once this moves.
+    fn reconnects(&self) -> u64 {
+        0
+    }
 }
 
 /// A backend's per-reactor state.

@@ -76,6 +76,10 @@ impl Bdev {
     pub fn describe(&self) -> Vec<(String, String)> {
         self.backend.describe()
     }
+    /// Transport reconnections so far (see [`super::BdevBackend::reconnects`]).
+    pub fn reconnects(&self) -> u64 {
+        self.backend.reconnects()
+    }
     /// Who holds the claim, if anyone.
     pub fn claimed_by(&self) -> Option<String> {
         self.state.lock().unwrap().claim.clone()

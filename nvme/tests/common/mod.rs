@@ -105,6 +105,31 @@ impl TestTarget {
     }
 }
 
+/// Attaches controller `name` to target `t` (the host library's remote bdevs) with
+/// `io_queues` I/O queues and the given loss timeout and reconnect delay.
+pub fn attach_remote(
+    t: &TestTarget,
+    name: &str,
+    io_queues: u16,
+    ctrlr_loss: Duration,
+    reconnect_delay: Duration,
+) -> Vec<String> {
+    ballast_nvme::remote::attach(ballast_nvme::remote::AttachOpts {
+        name: name.into(),
+        addr: t.addr,
+        subnqn: t.nqn.clone(),
+        host: ballast_nvme::host::HostOpts {
+            hostnqn: HOSTNQN.into(),
+            kato_ms: 3000,
+            ..Default::default()
+        },
+        ctrlr_loss_timeout: ctrlr_loss,
+        reconnect_delay,
+        io_queues,
+    })
+    .unwrap()
+}
+
 impl Drop for TestTarget {
     fn drop(&mut self) {
         self.target.shutdown();

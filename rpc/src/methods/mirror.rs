@@ -1,10 +1,14 @@
 //! Replicated volumes with SPDK's raid RPCs: `bdev_raid_create` (raid1), `bdev_raid_get_bdevs`,
-//! `bdev_raid_add_base_bdev` (re-adds a faulted member: a full rebuild in the background) and
-//! `bdev_raid_delete` (with the other deletes). ballast's mirror always keeps a
-//! superblock on its children (the durable record of who is in sync): `superblock: false`,
-//! rpc.py's default, is accepted and a superblock is kept all the same.
+//! `bdev_raid_add_base_bdev` (re-adds a faulted member — a partial rebuild when it is the one
+//! that left — or fills an empty slot with a new bdev: a full rebuild; in the background),
+//! `bdev_raid_remove_base_bdev` (empties a member's slot), `bdev_raid_set_options` (rebuild
+//! window, bandwidth cap; ballast's `self_heal`) and `bdev_raid_delete` (with the other
+//! deletes). ballast's mirror always keeps a superblock and a write-intent bitmap on its
+//! children (the durable record of who is in sync and what a returning member missed):
+//! `superblock: false`, rpc.py's default, is accepted and a superblock is kept all the same.
 
 use super::*;
+use ballast_engine::backend::mirror::rebuild::{self, Options as RaidOptions};
 use ballast_engine::backend::mirror::{self, MemberState, MirrorInfo, MirrorOpts, META_BYTES};
 
 pub(crate) fn bdev_raid_create(ctx: &Context, params: Option<Value>) -> Result<Value, RpcError> {
@@ -21,6 +25,9 @@ pub(crate) fn bdev_raid_create(ctx: &Context, params: Option<Value>) -> Result<V
         superblock: bool,
         #[serde(default)]
         uuid: Option<String>,
+        /// ballast's: bytes of data one write-intent bit stands for, in KiB.
+        #[serde(default)]
+        region_size_kb: Option<u32>,
     }
     let p: P = parse(params)?;
     if !matches!(p.raid_level.to_ascii_lowercase().as_str(), "raid1" | "1") {
@@ -41,6 +48,7 @@ pub(crate) fn bdev_raid_create(ctx: &Context, params: Option<Value>) -> Result<V
             name: p.name.clone(),
             children: p.base_bdevs,
             uuid,
+            region_bytes: p.region_size_kb.map(|k| k.saturating_mul(1024)),
         },
     )?;
     Ok(json!(true))
@@ -71,10 +79,24 @@ fn process_json(m: &MirrorInfo, bs: u64) -> Option<Value> {
         "target": p.target,
         "progress": {"blocks": p.blocks_done, "percent": (pct * 100.0).round() / 100.0},
         // ballast's: what kind of rebuild, in bytes, and when it should end.
-        "kind": "full",
+        "kind": p.kind.as_str(),
         "bytes_to_copy": p.blocks_total * bs,
         "bytes_copied": p.blocks_done * bs,
         "eta_s": eta.map(|e| (e * 10.0).round() / 10.0),
+    }))
+}
+
+/// ballast's record of the last rebuild (none yet: absent).
+fn last_json(m: &MirrorInfo) -> Option<Value> {
+    let o = m.last_rebuild.as_ref()?;
+    Some(json!({
+        "target": o.target,
+        "kind": o.kind.as_str(),
+        "bytes_to_copy": o.bytes_to_copy,
+        "bytes_copied": o.bytes_copied,
+        "seconds": (o.seconds * 1000.0).round() / 1000.0,
+        "outcome": if o.error.is_none() { "in_sync" } else { "failed" },
+        "error": o.error,
     }))
 }
 
@@ -87,6 +109,7 @@ fn raid_json(m: &MirrorInfo) -> Value {
         .iter()
         .filter(|c| c.state != MemberState::Faulted)
         .count();
+    let discovered = m.members.iter().filter(|c| !c.name.is_empty()).count();
     let mut v = json!({
         "name": m.name,
         "uuid": m.uuid.to_string(),
@@ -95,26 +118,35 @@ fn raid_json(m: &MirrorInfo) -> Value {
         "raid_level": "raid1",
         "superblock": true,
         "num_base_bdevs": m.members.len(),
-        "num_base_bdevs_discovered": m.members.len(),
+        "num_base_bdevs_discovered": discovered,
         "num_base_bdevs_operational": operational,
         "base_bdevs_list": m.members.iter().map(|c| json!({
-            "name": c.name,
+            // An empty slot (removed, or missing at assembly) has no bdev: SPDK's null.
+            "name": (!c.name.is_empty()).then_some(&c.name),
             "uuid": c.uuid.to_string(),
             "is_configured": c.state != MemberState::Faulted,
             "data_offset": META_BYTES / bs,
             "data_size": blocks,
-            // ballast's: the member's state in the superblock.
+            // ballast's: the member's state in the superblock, and whether only a full
+            // copy brings it back (new, blank, removed).
             "state": match c.state {
                 MemberState::InSync => "in_sync",
                 MemberState::Faulted => "faulted",
                 MemberState::Rebuilding => "rebuilding",
             },
+            "needs_full_rebuild": c.full,
         })).collect::<Vec<_>>(),
-        // ballast's: the membership generation on disk.
+        // ballast's: the membership generation on disk, the write-intent bitmap.
         "generation": m.generation,
+        "region_size_kb": m.region_bytes >> 10,
+        "dirty_regions": m.dirty_regions,
+        "dirty_bytes": m.dirty_regions * m.region_bytes as u64,
     });
     if let Some(p) = process_json(m, bs) {
         v["process"] = p;
+    }
+    if let Some(l) = last_json(m) {
+        v["last_rebuild"] = l;
     }
     v
 }
@@ -132,32 +164,93 @@ pub(crate) fn bdev_raid_add_base_bdev(
     let p: P = parse(params)?;
     let m = mirror::get(&p.raid_bdev)
         .ok_or_else(|| RpcError::new(-19, format!("raid bdev {} not found", p.raid_bdev)))?;
-    let Some(member) = m.members.iter().find(|c| c.name == p.base_bdev) else {
-        return Err(RpcError::params(format!(
-            "Invalid parameters: {} is not a member of {}: adding a new member is not \
-             supported yet (re-adding a faulted one is)",
-            crate::error::cap(&p.base_bdev, 255),
-            m.name
-        )));
-    };
-    if member.state != MemberState::Faulted {
-        return Err(RpcError::new(
-            -16,
-            format!(
-                "{} is already in {} ({:?})",
-                member.name, m.name, member.state
-            ),
-        ));
-    }
     if let Some(r) = mirror::rebuild::progress(&m.name) {
         return Err(RpcError::new(
             -16,
             format!("{} is rebuilding {} already", m.name, r.target),
         ));
     }
+    match m.members.iter().find(|c| c.name == p.base_bdev) {
+        Some(member) if member.state != MemberState::Faulted => {
+            return Err(RpcError::new(
+                -16,
+                format!(
+                    "{} is already in {} ({:?})",
+                    member.name, m.name, member.state
+                ),
+            ));
+        }
+        Some(_) => {}
+        // A new bdev into an empty slot, or a missing member coming back.
+        None => {
+            mirror::add_member(&ctx.rt, &m.name, &p.base_bdev)?;
+        }
+    }
     // Checked and reserved now (errors answer this call); the copy runs in the background
     // and bdev_raid_get_bdevs shows its progress.
-    mirror::rebuild::start(&ctx.rt, &m.name, &member.name)?;
+    mirror::rebuild::start(&ctx.rt, &m.name, &p.base_bdev)?;
+    Ok(json!(true))
+}
+
+pub(crate) fn bdev_raid_remove_base_bdev(
+    ctx: &Context,
+    params: Option<Value>,
+) -> Result<Value, RpcError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct P {
+        name: String,
+    }
+    let p: P = parse(params)?;
+    let m = mirror::list()
+        .into_iter()
+        .find(|m| m.members.iter().any(|c| c.name == p.name))
+        .ok_or_else(|| {
+            RpcError::new(
+                -19,
+                format!(
+                    "No such device: {} is not a member of any raid bdev",
+                    crate::error::cap(&p.name, 255)
+                ),
+            )
+        })?;
+    mirror::remove_member(&ctx.rt, &m.name, &p.name)?;
+    Ok(json!(true))
+}
+
+/// `bdev_raid_set_options`'s parameters as save_config writes them.
+pub(crate) fn raid_options_json(o: &RaidOptions) -> Value {
+    json!({
+        "process_window_size_kb": o.window_bytes >> 10,
+        "process_max_bandwidth_mb_sec": o.max_bandwidth_mib,
+        "self_heal": o.self_heal,
+    })
+}
+
+pub(crate) fn bdev_raid_set_options(_: &Context, params: Option<Value>) -> Result<Value, RpcError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct P {
+        #[serde(default)]
+        process_window_size_kb: Option<u64>,
+        #[serde(default)]
+        process_max_bandwidth_mb_sec: Option<u64>,
+        /// ballast's: re-add a faulted child when its transport reconnects.
+        #[serde(default)]
+        self_heal: Option<bool>,
+    }
+    let p: P = parse(params)?;
+    let mut o = rebuild::options();
+    if let Some(k) = p.process_window_size_kb {
+        o.window_bytes = k.saturating_mul(1024);
+    }
+    if let Some(b) = p.process_max_bandwidth_mb_sec {
+        o.max_bandwidth_mib = b;
+    }
+    if let Some(h) = p.self_heal {
+        o.self_heal = h;
+    }
+    rebuild::set_options(o)?;
     Ok(json!(true))
 }
 

@@ -37,6 +37,7 @@ use compress_stage::*;
 use crypto::*;
 use error_stage::*;
 use framework::*;
+pub(crate) use mirror::raid_options_json;
 use mirror::*;
 use nvmf::*;
 pub(crate) use nvmf::{addr_json, hex, listen_json};
@@ -111,6 +112,8 @@ pub const METHODS: &[(&str, Method)] = &[
     ("bdev_raid_create", bdev_raid_create),
     ("bdev_raid_get_bdevs", bdev_raid_get_bdevs),
     ("bdev_raid_add_base_bdev", bdev_raid_add_base_bdev),
+    ("bdev_raid_remove_base_bdev", bdev_raid_remove_base_bdev),
+    ("bdev_raid_set_options", bdev_raid_set_options),
     ("bdev_raid_delete", bdev_raid_delete),
     ("bdev_error_create", bdev_error_create),
     ("bdev_error_delete", bdev_error_delete),

@@ -2,11 +2,13 @@
 //! of acknowledgements until a fault is on disk, and the superblock writes that put it there.
 //!
 //! ```text
-//!  submit(write) ─► Op{Fanout} ─► one sub-I/O per member in the mirror (views of the caller's
+//!  submit(write) ─► a member out and the bits of its regions not on disk? mark, wait (bm_wait)
+//!                ─► Op{Fanout} ─► one sub-I/O per member in the mirror (views of the caller's
 //!                                  buffers: no copy) ─► all back ─► durable? ack : park
 //!  submit(read)  ─► Op{Read}   ─► least-loaded in-sync child ─► error? fault, next child
-//!  poll: superblock round if want_gen > durable_gen (one channel at a time: the writer token)
-//!        parked ops acknowledged once durable_gen ≥ want_gen
+//!  poll: metadata round if the superblock or bitmap changed (one channel at a time: the
+//!        writer token); waiting writes go once their bits are on disk; parked ops
+//!        acknowledged once durable_gen ≥ want_gen (and their bits are on disk)
 //! ```
 
 use std::ptr::NonNull;
@@ -14,7 +16,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::{faults_child, superblock, MemberState, Shared, SLOT_BYTES};
+use super::{faults_child, MemberState, RoundPlan, Shared};
 use crate::backend::{Collect, Slab};
 use crate::bdev::{
     BackendChannel, BdevDesc, BdevIo, Completions, IoCallback, IoChannel, IoSink, IoStatus, IoType,
@@ -23,7 +25,7 @@ use crate::bdev::{
 use crate::buf::{IoBuf, Lender};
 use crate::error::Result;
 
-/// A sub-I/O's tag: the op's slot above the child's index; superblock writes set the top bit.
+/// A sub-I/O's tag: the op's slot above the child's index; metadata writes set the top bit.
 const CHILD_BITS: u32 = 4;
 const SB_TAG: u64 = 1 << 63;
 
@@ -45,11 +47,13 @@ struct Op {
     status: IoStatus,
     /// Counted in `Shared::window_inflight` (in flight inside a rebuild window when taken).
     in_window: bool,
+    /// A member did not take it: acknowledged only once the bitmap names its regions.
+    needs_bits: bool,
 }
 
-/// A superblock round in flight on this channel (which holds the writer token).
+/// A metadata round in flight on this channel (which holds the writer token).
 struct SbRound {
-    gen: u64,
+    plan: RoundPlan,
     pending: usize,
     /// Every target took it.
     complete: bool,
@@ -57,8 +61,12 @@ struct SbRound {
 
 pub(crate) struct MirrorChannel {
     shared: Arc<Shared>,
-    /// Each child's channel on this reactor (None: the child has no descriptor any more).
+    /// Each child's channel on this reactor (None: the slot has no descriptor).
     children: Vec<Option<IoChannel>>,
+    /// The slot epoch each channel was opened at (a slot that changed bdev is reopened).
+    epochs: Vec<u64>,
+    /// Every slot, as a bit set.
+    all: u32,
     /// Sub-I/Os outstanding per child (read balancing).
     outstanding: Vec<u32>,
     sink: Rc<Collect>,
@@ -73,6 +81,8 @@ pub(crate) struct MirrorChannel {
     lender: Lender,
     /// Writes waiting for the rebuild window they touch to move on, in arrival order.
     blocked: std::collections::VecDeque<BdevIo>,
+    /// Writes waiting for their regions' bits to be on disk (a member is out), in order.
+    bm_wait: std::collections::VecDeque<BdevIo>,
     /// The window epoch this channel acknowledged (shared with the rebuild driver).
     ack: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -80,11 +90,14 @@ pub(crate) struct MirrorChannel {
 impl MirrorChannel {
     pub(crate) fn new(shared: Arc<Shared>) -> Result<Self> {
         let mut children = Vec::new();
+        let mut epochs = Vec::new();
         for c in &shared.children {
+            epochs.push(c.epoch.load(Ordering::Acquire));
             let ch = c.desc.lock().unwrap().as_ref().map(BdevDesc::channel);
             children.push(ch.transpose()?);
         }
         let n = children.len();
+        let all = (1u32 << n) - 1;
         // A new channel has nothing in flight: it acknowledges the current window at once.
         let ack = Arc::new(std::sync::atomic::AtomicU64::new(
             shared.lock_epoch.load(Ordering::Acquire),
@@ -97,6 +110,8 @@ impl MirrorChannel {
         Ok(MirrorChannel {
             shared,
             children,
+            epochs,
+            all,
             outstanding: vec![0; n],
             sink: Rc::default(),
             ops: Slab::default(),
@@ -106,6 +121,7 @@ impl MirrorChannel {
             sb: None,
             lender: Lender::cached(()),
             blocked: std::collections::VecDeque::new(),
+            bm_wait: std::collections::VecDeque::new(),
             ack,
         })
     }
@@ -287,7 +303,19 @@ impl MirrorChannel {
             done.complete(op.io, st);
             return;
         }
-        if self.durable() {
+        // A member that did not take it (out, or failed it now) must find its regions in
+        // the bitmap when it comes back: named on disk before the write is acknowledged.
+        let Kind::Fanout { ok, .. } = op.kind else {
+            unreachable!("fan-out op")
+        };
+        if ok != self.all && op.io.op != IoType::Flush {
+            let (off, n) = (op.io.offset_blocks, op.io.num_blocks);
+            if !self.shared.bitmap.covered(off, n) {
+                self.shared.bitmap.mark(off, n);
+                op.needs_bits = true;
+            }
+        }
+        if self.ackable(slot) {
             self.ack(slot, done);
         } else {
             self.parked.push(slot);
@@ -297,6 +325,17 @@ impl MirrorChannel {
     fn durable(&self) -> bool {
         let s = &self.shared;
         s.durable_gen.load(Ordering::Acquire) >= s.want_gen.load(Ordering::Acquire)
+    }
+
+    /// Whether parked op `slot` may be acknowledged: membership durable, its bits on disk.
+    fn ackable(&self, slot: usize) -> bool {
+        let op = self.ops.get(slot).expect("live op");
+        self.durable()
+            && (!op.needs_bits
+                || self
+                    .shared
+                    .bitmap
+                    .covered(op.io.offset_blocks, op.io.num_blocks))
     }
 
     /// Acknowledges a fan-out op if a child now in sync holds it; fails it otherwise (every
@@ -316,10 +355,11 @@ impl MirrorChannel {
         done.complete(op.io, st);
     }
 
-    /// Starts a superblock round if the membership changed and no other channel is writing.
+    /// Starts a metadata round if the membership or the bitmap changed and no other channel
+    /// is writing.
     fn start_round(&mut self) -> bool {
         let s = self.shared.clone();
-        if self.sb.is_some() || self.durable() {
+        if self.sb.is_some() || (self.durable() && !s.bitmap.has_dirty()) {
             return false;
         }
         if s.writer
@@ -328,32 +368,44 @@ impl MirrorChannel {
         {
             return false;
         }
-        let (gen, blocks) = s.snapshot(|i| self.children[i].is_some());
-        if blocks.is_empty() {
+        let plan = s.plan(|i| self.children[i].is_some());
+        if plan.targets.is_empty() {
             // No member left to hold it: nothing can be acknowledged anyway (`ack` fails
-            // writes held by no in-sync child), so the generation is as durable as it gets.
-            s.durable_gen.fetch_max(gen, Ordering::AcqRel);
+            // writes held by no in-sync child), so it is as durable as it gets.
+            if let Some(g) = plan.gen {
+                s.durable_gen.fetch_max(g, Ordering::AcqRel);
+            }
+            s.round_done(&plan, true);
             s.writer.store(false, Ordering::Release);
             return true;
         }
         let bs = s.block_size as u64;
-        let pending = blocks.len();
-        for (i, block) in blocks {
+        let mut pending = 0;
+        for io in s.round_ios(&plan) {
             let mut bufs = SgList::new();
-            bufs.push(IoBuf::from_slice(&block));
+            bufs.push(IoBuf::from_slice(&io.data));
             let sink: Rc<dyn IoSink> = self.sink.clone();
-            let io = BdevIo::new(
+            let sub = BdevIo::new(
                 IoType::Write,
-                superblock::slot_offset(gen) / bs,
-                SLOT_BYTES as u64 / bs,
+                io.offset / bs,
+                io.len / bs,
                 bufs,
-                SB_TAG | i as u64,
+                SB_TAG | io.child as u64,
                 IoCallback::Sink(sink),
             );
-            self.children[i].as_ref().expect("writable").submit(io);
+            self.children[io.child]
+                .as_ref()
+                .expect("reachable")
+                .submit(sub);
+            pending += 1;
+        }
+        if pending == 0 {
+            s.round_done(&plan, true);
+            s.writer.store(false, Ordering::Release);
+            return true;
         }
         self.sb = Some(SbRound {
-            gen,
+            plan,
             pending,
             complete: true,
         });
@@ -361,23 +413,37 @@ impl MirrorChannel {
     }
 
     fn sb_done(&mut self, child: usize, st: IoStatus) {
-        let round = self.sb.as_mut().expect("a superblock round");
+        let round = self.sb.as_mut().expect("a metadata round");
         round.pending -= 1;
         if !st.is_ok() {
             round.complete = false;
             if faults_child(st) {
-                self.shared.fault(child, "superblock write failed");
+                self.shared.fault(child, "metadata write failed");
             }
         }
         if round.pending == 0 {
-            let r = self.sb.take().expect("a superblock round");
-            let s = &self.shared;
-            if r.complete {
-                s.durable_gen.fetch_max(r.gen, Ordering::AcqRel);
-                tracing::info!(mirror = %s.name, gen = r.gen, in_sync = s.in_sync(),
-                    "mirror membership persisted");
+            let r = self.sb.take().expect("a metadata round");
+            self.shared.round_done(&r.plan, r.complete);
+            self.shared.writer.store(false, Ordering::Release);
+        }
+    }
+
+    /// Reopens the channels of slots that changed bdev (a member added or removed).
+    fn follow_slots(&mut self) {
+        for i in 0..self.children.len() {
+            let c = &self.shared.children[i];
+            let e = c.epoch.load(Ordering::Acquire);
+            if e == self.epochs[i] {
+                continue;
             }
-            s.writer.store(false, Ordering::Release);
+            self.epochs[i] = e;
+            // The old channel closes once its I/O in flight is done.
+            self.children[i] = c
+                .desc
+                .lock()
+                .unwrap()
+                .as_ref()
+                .and_then(|d| d.channel().ok());
         }
     }
 }
@@ -394,6 +460,7 @@ impl BackendChannel for MirrorChannel {
                 kind: Kind::Read { tried: 1 << child },
                 status: IoStatus::Success,
                 in_window: false,
+                needs_bits: false,
             });
             self.send_read(slot, child);
             return;
@@ -424,6 +491,16 @@ impl MirrorChannel {
             done.complete(io, IoStatus::Failed(libc::EIO));
             return;
         }
+        // A member is out: the regions this write changes are named on disk before it goes
+        // (a crash after it reached the others must not leave them unnamed).
+        if targets != self.all
+            && io.op != IoType::Flush
+            && !self.shared.bitmap.covered(io.offset_blocks, io.num_blocks)
+        {
+            self.shared.bitmap.mark(io.offset_blocks, io.num_blocks);
+            self.bm_wait.push_back(io);
+            return;
+        }
         let slot = self.ops.insert(Op {
             io,
             kind: Kind::Fanout {
@@ -432,6 +509,7 @@ impl MirrorChannel {
             },
             status: IoStatus::Success,
             in_window: false,
+            needs_bits: false,
         });
         for child in (0..self.children.len()).filter(|i| targets & (1 << i) != 0) {
             self.send_fanout(slot, child);
@@ -440,6 +518,7 @@ impl MirrorChannel {
 
     fn poll_inner(&mut self, done: &mut Completions) -> bool {
         let mut did = false;
+        self.follow_slots();
         // Blocked writes the window has left go first, then the new epoch is acknowledged
         // (counting them if the next window holds them): the driver waits for that after
         // every unlock, so a blocked write is never overtaken window after window.
@@ -488,18 +567,47 @@ impl MirrorChannel {
         }
         self.batch = batch;
         did |= self.start_round();
-        if !self.parked.is_empty() && self.durable() {
-            for slot in std::mem::take(&mut self.parked) {
-                self.ack(slot, done);
-            }
-            did = true;
+        if !self.parked.is_empty() {
+            let mut parked = std::mem::take(&mut self.parked);
+            parked.retain(|&slot| {
+                if self.ackable(slot) {
+                    self.ack(slot, done);
+                    did = true;
+                    false
+                } else {
+                    true
+                }
+            });
+            self.parked = parked;
         }
-        // Parked acknowledgements wait for another channel's superblock round, which cannot
-        // wake this reactor: keep polling meanwhile (only while a fault is being recorded).
+        // Writes whose bits are on disk now (or that need none any more) go, in order; each
+        // is submitted afresh (the rebuild window, the members in the mirror now).
+        if !self.bm_wait.is_empty() {
+            let n = self.bm_wait.len();
+            for _ in 0..n {
+                let io = self.bm_wait.pop_front().expect("counted");
+                let ready = self.shared.bitmap.covered(io.offset_blocks, io.num_blocks)
+                    || (0..self.children.len()).all(|i| self.writable(i));
+                if !ready {
+                    self.bm_wait.push_back(io);
+                    continue;
+                }
+                did = true;
+                if !self.blocked.is_empty() || self.in_window(&io) {
+                    self.blocked.push_back(io);
+                } else {
+                    self.fan_out(io, done);
+                }
+            }
+        }
+        // Parked acknowledgements and waiting writes wait for another channel's metadata
+        // round, which cannot wake this reactor: keep polling meanwhile (only while a member
+        // is out and its bits are being written, or a fault is being recorded).
         did || !self.parked.is_empty()
             || self.sb.is_some()
             || !self.retry.is_empty()
             || !self.blocked.is_empty()
+            || !self.bm_wait.is_empty()
     }
 }
 

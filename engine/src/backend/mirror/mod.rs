@@ -1,15 +1,20 @@
 //! The replication stage: a mirror (RAID 1) over 2–5 children, each any bdev — local, or a
 //! remote replica attached over NVMe/TCP — that keeps every acknowledged write on every
-//! in-sync child and records a child's fault durably before acknowledging a write without it.
+//! in-sync child, records a child's fault durably before acknowledging a write without it, and
+//! brings a returning child back by copying only what it missed.
 //!
 //! ```text
-//!  write / write-zeroes / unmap / flush ─┬─► child 0 ─┐   all done ─► durable_gen ≥ want_gen? ─► ack
-//!                                        ├─► child 1 ─┤   (a child's error faults it: want_gen+1,
-//!                                        └─► child 2 ─┘    the superblock goes to every survivor)
+//!  write / write-zeroes / unmap / flush ─┬─► child 0 ─┐   all done ─► metadata durable? ─► ack
+//!   (a member out: its regions' bits     ├─► child 1 ─┤   (a child's error faults it: want_gen+1,
+//!    on disk first — see bitmap)         └─► child 2 ─┘    the superblock goes to every survivor)
 //!  read ─► the in-sync child with the fewest outstanding I/Os ─ error? ─► fault it, next child
 //!
-//!  child:  [ superblock slots | write-intent bitmap (reserved) | data ........................ ]
-//!           0                                          META_BYTES
+//!  child:  [ superblock slots | write-intent bitmap | data ................................ ]
+//!           0                                        META_BYTES
+//!
+//!  faulted ─► (re-added: by hand, or by itself when its transport reconnects — heal)
+//!          ─► rebuilding: partial (the bitmap's regions) or full (a new or blank child)
+//!          ─► in sync; every member in sync again ─► bitmap cleared
 //! ```
 //!
 //! Membership lives in [`superblock`]: the mirror's and each member's identity, the members'
@@ -19,12 +24,13 @@
 //! their channel until it is on all of them (`durable_gen`). Nothing is acknowledged that the
 //! superblocks would contradict after a crash. At assembly the highest generation among the
 //! children decides who is in sync: a child that was faulted is never read from again.
-//!
-//! Not built yet (issue 19): rebuild (full, and partial from the write-intent bitmap whose
-//! space is reserved here), re-adding a returning child, add/remove of members, and the
-//! self-healing reconnect. Until then a faulted child stays out and the mirror runs degraded.
+//! [`bitmap`] names the regions written while a member is out; [`rebuild`] copies them (or
+//! everything) under a window lock; [`heal`] re-adds a remote child whose controller is back.
 
+mod bitmap;
 mod channel;
+mod create;
+pub mod heal;
 pub mod rebuild;
 pub mod superblock;
 
@@ -37,8 +43,10 @@ use ballast_reactor::RuntimeHandle;
 
 use crate::backend::control::{self, CtlFail, CtlResults};
 pub(crate) use crate::backend::control::{CtlIo, SharedDesc};
-use crate::bdev::{self, BackendChannel, Bdev, BdevBackend, BdevInfo, IoStatus, IoType};
+use crate::bdev::{BackendChannel, BdevBackend, IoStatus, IoType};
 use crate::error::{Error, Result};
+pub use bitmap::{MAX_REGION, MIN_REGION};
+pub use create::{add_member, create, remove_member};
 pub use superblock::{Member, MemberState, Superblock, MAX_MEMBERS, META_BYTES, SLOT_BYTES};
 
 /// Options of [`create`].
@@ -50,16 +58,14 @@ pub struct MirrorOpts {
     pub children: Vec<String>,
     /// Its UUID (random if `None`; a reassembled mirror keeps its own).
     pub uuid: Option<uuid::Uuid>,
+    /// Bytes of data one write-intent bit stands for (a power of two, [`MIN_REGION`] to
+    /// [`MAX_REGION`]; grown if the bitmap would not fit); [`REGION_BYTES`] if `None`. A
+    /// reassembled mirror keeps its own.
+    pub region_bytes: Option<u32>,
 }
 
-/// Bytes of data one write-intent bit will stand for.
-pub const REGION_BYTES: u32 = 256 << 10;
-
-/// Blocks one zeroing I/O covers at creation.
-const ZERO_PIECE_BLOCKS: u64 = 32768;
-
-/// Zeroing I/Os in flight at once at creation.
-const ZERO_WINDOW: usize = 64;
+/// The default bytes of data one write-intent bit stands for.
+pub const REGION_BYTES: u32 = 64 << 10;
 
 /// How long a control-path I/O (superblock read or write at create) may take.
 const CONTROL_IO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -73,17 +79,51 @@ pub(crate) fn faults_child(s: IoStatus) -> bool {
     )
 }
 
-/// A member as the mirror holds it.
+/// A member slot as the mirror holds it.
 pub(crate) struct Child {
-    pub(crate) name: String,
-    pub(crate) uuid: uuid::Uuid,
-    /// None once the mirror is gone.
+    /// The bdev in the slot ("" for an empty slot).
+    name: Mutex<String>,
+    /// The member's identity (nil for an empty slot).
+    uuid: Mutex<uuid::Uuid>,
+    /// None once the mirror is gone, or the slot is empty.
     pub(crate) desc: SharedDesc,
     /// A [`MemberState`] code (see `state`).
     state: AtomicU8,
+    /// Only a full copy brings it back (see [`Member::full`]).
+    full: AtomicBool,
+    /// Bumped when the slot gets another bdev: channels reopen theirs.
+    pub(crate) epoch: AtomicU64,
+    /// The bdev's transport reconnections when it was faulted ([`heal`] waits for more).
+    pub(crate) fault_reconnects: AtomicU64,
 }
 
 impl Child {
+    fn new(name: &str, desc: SharedDesc, m: &Member) -> Child {
+        let c = Child {
+            name: Mutex::new(name.to_string()),
+            uuid: Mutex::new(m.uuid),
+            desc,
+            state: AtomicU8::new(0),
+            full: AtomicBool::new(m.full),
+            epoch: AtomicU64::new(0),
+            fault_reconnects: AtomicU64::new(0),
+        };
+        c.set(m.state);
+        c
+    }
+
+    pub(crate) fn name(&self) -> String {
+        self.name.lock().unwrap().clone()
+    }
+
+    pub(crate) fn uuid(&self) -> uuid::Uuid {
+        *self.uuid.lock().unwrap()
+    }
+
+    pub(crate) fn full(&self) -> bool {
+        self.full.load(Ordering::Acquire)
+    }
+
     pub(crate) fn state(&self) -> MemberState {
         match self.state.load(Ordering::Acquire) {
             1 => MemberState::InSync,
@@ -100,6 +140,15 @@ impl Child {
         };
         self.state.store(code, Ordering::Release);
     }
+
+    /// The bdev's transport reconnections so far (0 without a bdev or a transport).
+    pub(crate) fn reconnects(&self) -> u64 {
+        self.desc
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map_or(0, |d| d.bdev().reconnects())
+    }
 }
 
 /// The mirror's state shared by its channels on every reactor.
@@ -110,12 +159,16 @@ pub(crate) struct Shared {
     pub(crate) num_blocks: u64,
     /// Where data starts on every child, in blocks.
     pub(crate) data_offset: u64,
+    /// Bytes one bitmap bit stands for.
+    pub(crate) region_bytes: u32,
     pub(crate) children: Vec<Child>,
     /// The generation the membership needs on disk (bumped by every fault).
     pub(crate) want_gen: AtomicU64,
     /// The generation written to every member still in the mirror.
     pub(crate) durable_gen: AtomicU64,
-    /// One superblock write at a time: held by the channel writing it.
+    /// The write-intent bitmap.
+    pub(crate) bitmap: bitmap::Bitmap,
+    /// One metadata round (superblock and bitmap chunks) at a time: held by its writer.
     pub(crate) writer: AtomicBool,
     /// Serialises membership changes with the snapshot a superblock round takes (control
     /// path only: taken on a fault and once per round, never per I/O).
@@ -132,8 +185,26 @@ pub(crate) struct Shared {
     pub(crate) channel_acks: Mutex<Vec<std::sync::Weak<AtomicU64>>>,
     /// The rebuild in progress, if any.
     pub(crate) progress: Mutex<Option<rebuild::Progress>>,
+    /// How the last rebuild ended.
+    pub(crate) last: Mutex<Option<rebuild::Outcome>>,
     /// The mirror bdev is gone (its children are released).
     pub(crate) deleted: AtomicBool,
+    /// The running rebuild is to stop (its target is being removed).
+    pub(crate) cancel: AtomicBool,
+    /// The reactors (for the control path: rebuilds, healing).
+    pub(crate) rt: RuntimeHandle,
+}
+
+/// What a metadata round writes, taken under the membership lock.
+pub(crate) struct RoundPlan {
+    /// The superblock generation, if it is not durable yet.
+    pub(crate) gen: Option<u64>,
+    /// Each target member's superblock (empty without `gen`).
+    pub(crate) superblocks: Vec<(usize, Vec<u8>)>,
+    /// Bitmap chunks that changed.
+    pub(crate) chunks: Vec<bitmap::ChunkSnap>,
+    /// Members still in the mirror that the writer reaches.
+    pub(crate) targets: Vec<usize>,
 }
 
 impl Shared {
@@ -151,9 +222,10 @@ impl Shared {
             return;
         };
         c.set(MemberState::Faulted);
+        c.fault_reconnects.store(c.reconnects(), Ordering::Release);
         self.want_gen.store(gen, Ordering::Release);
         let left = self.in_sync();
-        tracing::warn!(mirror = %self.name, child = %c.name, why, gen, in_sync = left,
+        tracing::warn!(mirror = %self.name, child = %c.name(), why, gen, in_sync = left,
             "mirror child faulted");
         if left == 0 {
             tracing::error!(mirror = %self.name, "mirror lost its last in-sync child: I/O fails");
@@ -168,37 +240,77 @@ impl Shared {
             .count()
     }
 
-    /// The generation the membership needs and its superblock for every member still in the
-    /// mirror that `reachable` admits, taken together under the membership lock (a fault
-    /// changes state and generation in one step: see [`Shared::fault`]).
-    pub(crate) fn snapshot(
-        &self,
-        reachable: impl Fn(usize) -> bool,
-    ) -> (u64, Vec<(usize, Vec<u8>)>) {
-        let _m = self.membership.lock().unwrap();
-        let gen = self.want_gen.load(Ordering::Acquire);
-        let blocks = self
-            .children
-            .iter()
-            .enumerate()
-            .filter(|&(i, c)| c.state() != MemberState::Faulted && reachable(i))
-            .map(|(i, c)| (i, self.superblock(gen, c.uuid).encode()))
-            .collect();
-        (gen, blocks)
+    /// Whether the metadata on disk is what the mirror needs (superblock and bitmap).
+    pub(crate) fn meta_durable(&self) -> bool {
+        self.durable_gen.load(Ordering::Acquire) >= self.want_gen.load(Ordering::Acquire)
+            && !self.bitmap.has_dirty()
     }
 
-    /// Control-path writes of a [`Shared::snapshot`].
-    pub(crate) fn superblock_ios(gen: u64, blocks: Vec<(usize, Vec<u8>)>) -> Vec<CtlIo> {
-        blocks
-            .into_iter()
+    /// The next metadata round for every member still in the mirror that `reachable` admits:
+    /// the superblock if its generation is not durable (state and generation taken together
+    /// under the membership lock: see [`Shared::fault`]) and the bitmap chunks that changed.
+    pub(crate) fn plan(&self, reachable: impl Fn(usize) -> bool) -> RoundPlan {
+        let _m = self.membership.lock().unwrap();
+        let want = self.want_gen.load(Ordering::Acquire);
+        let targets: Vec<usize> = (0..self.children.len())
+            .filter(|&i| self.children[i].state() != MemberState::Faulted && reachable(i))
+            .collect();
+        let gen = (want > self.durable_gen.load(Ordering::Acquire)).then_some(want);
+        let superblocks = match gen {
+            Some(g) => targets
+                .iter()
+                .map(|&i| (i, self.superblock(g, self.children[i].uuid()).encode()))
+                .collect(),
+            None => Vec::new(),
+        };
+        RoundPlan {
+            gen,
+            superblocks,
+            chunks: self.bitmap.take(false),
+            targets,
+        }
+    }
+
+    /// A round's outcome: what it carried is durable, or is to be written again.
+    pub(crate) fn round_done(&self, plan: &RoundPlan, complete: bool) {
+        if complete {
+            if let Some(g) = plan.gen {
+                self.durable_gen.fetch_max(g, Ordering::AcqRel);
+                tracing::info!(mirror = %self.name, gen = g, in_sync = self.in_sync(),
+                    "mirror membership persisted");
+            }
+            self.bitmap.landed(&plan.chunks);
+        } else {
+            self.bitmap.untake(&plan.chunks);
+        }
+    }
+
+    /// Control-path writes of a round: superblocks, then bitmap chunks to every target.
+    pub(crate) fn round_ios(&self, plan: &RoundPlan) -> Vec<CtlIo> {
+        let mut ios: Vec<CtlIo> = plan
+            .superblocks
+            .iter()
             .map(|(child, data)| CtlIo {
-                child,
+                child: *child,
                 op: IoType::Write,
-                offset: superblock::slot_offset(gen),
+                offset: superblock::slot_offset(plan.gen.expect("a generation")),
                 len: SLOT_BYTES as u64,
-                data,
+                data: data.clone(),
             })
-            .collect()
+            .collect();
+        for c in &plan.chunks {
+            let data = self.bitmap.encode(c);
+            for &t in &plan.targets {
+                ios.push(CtlIo {
+                    child: t,
+                    op: IoType::Write,
+                    offset: c.offset(),
+                    len: bitmap::CHUNK_BYTES as u64,
+                    data: data.clone(),
+                });
+            }
+        }
+        ios
     }
 
     /// The superblock of generation `gen` for member `child` as the states are now.
@@ -209,21 +321,37 @@ impl Shared {
             generation: gen,
             block_size: self.block_size,
             num_blocks: self.num_blocks,
-            region_bytes: REGION_BYTES,
+            region_bytes: self.region_bytes,
             members: self
                 .children
                 .iter()
                 .map(|c| Member {
-                    uuid: c.uuid,
+                    uuid: c.uuid(),
                     state: c.state(),
+                    full: c.full(),
                 })
                 .collect(),
         }
+    }
+
+    /// Every member's descriptor, by slot (for control-path I/O).
+    pub(crate) fn descs(&self) -> Vec<SharedDesc> {
+        self.children.iter().map(|c| c.desc.clone()).collect()
     }
 }
 
 /// Live mirrors by name (for save_config and the RPC listings).
 pub(crate) static MIRRORS: Mutex<BTreeMap<String, Arc<Shared>>> = Mutex::new(BTreeMap::new());
+
+/// Mirror `name`'s shared state.
+pub(crate) fn lookup(name: &str) -> Result<Arc<Shared>> {
+    MIRRORS
+        .lock()
+        .unwrap()
+        .get(name)
+        .cloned()
+        .ok_or_else(|| Error::NotFound(name.to_string()))
+}
 
 /// A member as reported to users.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,10 +362,12 @@ pub struct MemberInfo {
     pub uuid: uuid::Uuid,
     /// Its state.
     pub state: MemberState,
+    /// Only a full copy brings it back.
+    pub full: bool,
 }
 
 /// A mirror as reported to users.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MirrorInfo {
     /// The mirror bdev's name.
     pub name: String,
@@ -247,6 +377,12 @@ pub struct MirrorInfo {
     pub members: Vec<MemberInfo>,
     /// The membership generation on disk.
     pub generation: u64,
+    /// Bytes one write-intent bit stands for.
+    pub region_bytes: u32,
+    /// Regions marked in the write-intent bitmap (written while a member was out).
+    pub dirty_regions: u64,
+    /// How the last rebuild ended.
+    pub last_rebuild: Option<rebuild::Outcome>,
 }
 
 /// Every mirror.
@@ -262,12 +398,16 @@ fn info(s: &Shared) -> MirrorInfo {
             .children
             .iter()
             .map(|c| MemberInfo {
-                name: c.name.clone(),
-                uuid: c.uuid,
+                name: c.name(),
+                uuid: c.uuid(),
                 state: c.state(),
+                full: c.full(),
             })
             .collect(),
         generation: s.durable_gen.load(Ordering::Acquire),
+        region_bytes: s.region_bytes,
+        dirty_regions: s.bitmap.count(),
+        last_rebuild: s.last.lock().unwrap().clone(),
     }
 }
 
@@ -292,283 +432,9 @@ pub(crate) fn control_io(
     })
 }
 
-/// Creates mirror `opts.name` over `opts.children`, or reassembles it.
-///
-/// Children that all hold no superblock make a new mirror: their data areas are zeroed (so
-/// every child reads the same from the start) and generation 1 is written to each. Children
-/// that hold superblocks of one mirror reassemble it: the highest generation says which are
-/// in sync; a faulted or unknown child stays out. A child of another mirror, or a mix of blank
-/// children and members, is refused. Call it off the reactors (it waits for I/O).
-pub fn create(rt: &RuntimeHandle, opts: MirrorOpts) -> Result<Arc<Bdev>> {
-    if ballast_reactor::current_core().is_some() {
-        return Err(Error::NotOnReactor(
-            "mirror::create (call it off the reactors)",
-        ));
-    }
-    let bad = |why: String| Error::InvalidParam {
-        param: "base_bdevs",
-        why,
-    };
-    bdev::validate_name(&opts.name)?;
-    if !(2..=MAX_MEMBERS).contains(&opts.children.len()) {
-        return Err(bad(format!(
-            "a mirror has 2 to {MAX_MEMBERS} children, not {}",
-            opts.children.len()
-        )));
-    }
-    for (i, c) in opts.children.iter().enumerate() {
-        if opts.children[..i].contains(c) {
-            return Err(bad(format!("{c} is named twice")));
-        }
-    }
-    if bdev::lookup(&opts.name).is_some() {
-        return Err(Error::Exists(opts.name));
-    }
-    // Open and claim every child (dropping the descriptors releases them on any error).
-    let mut descs: Vec<SharedDesc> = Vec::new();
-    for c in &opts.children {
-        let mut d = bdev::open(c, None)?;
-        d.claim(&format!("mirror {}", opts.name))?;
-        descs.push(Arc::new(Mutex::new(Some(d))));
-    }
-    let bdevs: Vec<Arc<Bdev>> = descs
-        .iter()
-        .map(|d| d.lock().unwrap().as_ref().expect("open").bdev().clone())
-        .collect();
-    let bs = bdevs[0].block_size();
-    if let Some(b) = bdevs.iter().find(|b| b.block_size() != bs) {
-        return Err(bad(format!(
-            "{} has {}-byte blocks, {} has {bs}: children need one block size",
-            b.name(),
-            b.block_size(),
-            bdevs[0].name()
-        )));
-    }
-    let data_offset = META_BYTES / bs as u64;
-    let smallest = bdevs.iter().map(|b| b.num_blocks()).min().unwrap_or(0);
-    if smallest <= data_offset {
-        return Err(bad(format!(
-            "every child needs more than {} MiB (the mirror's metadata)",
-            META_BYTES >> 20
-        )));
-    }
-    // Each child's own superblock.
-    let reads = (0..descs.len())
-        .map(|child| CtlIo {
-            child,
-            op: IoType::Read,
-            offset: 0,
-            len: 2 * SLOT_BYTES as u64,
-            data: Vec::new(),
-        })
-        .collect();
-    let mut own = Vec::new();
-    for (i, r) in control_io(rt, &descs, reads)?.into_iter().enumerate() {
-        let b = r.map_err(|s| bad(format!("reading {}'s superblock: {s:?}", opts.children[i])))?;
-        own.push(Superblock::newest(&b[..SLOT_BYTES], &b[SLOT_BYTES..]));
-    }
-    let is_new = own.iter().all(Option::is_none);
-    let (uuid, members, gen, num_blocks) = if is_new {
-        // A new mirror.
-        let members: Vec<Member> = (0..descs.len())
-            .map(|_| Member {
-                uuid: uuid::Uuid::new_v4(),
-                state: MemberState::InSync,
-            })
-            .collect();
-        let uuid = opts.uuid.unwrap_or_else(uuid::Uuid::new_v4);
-        (uuid, members, 1, smallest - data_offset)
-    } else {
-        let (uuid, members, g, n) = assemble(&opts, &own, bs, smallest - data_offset)?;
-        // Reassembled: the next generation goes to the other slot, so the current one stays
-        // intact on every child until the new one is complete.
-        (uuid, members, g + 1, n)
-    };
-    if bdev::lookup(&uuid.to_string()).is_some() {
-        return Err(Error::Exists(uuid.to_string()));
-    }
-    if is_new {
-        if let Some(b) = bdevs.iter().find(|b| !b.supports(IoType::WriteZeroes)) {
-            return Err(bad(format!(
-                "{} does not support write-zeroes, which a new mirror uses to make its \
-                 children equal",
-                b.name()
-            )));
-        }
-        // New: zero the data areas (every child then reads the same), then write generation 1.
-        // In pieces a remote child takes in one command (NVMe Write Zeroes: ≤ 65536 blocks).
-        let piece = ZERO_PIECE_BLOCKS * bs as u64;
-        let total = num_blocks * bs as u64;
-        let mut zero = Vec::new();
-        for child in 0..descs.len() {
-            let mut at = 0;
-            while at < total {
-                let len = piece.min(total - at);
-                zero.push(CtlIo {
-                    child,
-                    op: IoType::WriteZeroes,
-                    offset: META_BYTES + at,
-                    len,
-                    data: Vec::new(),
-                });
-                at += len;
-            }
-        }
-        // A bounded window in flight (a remote child queues a few thousand at most).
-        let mut zero = zero.into_iter().peekable();
-        while zero.peek().is_some() {
-            let window: Vec<CtlIo> = zero.by_ref().take(ZERO_WINDOW).collect();
-            let children_of: Vec<usize> = window.iter().map(|z| z.child).collect();
-            for (k, r) in control_io(rt, &descs, window)?.into_iter().enumerate() {
-                r.map_err(|s| bad(format!("zeroing {}: {s:?}", opts.children[children_of[k]])))?;
-            }
-        }
-    }
-    let children: Vec<Child> = opts
-        .children
-        .iter()
-        .zip(&descs)
-        .zip(&members)
-        .map(|((n, d), m)| Child {
-            name: n.clone(),
-            uuid: m.uuid,
-            desc: d.clone(),
-            state: AtomicU8::new(0),
-        })
-        .collect();
-    for (c, m) in children.iter().zip(&members) {
-        c.set(m.state);
-    }
-    let shared = Arc::new(Shared {
-        name: opts.name.clone(),
-        uuid,
-        block_size: bs,
-        num_blocks,
-        data_offset,
-        children,
-        want_gen: AtomicU64::new(gen),
-        durable_gen: AtomicU64::new(gen),
-        writer: AtomicBool::new(false),
-        membership: Mutex::new(()),
-        lock_start: AtomicU64::new(0),
-        lock_end: AtomicU64::new(0),
-        lock_epoch: AtomicU64::new(0),
-        window_inflight: AtomicU64::new(0),
-        channel_acks: Mutex::new(Vec::new()),
-        progress: Mutex::new(None),
-        deleted: AtomicBool::new(false),
-    });
-    // This generation on every member still in the mirror (a reassembled mirror rewrites
-    // its current one: every such member then holds it).
-    let (snap_gen, blocks) = shared.snapshot(|_| true);
-    debug_assert_eq!(snap_gen, gen);
-    let writes = Shared::superblock_ios(gen, blocks);
-    for (k, r) in control_io(rt, &descs, writes)?.into_iter().enumerate() {
-        r.map_err(|s| bad(format!("writing a superblock (I/O {k}): {s:?}")))?;
-    }
-    let ops_ok = |op: IoType| bdevs.iter().all(|b| b.supports(op));
-    let supported: Vec<IoType> = IoType::ALL.into_iter().filter(|&op| ops_ok(op)).collect();
-    let mut info = BdevInfo::new(opts.name.clone(), bs, num_blocks);
-    info.uuid = uuid;
-    info.write_cache = bdevs.iter().any(|b| b.info().write_cache);
-    let backend = MirrorBackend {
-        shared: shared.clone(),
-        supported,
-    };
-    let b = bdev::register(info, Box::new(backend))?;
-    MIRRORS
-        .lock()
-        .unwrap()
-        .insert(opts.name.clone(), shared.clone());
-    tracing::info!(mirror = %opts.name, children = ?opts.children, gen,
-        in_sync = shared.in_sync(), "mirror ready");
-    Ok(b)
-}
-
-/// Membership from the children's superblocks (all of one mirror), checked against the
-/// children themselves: block size `bs`, room for `room` data blocks.
-fn assemble(
-    opts: &MirrorOpts,
-    own: &[Option<Superblock>],
-    bs: u32,
-    room: u64,
-) -> Result<(uuid::Uuid, Vec<Member>, u64, u64)> {
-    let bad = |why: String| Error::InvalidParam {
-        param: "base_bdevs",
-        why,
-    };
-    if let Some(i) = own.iter().position(Option::is_none) {
-        return Err(bad(format!(
-            "{} holds no mirror superblock but the others do: add it to the mirror as a new \
-             member instead (not built yet)",
-            opts.children[i]
-        )));
-    }
-    let own: Vec<&Superblock> = own.iter().flatten().collect();
-    let mirror = own[0].mirror;
-    if let Some(i) = own.iter().position(|s| s.mirror != mirror) {
-        return Err(bad(format!(
-            "{} belongs to mirror {}, {} to mirror {mirror}",
-            opts.children[i], own[i].mirror, opts.children[0]
-        )));
-    }
-    if opts.uuid.is_some_and(|u| u != mirror) {
-        return Err(bad(format!(
-            "the children hold mirror {mirror}, not the uuid asked for"
-        )));
-    }
-    let auth = Superblock::authoritative(own.iter().copied(), mirror).expect("one at least");
-    let mut members = Vec::new();
-    for (i, s) in own.iter().enumerate() {
-        let m = auth.member(s.child).map(|(_, m)| *m).ok_or_else(|| {
-            bad(format!(
-                "{} is not a member of mirror {mirror} any more",
-                opts.children[i]
-            ))
-        })?;
-        // A copy interrupted by a restart starts again from the beginning: the member is out.
-        let m = match m.state {
-            MemberState::Rebuilding => Member {
-                state: MemberState::Faulted,
-                ..m
-            },
-            _ => m,
-        };
-        members.push(m);
-    }
-    let mut seen: Vec<uuid::Uuid> = members.iter().map(|m| m.uuid).collect();
-    seen.sort();
-    seen.dedup();
-    if seen.len() != members.len() {
-        return Err(bad(format!(
-            "two children are the same member of mirror {mirror} (a copied child?)"
-        )));
-    }
-    if auth.block_size != bs || auth.num_blocks > room {
-        return Err(bad(format!(
-            "mirror {mirror} has {} blocks of {} bytes; the children have {bs}-byte blocks \
-             and room for {room}",
-            auth.num_blocks, auth.block_size
-        )));
-    }
-    if members.len() != auth.members.len() {
-        return Err(bad(format!(
-            "mirror {mirror} has {} members; give all of them (missing members are not \
-             supported yet)",
-            auth.members.len()
-        )));
-    }
-    if !members.iter().any(|m| m.state == MemberState::InSync) {
-        return Err(bad(format!(
-            "no in-sync member of mirror {mirror} among the children given"
-        )));
-    }
-    Ok((mirror, members, auth.generation, auth.num_blocks))
-}
-
-struct MirrorBackend {
-    shared: Arc<Shared>,
-    supported: Vec<IoType>,
+pub(crate) struct MirrorBackend {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) supported: Vec<IoType>,
 }
 
 impl BdevBackend for MirrorBackend {
@@ -605,7 +471,7 @@ impl BdevBackend for MirrorBackend {
             ),
         ];
         for c in &s.children {
-            v.push((format!("member:{}", c.name), format!("{:?}", c.state())));
+            v.push((format!("member:{}", c.name()), format!("{:?}", c.state())));
         }
         v
     }

@@ -1,49 +1,129 @@
-//! Full rebuild of a mirror member: copy every block from an in-sync child, window by window,
-//! while foreground I/O goes on.
+//! Rebuild of a mirror member: copy from an in-sync child — only the regions the write-intent
+//! bitmap names (partial: a member coming back) or everything (full: a new or blank one) —
+//! window by window, while foreground I/O goes on.
 //!
 //! ```text
 //!  member: Faulted ─► Rebuilding (persisted: takes writes, serves no reads)
-//!  for each window [a, b):
+//!  barrier: every channel acknowledges: each write submitted before it set its bits
+//!  for each window [a, b) of the ranges to copy (bitmap regions, or all):
 //!     lock:   publish [a, b), bump the epoch, wake every reactor; each channel acknowledges
 //!             from its poll, counting its writes in flight inside the window; new writes
 //!             touching it wait on their channel
 //!     drain:  wait until those writes are done
 //!     copy:   read [a, b) from an in-sync child, write it to the member
 //!     unlock: blocked writes go on (to every member, the rebuilding one included)
-//!  member: Rebuilding ─► InSync (persisted)
+//!     pace:   sleep to keep under process_max_bandwidth_mb_sec
+//!  flush the member; the whole bitmap to it; Rebuilding ─► InSync (persisted)
+//!  every member in sync ─► the bitmap is cleared (on every member)
 //! ```
 //!
 //! A write behind the window reached the member itself; one ahead of it is copied over with
 //! the same data later; one inside it waits: the copy never overwrites newer data. An error
 //! on the member faults it and ends the rebuild; a read error on the source faults the source
-//! and the copy goes on from another in-sync child.
+//! and the copy goes on from another in-sync child. Bits are only cleared once every member
+//! is in sync, so a partial rebuild cut short (an error, a restart) copies them all again.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ballast_reactor::RuntimeHandle;
 
-use super::{control_io, faults_child, CtlIo, MemberState, Shared, MIRRORS};
+use super::{
+    control_io, faults_child, lookup, CtlIo, MemberState, Shared, Superblock, MIRRORS, SLOT_BYTES,
+};
 use crate::bdev::{IoStatus, IoType};
 use crate::error::{Error, Result};
 
-/// Bytes copied per window.
-pub const WINDOW_BYTES: u64 = 1 << 20;
 /// How long a window may wait for the writes in flight inside it (or the channels' acks).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a rebuild copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only the regions the write-intent bitmap names (a member coming back).
+    Partial,
+    /// Everything (a new, blank or unknown member).
+    Full,
+}
+
+impl Kind {
+    /// "partial" or "full".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Partial => "partial",
+            Kind::Full => "full",
+        }
+    }
+}
+
+/// Rebuild settings (SPDK's `bdev_raid_set_options`, and ballast's self-healing switch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Bytes copied per window (`process_window_size_kb`).
+    pub window_bytes: u64,
+    /// Copy rate cap in MiB/s; 0 is none (`process_max_bandwidth_mb_sec`).
+    pub max_bandwidth_mib: u64,
+    /// Re-add a faulted child by itself when its transport reconnects.
+    pub self_heal: bool,
+}
+
+/// SPDK's defaults: 1 MiB windows, no cap; self-healing on.
+pub const DEFAULT_OPTIONS: Options = Options {
+    window_bytes: 1 << 20,
+    max_bandwidth_mib: 0,
+    self_heal: true,
+};
+
+static OPTIONS: Mutex<Options> = Mutex::new(DEFAULT_OPTIONS);
+
+/// The rebuild settings now.
+pub fn options() -> Options {
+    *OPTIONS.lock().unwrap()
+}
+
+/// Sets the rebuild settings (they apply from the next window of a running rebuild).
+pub fn set_options(o: Options) -> Result<()> {
+    if o.window_bytes < 4096 || o.window_bytes > 1 << 30 {
+        return Err(Error::InvalidParam {
+            param: "process_window_size_kb",
+            why: format!("{} KiB is not from 4 KiB to 1 GiB", o.window_bytes >> 10),
+        });
+    }
+    *OPTIONS.lock().unwrap() = o;
+    Ok(())
+}
 
 /// A rebuild in progress.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Progress {
     /// The member being rebuilt.
     pub target: String,
+    /// Partial or full.
+    pub kind: Kind,
     /// Blocks copied so far.
     pub blocks_done: u64,
     /// Blocks to copy.
     pub blocks_total: u64,
     /// When it started.
     pub started: Instant,
+}
+
+/// How a rebuild ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// The member rebuilt.
+    pub target: String,
+    /// Partial or full.
+    pub kind: Kind,
+    /// Bytes it had to copy.
+    pub bytes_to_copy: u64,
+    /// Bytes it copied.
+    pub bytes_copied: u64,
+    /// Seconds it took.
+    pub seconds: f64,
+    /// None: the member is in sync; otherwise why it stopped.
+    pub error: Option<String>,
 }
 
 /// The rebuild of mirror `name`, if one is running.
@@ -60,61 +140,115 @@ fn bad(why: String) -> Error {
     }
 }
 
-/// Writes the membership as it is now to every member still in the mirror (the control-path
-/// twin of a channel's superblock round), until the generation the states need is durable.
-pub(crate) fn persist(rt: &RuntimeHandle, s: &Shared) -> Result<()> {
-    let until = Instant::now() + DRAIN_TIMEOUT;
-    while s.durable_gen.load(Ordering::Acquire) < s.want_gen.load(Ordering::Acquire) {
-        if s.deleted.load(Ordering::Acquire) {
-            return Err(bad(format!("mirror {} was deleted", s.name)));
-        }
-        if s.writer
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
+/// The mirror's metadata writer token (one superblock/bitmap round at a time), held by a
+/// control thread until dropped.
+struct Token<'a>(&'a Shared);
+
+impl<'a> Token<'a> {
+    fn take(s: &'a Shared) -> Result<Token<'a>> {
+        let until = Instant::now() + DRAIN_TIMEOUT;
+        loop {
+            if s.deleted.load(Ordering::Acquire) {
+                return Err(bad(format!("mirror {} was deleted", s.name)));
+            }
+            if s.writer
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return Ok(Token(s));
+            }
             if Instant::now() > until {
-                return Err(bad("the mirror's superblock writer never came free".into()));
+                return Err(bad("the mirror's metadata writer never came free".into()));
             }
             std::thread::sleep(Duration::from_millis(1));
-            continue;
         }
-        let (gen, blocks) = s.snapshot(|_| true);
-        let ios = Shared::superblock_ios(gen, blocks);
+    }
+}
+
+impl Drop for Token<'_> {
+    fn drop(&mut self) {
+        self.0.writer.store(false, Ordering::Release);
+    }
+}
+
+/// Writes the metadata as it is now (superblock, changed bitmap chunks) to every member still
+/// in the mirror — the control-path twin of a channel's round — until it is all durable.
+pub(crate) fn persist(rt: &RuntimeHandle, s: &Shared) -> Result<()> {
+    let until = Instant::now() + DRAIN_TIMEOUT;
+    while !s.meta_durable() {
+        let token = Token::take(s)?;
+        let plan = s.plan(|_| true);
+        let ios = s.round_ios(&plan);
         let targets: Vec<usize> = ios.iter().map(|io| io.child).collect();
-        let descs: Vec<_> = s.children.iter().map(|c| c.desc.clone()).collect();
-        let res = control_io(rt, &descs, ios);
         let mut complete = true;
-        match res {
+        match control_io(rt, &s.descs(), ios) {
             Ok(rs) => {
                 for (k, r) in rs.into_iter().enumerate() {
                     if let Err(st) = r {
                         complete = false;
-                        if matches!(
-                            st,
-                            IoStatus::Failed(_) | IoStatus::Removed | IoStatus::Aborted
-                        ) {
-                            s.fault(targets[k], "superblock write failed");
+                        if faults_child(st) {
+                            s.fault(targets[k], "metadata write failed");
                         }
                     }
                 }
             }
             Err(e) => {
-                s.writer.store(false, Ordering::Release);
+                s.round_done(&plan, false);
                 return Err(e);
             }
         }
-        if complete {
-            s.durable_gen.fetch_max(gen, Ordering::AcqRel);
+        if plan.targets.is_empty() {
+            // No member left to hold it: nothing is acknowledged anyway.
+            if let Some(g) = plan.gen {
+                s.durable_gen.fetch_max(g, Ordering::AcqRel);
+            }
         }
-        s.writer.store(false, Ordering::Release);
+        s.round_done(&plan, complete);
+        drop(token);
         if !complete {
             if Instant::now() > until {
-                return Err(bad("the membership could not be written".into()));
+                return Err(bad("the mirror's metadata could not be written".into()));
             }
             std::thread::sleep(Duration::from_millis(1));
         }
     }
     Ok(())
+}
+
+/// Writes the whole bitmap to member `t` (about to join: rounds so far skipped it, or it
+/// holds another time's bits), under the writer token so no round overtakes it.
+fn bitmap_to(rt: &RuntimeHandle, s: &Shared, t: usize) -> Result<()> {
+    let _token = Token::take(s)?;
+    let ios = s
+        .bitmap
+        .snapshot_all()
+        .iter()
+        .map(|c| CtlIo {
+            child: t,
+            op: IoType::Write,
+            offset: c.offset(),
+            len: super::bitmap::CHUNK_BYTES as u64,
+            data: s.bitmap.encode(c),
+        })
+        .collect();
+    for r in control_io(rt, &s.descs(), ios)? {
+        r.map_err(|st| bad(format!("writing the bitmap to the member: {st:?}")))?;
+    }
+    Ok(())
+}
+
+/// Clears the bitmap once every member is in sync, and writes the zeros everywhere. Under the
+/// writer token: no round in flight can land old bits after the clear.
+fn clear_if_whole(rt: &RuntimeHandle, s: &Shared) -> Result<()> {
+    {
+        let _token = Token::take(s)?;
+        let _m = s.membership.lock().unwrap();
+        if s.children.iter().any(|c| c.state() != MemberState::InSync) {
+            return Ok(());
+        }
+        s.bitmap.clear();
+    }
+    persist(rt, s)
 }
 
 /// Moves member `i` from state `from` to `to` (refused if it is no longer `from`: a fault
@@ -126,24 +260,25 @@ fn transition(
     from: MemberState,
     to: MemberState,
 ) -> Result<()> {
+    let c = &s.children[i];
     {
         let _m = s.membership.lock().unwrap();
-        if s.children[i].state() != from {
+        if c.state() != from {
             return Err(bad(format!(
                 "{} became {:?} during its rebuild",
-                s.children[i].name,
-                s.children[i].state()
+                c.name(),
+                c.state()
             )));
         }
-        s.children[i].set(to);
+        c.set(to);
+        if to == MemberState::InSync {
+            c.full.store(false, Ordering::Release);
+        }
         s.want_gen.fetch_add(1, Ordering::AcqRel);
     }
     persist(rt, s)?;
-    if s.children[i].state() != to {
-        return Err(bad(format!(
-            "{} failed during its rebuild",
-            s.children[i].name
-        )));
+    if c.state() != to {
+        return Err(bad(format!("{} failed during its rebuild", c.name())));
     }
     Ok(())
 }
@@ -220,92 +355,182 @@ impl Drop for RebuildGuard<'_> {
     fn drop(&mut self) {
         self.0.lock_end.store(0, Ordering::Release);
         self.0.lock_epoch.fetch_add(1, Ordering::AcqRel);
+        self.0.cancel.store(false, Ordering::Release);
         *self.0.progress.lock().unwrap() = None;
     }
 }
 
+fn slot_of(s: &Shared, child: &str) -> Result<usize> {
+    s.children
+        .iter()
+        .position(|c| c.name() == child && !child.is_empty())
+        .ok_or_else(|| bad(format!("{child} is not a member of mirror {}", s.name)))
+}
+
 /// Rebuilds member `child` (a bdev name) of mirror `name` from its in-sync members: the
 /// member must be faulted (out of the mirror); it returns when the member is in sync again,
-/// or with the error that stopped the copy (the member is then faulted again). Call it off
-/// the reactors; I/O to the mirror goes on meanwhile.
-pub fn rebuild(rt: &RuntimeHandle, name: &str, child: &str) -> Result<()> {
-    let (s, t) = reserve(name, child)?;
-    run(rt, &s, t)
+/// or with the error that stopped the copy (the member is then faulted again). Partial if
+/// the member is the one that left (its own superblock says so) and the bitmap covers what it
+/// missed; full otherwise. Call it off the reactors; I/O to the mirror goes on meanwhile.
+pub fn rebuild(rt: &RuntimeHandle, name: &str, child: &str) -> Result<Kind> {
+    let s = lookup(name)?;
+    let t = slot_of(&s, child)?;
+    let kind = reserve(rt, &s, t)?;
+    run(rt, &s, t, kind).map(|()| kind)
 }
 
 /// [`rebuild`] in a background thread: the checks and the reservation happen now (their
-/// errors are returned), the copy afterwards (its outcome is logged).
-pub fn start(rt: &RuntimeHandle, name: &str, child: &str) -> Result<()> {
-    let (s, t) = reserve(name, child)?;
+/// errors are returned), the copy afterwards (its outcome is logged and kept for
+/// `bdev_raid_get_bdevs`).
+pub fn start(rt: &RuntimeHandle, name: &str, child: &str) -> Result<Kind> {
+    let s = lookup(name)?;
+    let t = slot_of(&s, child)?;
+    start_slot(rt, s, t)
+}
+
+pub(crate) fn start_slot(rt: &RuntimeHandle, s: Arc<Shared>, t: usize) -> Result<Kind> {
+    let kind = reserve(rt, &s, t)?;
     let rt = rt.clone();
+    let s2 = s.clone();
     std::thread::Builder::new()
         .name("mirror-rebuild".into())
         .spawn(move || {
-            let _ = run(&rt, &s, t);
+            let _ = run(&rt, &s2, t, kind);
         })
-        .map(|_| ())
-        .map_err(|e| Error::Os {
-            op: "spawning the rebuild thread",
-            path: String::new(),
-            source: e,
+        .map(|_| kind)
+        .map_err(|e| {
+            *s.progress.lock().unwrap() = None;
+            Error::Os {
+                op: "spawning the rebuild thread",
+                path: String::new(),
+                source: e,
+            }
         })
 }
 
-/// Checks that `child` can be rebuilt and marks the rebuild as running.
-fn reserve(name: &str, child: &str) -> Result<(Arc<Shared>, usize)> {
+/// Stops the rebuild onto `child`, if one runs, and waits until it has.
+pub(crate) fn cancel(s: &Shared, child: &str) -> Result<()> {
+    let until = Instant::now() + DRAIN_TIMEOUT;
+    loop {
+        let running = s
+            .progress
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|p| p.target == child);
+        if !running {
+            return Ok(());
+        }
+        s.cancel.store(true, Ordering::Release);
+        if Instant::now() > until {
+            return Err(Error::Busy(format!(
+                "the rebuild onto {child} did not stop in {DRAIN_TIMEOUT:?}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Checks that member `t` can be rebuilt, marks the rebuild as running and decides its kind.
+fn reserve(rt: &RuntimeHandle, s: &Shared, t: usize) -> Result<Kind> {
     if ballast_reactor::current_core().is_some() {
         return Err(Error::NotOnReactor(
             "mirror::rebuild (call it off the reactors)",
         ));
     }
-    let s: Arc<Shared> = MIRRORS
-        .lock()
-        .unwrap()
-        .get(name)
-        .cloned()
-        .ok_or_else(|| Error::NotFound(name.to_string()))?;
-    let t = s
-        .children
-        .iter()
-        .position(|c| c.name == child)
-        .ok_or_else(|| bad(format!("{child} is not a member of mirror {name}")))?;
-    let mut p = s.progress.lock().unwrap();
-    if let Some(p) = p.as_ref() {
-        return Err(bad(format!(
-            "mirror {name} is already rebuilding {}",
-            p.target
-        )));
+    let c = &s.children[t];
+    let child = c.name();
+    {
+        let mut p = s.progress.lock().unwrap();
+        if let Some(p) = p.as_ref() {
+            return Err(Error::Busy(format!(
+                "mirror {} is already rebuilding {}",
+                s.name, p.target
+            )));
+        }
+        if c.state() != MemberState::Faulted {
+            return Err(Error::Busy(format!(
+                "{child} is {:?}: only a faulted member is rebuilt",
+                c.state()
+            )));
+        }
+        if c.desc.lock().unwrap().is_none() {
+            return Err(bad(format!("{child} is gone")));
+        }
+        if s.deleted.load(Ordering::Acquire) {
+            return Err(bad(format!("mirror {} was deleted", s.name)));
+        }
+        *p = Some(Progress {
+            target: child.clone(),
+            kind: Kind::Full,
+            blocks_done: 0,
+            blocks_total: s.num_blocks,
+            started: Instant::now(),
+        });
     }
-    if s.children[t].state() != MemberState::Faulted {
-        return Err(bad(format!(
-            "{child} is {:?}: only a faulted member is rebuilt",
-            s.children[t].state()
-        )));
+    // Partial only for the member that left, holding what it held then: its own superblock
+    // names this mirror and this member.
+    let kind = if c.full() {
+        Kind::Full
+    } else {
+        let read = vec![CtlIo {
+            child: t,
+            op: IoType::Read,
+            offset: 0,
+            len: 2 * SLOT_BYTES as u64,
+            data: Vec::new(),
+        }];
+        let own = match control_io(rt, &s.descs(), read) {
+            Ok(mut r) => match r.pop() {
+                Some(Ok(b)) => Superblock::newest(&b[..SLOT_BYTES], &b[SLOT_BYTES..]),
+                Some(Err(st)) => {
+                    *s.progress.lock().unwrap() = None;
+                    return Err(bad(format!("reading {child}'s superblock: {st:?}")));
+                }
+                None => None,
+            },
+            Err(e) => {
+                *s.progress.lock().unwrap() = None;
+                return Err(e);
+            }
+        };
+        if own.is_some_and(|o| o.mirror == s.uuid && o.child == c.uuid()) {
+            Kind::Partial
+        } else {
+            tracing::warn!(mirror = %s.name, child = %child,
+                "the member does not hold its own superblock any more: a full rebuild");
+            c.full.store(true, Ordering::Release);
+            Kind::Full
+        }
+    };
+    if let Some(p) = s.progress.lock().unwrap().as_mut() {
+        p.kind = kind;
     }
-    if s.children[t].desc.lock().unwrap().is_none() {
-        return Err(bad(format!("{child} is gone")));
-    }
-    *p = Some(Progress {
-        target: child.to_string(),
-        blocks_done: 0,
-        blocks_total: s.num_blocks,
-        started: Instant::now(),
-    });
-    drop(p);
-    Ok((s, t))
+    Ok(kind)
 }
 
-fn run(rt: &RuntimeHandle, s: &Shared, t: usize) -> Result<()> {
+fn run(rt: &RuntimeHandle, s: &Shared, t: usize, kind: Kind) -> Result<()> {
     let guard = RebuildGuard(s);
-    let r = copy_all(rt, s, t);
-    let child = &s.children[t].name;
+    let started = Instant::now();
+    let child = s.children[t].name();
+    tracing::info!(mirror = %s.name, child = %child, kind = kind.as_str(), "rebuild started");
+    let r = copy_all(rt, s, t, kind);
+    let (done, total) = s
+        .progress
+        .lock()
+        .unwrap()
+        .as_ref()
+        .map_or((0, 0), |p| (p.blocks_done, p.blocks_total));
+    let bs = s.block_size as u64;
     let r = match r {
         Ok(()) => {
-            tracing::info!(mirror = %s.name, child = %child, "rebuild complete: member in sync");
+            tracing::info!(mirror = %s.name, child = %child, kind = kind.as_str(),
+                mib = (done * bs) >> 20, secs = started.elapsed().as_secs_f64(),
+                "rebuild complete: member in sync");
             Ok(())
         }
         Err(e) => {
-            if !s.deleted.load(Ordering::Acquire) {
+            if !s.deleted.load(Ordering::Acquire) && !s.cancel.load(Ordering::Acquire) {
                 s.fault(t, "rebuild failed");
                 let _ = persist(rt, s);
             }
@@ -313,73 +538,73 @@ fn run(rt: &RuntimeHandle, s: &Shared, t: usize) -> Result<()> {
             Err(e)
         }
     };
+    *s.last.lock().unwrap() = Some(Outcome {
+        target: child,
+        kind,
+        bytes_to_copy: total * bs,
+        bytes_copied: done * bs,
+        seconds: started.elapsed().as_secs_f64(),
+        error: r.as_ref().err().map(|e| e.to_string()),
+    });
     drop(guard);
     r
 }
 
-fn copy_all(rt: &RuntimeHandle, s: &Shared, t: usize) -> Result<()> {
+fn copy_all(rt: &RuntimeHandle, s: &Shared, t: usize, kind: Kind) -> Result<()> {
     // Writes reach the member from here on; reads still do not.
     transition(rt, s, t, MemberState::Faulted, MemberState::Rebuilding)?;
+    // Barrier: every write submitted before it was sent without the member and set its bits;
+    // every one after goes to the member too.
+    announce(rt, s, false)?;
+    let ranges = match kind {
+        Kind::Full => vec![(0, s.num_blocks)],
+        Kind::Partial => s.bitmap.ranges(s.num_blocks),
+    };
+    let total: u64 = ranges.iter().map(|(a, b)| b - a).sum();
+    if let Some(p) = s.progress.lock().unwrap().as_mut() {
+        p.blocks_total = total;
+    }
     let bs = s.block_size as u64;
-    let step = (WINDOW_BYTES / bs).max(1);
-    let descs: Vec<_> = s.children.iter().map(|c| c.desc.clone()).collect();
-    let mut at = 0;
+    let descs = s.descs();
+    let started = Instant::now();
+    let mut copied = 0u64;
     let mut logged = Instant::now();
-    while at < s.num_blocks {
-        let n = step.min(s.num_blocks - at);
-        if s.deleted.load(Ordering::Acquire) {
-            return Err(bad(format!("mirror {} was deleted", s.name)));
-        }
-        if s.children[t].state() != MemberState::Rebuilding {
-            return Err(bad("the member failed a write during its rebuild".into()));
-        }
-        lock_window(rt, s, at, at + n)?;
-        let offset = (s.data_offset + at) * bs;
-        // From an in-sync child; a read error faults it (never the last in-sync one) and the
-        // next one is tried.
-        let data = loop {
-            let Some(src) = (0..s.children.len())
-                .find(|&i| i != t && s.children[i].state() == MemberState::InSync)
-            else {
-                return Err(bad("no in-sync member left to copy from".into()));
-            };
-            let read = || CtlIo {
-                child: src,
-                op: IoType::Read,
-                offset,
-                len: n * bs,
-                data: Vec::new(),
-            };
-            match copy_io(rt, &descs, read)? {
-                Ok(d) => break d,
-                Err(st) if s.deleted.load(Ordering::Acquire) => {
-                    return Err(bad(format!("mirror {} was deleted ({st:?})", s.name)));
-                }
-                Err(st) if faults_child(st) && s.in_sync() > 1 => {
-                    s.fault(src, "read failed during a rebuild");
-                    persist(rt, s)?;
-                }
-                Err(st) => return Err(bad(format!("reading the source: {st:?}"))),
+    for (start, end) in ranges {
+        let mut at = start;
+        while at < end {
+            let o = options();
+            let step = (o.window_bytes / bs).max(1);
+            let n = step.min(end - at);
+            if s.deleted.load(Ordering::Acquire) {
+                return Err(bad(format!("mirror {} was deleted", s.name)));
             }
-        };
-        let write = || CtlIo {
-            child: t,
-            op: IoType::Write,
-            offset,
-            len: n * bs,
-            data: data.clone(),
-        };
-        if let Err(st) = copy_io(rt, &descs, write)? {
-            return Err(bad(format!("writing the member: {st:?}")));
-        }
-        unlock_window(rt, s)?;
-        at += n;
-        if let Some(p) = s.progress.lock().unwrap().as_mut() {
-            p.blocks_done = at;
-        }
-        if logged.elapsed() > Duration::from_secs(5) {
-            logged = Instant::now();
-            tracing::info!(mirror = %s.name, done = at, total = s.num_blocks, "rebuilding");
+            if s.cancel.load(Ordering::Acquire) {
+                return Err(bad("the member is being removed".into()));
+            }
+            if s.children[t].state() != MemberState::Rebuilding {
+                return Err(bad("the member failed a write during its rebuild".into()));
+            }
+            lock_window(rt, s, at, at + n)?;
+            copy_window(rt, s, &descs, t, at, n)?;
+            unlock_window(rt, s)?;
+            at += n;
+            copied += n;
+            if let Some(p) = s.progress.lock().unwrap().as_mut() {
+                p.blocks_done = copied;
+            }
+            if logged.elapsed() > Duration::from_secs(5) {
+                logged = Instant::now();
+                tracing::info!(mirror = %s.name, done = copied, total, "rebuilding");
+            }
+            // Paced: never ahead of the cap (read from the options each window).
+            if o.max_bandwidth_mib > 0 {
+                let due = Duration::from_secs_f64(
+                    (copied * bs) as f64 / (o.max_bandwidth_mib << 20) as f64,
+                );
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(wait.min(Duration::from_secs(1)));
+                }
+            }
         }
     }
     // The copy is durable before the member is called in sync.
@@ -394,5 +619,58 @@ fn copy_all(rt: &RuntimeHandle, s: &Shared, t: usize) -> Result<()> {
         Ok(_) | Err(IoStatus::NotSupported) => {}
         Err(st) => return Err(bad(format!("flushing the member: {st:?}"))),
     }
-    transition(rt, s, t, MemberState::Rebuilding, MemberState::InSync)
+    // It may become the last in-sync member: it must name every region the others lack.
+    bitmap_to(rt, s, t)?;
+    transition(rt, s, t, MemberState::Rebuilding, MemberState::InSync)?;
+    clear_if_whole(rt, s)
+}
+
+/// Copies blocks [at, at + n) (locked) from an in-sync child to member `t`. A read error
+/// faults the source (never the last in-sync one) and the next one is tried.
+fn copy_window(
+    rt: &RuntimeHandle,
+    s: &Shared,
+    descs: &[super::SharedDesc],
+    t: usize,
+    at: u64,
+    n: u64,
+) -> Result<()> {
+    let bs = s.block_size as u64;
+    let offset = (s.data_offset + at) * bs;
+    let data = loop {
+        let Some(src) =
+            (0..s.children.len()).find(|&i| i != t && s.children[i].state() == MemberState::InSync)
+        else {
+            return Err(bad("no in-sync member left to copy from".into()));
+        };
+        let read = || CtlIo {
+            child: src,
+            op: IoType::Read,
+            offset,
+            len: n * bs,
+            data: Vec::new(),
+        };
+        match copy_io(rt, descs, read)? {
+            Ok(d) => break d,
+            Err(st) if s.deleted.load(Ordering::Acquire) => {
+                return Err(bad(format!("mirror {} was deleted ({st:?})", s.name)));
+            }
+            Err(st) if faults_child(st) && s.in_sync() > 1 => {
+                s.fault(src, "read failed during a rebuild");
+                persist(rt, s)?;
+            }
+            Err(st) => return Err(bad(format!("reading the source: {st:?}"))),
+        }
+    };
+    let write = || CtlIo {
+        child: t,
+        op: IoType::Write,
+        offset,
+        len: n * bs,
+        data: data.clone(),
+    };
+    if let Err(st) = copy_io(rt, descs, write)? {
+        return Err(bad(format!("writing the member: {st:?}")));
+    }
+    Ok(())
 }

@@ -3,7 +3,7 @@
 //! ```text
 //!  child:  [ slot 0 (4 KiB) | slot 1 (4 KiB) | write-intent bitmap ... | data (from 1 MiB) ]
 //!  slot:   magic · version · mirror uuid · this child's uuid · generation · block size ·
-//!          data blocks · region bytes · n · members [uuid, state] × n · crc32c
+//!          data blocks · region bytes · n · members [uuid, state | full] × n · crc32c
 //! ```
 //!
 //! Generation `g` is written to slot `g % 2`, so a write torn by a crash leaves the other
@@ -61,11 +61,18 @@ impl MemberState {
 /// One member of the mirror.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Member {
-    /// The member's identity (written into its own superblock as `child`).
+    /// The member's identity (written into its own superblock as `child`); nil for an empty
+    /// slot (a member removed and not replaced yet).
     pub uuid: uuid::Uuid,
     /// Its state.
     pub state: MemberState,
+    /// The write-intent bitmap does not cover what it lacks (a new, blank or removed member):
+    /// only a full copy brings it back.
+    pub full: bool,
 }
+
+/// The state byte's flag for [`Member::full`].
+const FULL_FLAG: u8 = 0x80;
 
 /// A decoded superblock.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,7 +133,7 @@ impl Superblock {
         for (i, m) in self.members.iter().enumerate() {
             let at = MEMBERS_AT + i * 17;
             b[at..at + 16].copy_from_slice(m.uuid.as_bytes());
-            b[at + 16] = m.state.code();
+            b[at + 16] = m.state.code() | if m.full { FULL_FLAG } else { 0 };
         }
         let crc = crc32c::crc32c(&b[..BODY]);
         b[BODY..BODY + 4].copy_from_slice(&crc.to_le_bytes());
@@ -154,7 +161,8 @@ impl Superblock {
             let at = MEMBERS_AT + i * 17;
             members.push(Member {
                 uuid: uuid::Uuid::from_slice(&b[at..at + 16]).ok()?,
-                state: MemberState::from_code(b[at + 16])?,
+                state: MemberState::from_code(b[at + 16] & !FULL_FLAG)?,
+                full: b[at + 16] & FULL_FLAG != 0,
             });
         }
         Some(Superblock {
@@ -188,12 +196,12 @@ impl Superblock {
             .max_by_key(|s| s.generation)
     }
 
-    /// The member whose uuid is `child`, with its index.
+    /// The member whose uuid is `child`, with its index (never an empty slot).
     pub fn member(&self, child: uuid::Uuid) -> Option<(usize, &Member)> {
         self.members
             .iter()
             .enumerate()
-            .find(|(_, m)| m.uuid == child)
+            .find(|(_, m)| m.uuid == child && !child.is_nil())
     }
 }
 
@@ -215,6 +223,7 @@ mod tests {
                 .map(|(i, &state)| Member {
                     uuid: uuid::Uuid::from_u128(100 + i as u128),
                     state,
+                    full: i == 2,
                 })
                 .collect(),
         }

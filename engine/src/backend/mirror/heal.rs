@@ -1,0 +1,80 @@
+//! Self-healing: a faulted child whose transport came back (a remote replica's controller
+//! reconnected: its node restarted, a link returned) is re-added and rebuilt by the mirror
+//! itself — partially when it still holds what it held when it left.
+//!
+//! ```text
+//!  every 500 ms: each mirror, no rebuild running, self_heal on
+//!     └─ a faulted member whose bdev's reconnect count moved since its fault
+//!          └─► rebuild::start_slot (partial or full, decided by its own superblock)
+//!              failed to start? tried again after 10 s, or at the next reconnect
+//! ```
+//!
+//! A child faulted by a media error (no transport, no reconnect) is left out: bringing it
+//! back is an operator's call (`bdev_raid_add_base_bdev`).
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Once};
+use std::time::{Duration, Instant};
+
+use super::{rebuild, MemberState, Shared, MIRRORS};
+
+/// How often the healer looks.
+const PERIOD: Duration = Duration::from_millis(500);
+/// How long a member whose rebuild could not start waits before the next try.
+const RETRY: Duration = Duration::from_secs(10);
+
+static STARTED: Once = Once::new();
+
+/// Starts the healer thread (once per process).
+pub(crate) fn start(_rt: &ballast_reactor::RuntimeHandle) {
+    STARTED.call_once(|| {
+        let r = std::thread::Builder::new()
+            .name("mirror-heal".into())
+            .spawn(|| {
+                let mut retry: HashMap<(uuid::Uuid, usize), Instant> = HashMap::new();
+                loop {
+                    std::thread::sleep(PERIOD);
+                    pass(&mut retry);
+                }
+            });
+        if let Err(e) = r {
+            tracing::error!("cannot start the mirror healer thread: {e}");
+        }
+    });
+}
+
+/// One look at every mirror.
+fn pass(retry: &mut HashMap<(uuid::Uuid, usize), Instant>) {
+    if !rebuild::options().self_heal {
+        return;
+    }
+    let mirrors: Vec<Arc<Shared>> = MIRRORS.lock().unwrap().values().cloned().collect();
+    retry.retain(|_, at| at.elapsed() < RETRY);
+    for s in mirrors {
+        if s.deleted.load(Ordering::Acquire) || s.progress.lock().unwrap().is_some() {
+            continue;
+        }
+        let Some(t) = (0..s.children.len()).find(|&i| {
+            let c = &s.children[i];
+            c.state() == MemberState::Faulted
+                && !retry.contains_key(&(s.uuid, i))
+                && c.reconnects() > c.fault_reconnects.load(Ordering::Acquire)
+        }) else {
+            continue;
+        };
+        let c = &s.children[t];
+        let name = c.name();
+        match rebuild::start_slot(&s.rt, s.clone(), t) {
+            Ok(kind) => {
+                tracing::info!(mirror = %s.name, child = %name, kind = kind.as_str(),
+                    "mirror child is reachable again: re-added, rebuilding");
+            }
+            Err(e) => {
+                tracing::warn!(mirror = %s.name, child = %name,
+                    "mirror child is reachable again but its rebuild did not start: {e}");
+                retry.insert((s.uuid, t), Instant::now());
+            }
+        }
+    }
+}
