@@ -351,6 +351,37 @@ assert isinstance(d, dict) and "recv_buf_size" in d, d
 ' sock_impl_get_options -i posix
     check_ok "iobuf_get_stats" 'assert isinstance(d, list), d' iobuf_get_stats
     check_ok "thread_get_stats" 'assert isinstance(d["threads"], list) and d["threads"], d' thread_get_stats
+    # --- raid1 (the mirror): create, list, set options, remove a member, fill its slot
+    # with a blank bdev (a full rebuild in the background), delete
+    check_ok "bdev_malloc_create -b RA 8 512" =RA bdev_malloc_create -b RA 8 512
+    check_ok "bdev_malloc_create -b RB 8 512" =RB bdev_malloc_create -b RB 8 512
+    check_ok "bdev_malloc_create -b RC 8 512" =RC bdev_malloc_create -b RC 8 512
+    check_ok 'bdev_raid_create -n R0 -r raid1 -b "RA RB"' - bdev_raid_create -n R0 -r raid1 -b "RA RB"
+    check_ok "bdev_raid_get_bdevs all: R0 online, both members in sync" '
+r = [x for x in d if x["name"] == "R0"]
+assert len(r) == 1 and r[0]["state"] == "online" and r[0]["raid_level"] == "raid1", d
+assert [(b["name"], b["state"]) for b in r[0]["base_bdevs_list"]] == [("RA", "in_sync"), ("RB", "in_sync")], r
+' bdev_raid_get_bdevs all
+    check_ok "bdev_raid_set_options -w 256 -b 0" - bdev_raid_set_options -w 256 -b 0
+    check_ok "bdev_raid_remove_base_bdev RB" - bdev_raid_remove_base_bdev RB
+    check_fails "bdev_raid_remove_base_bdev RA (the last in-sync member) fails: busy" "last in-sync" \
+        bdev_raid_remove_base_bdev RA
+    check_ok "bdev_raid_add_base_bdev R0 RC (a blank bdev into the empty slot)" - \
+        bdev_raid_add_base_bdev R0 RC
+    local i
+    for i in $(seq 50); do
+        rpc bdev_raid_get_bdevs all && [[ $OUT == *last_rebuild* ]] && break
+        sleep 0.1
+    done
+    check_ok "bdev_raid_get_bdevs: RC rebuilt in full, in sync" '
+r = [x for x in d if x["name"] == "R0"][0]
+assert [(b["name"], b["state"]) for b in r["base_bdevs_list"]] == [("RA", "in_sync"), ("RC", "in_sync")], r
+assert r["last_rebuild"]["kind"] == "full" and r["last_rebuild"]["outcome"] == "in_sync", r
+' bdev_raid_get_bdevs all
+    check_ok "bdev_raid_delete R0" - bdev_raid_delete R0
+    for b in RA RB RC; do check_ok "bdev_malloc_delete $b" - bdev_malloc_delete "$b"; done
+    check_ok "bdev_raid_set_options -w 1024 (back to the default)" - bdev_raid_set_options -w 1024
+
     check_ok "rpc_get_methods lists every method used here" '
 want = """bdev_malloc_create bdev_null_create bdev_get_bdevs bdev_get_iostat bdev_wait_for_examine
 accel_crypto_key_create bdev_crypto_create accel_crypto_keys_get nvmf_create_transport
@@ -360,7 +391,8 @@ nvmf_subsystem_get_qpairs nvmf_subsystem_get_listeners nvmf_get_stats framework_
 spdk_get_version log_set_print_level log_get_print_level sock_impl_get_options iobuf_get_stats
 thread_get_stats rpc_get_methods framework_get_subsystems framework_get_config
 spdk_kill_instance nvmf_delete_subsystem bdev_crypto_delete accel_crypto_key_destroy
-bdev_malloc_delete bdev_null_delete""".split()
+bdev_malloc_delete bdev_null_delete bdev_raid_create bdev_raid_get_bdevs bdev_raid_set_options
+bdev_raid_remove_base_bdev bdev_raid_add_base_bdev bdev_raid_delete""".split()
 assert not set(want) - set(d), sorted(set(want) - set(d))
 ' rpc_get_methods
 

@@ -174,7 +174,16 @@ fn raid1_over_rpc() {
         json!({"category": "online", "name": r}),
     )[0];
     assert_eq!(m["uuid"], uuid, "reassembled, not made anew");
-    c.ok("bdev_raid_delete", json!({"name": r}));
+    // rpc.py 26.x: bdev_raid_delete with clear_sb wipes the superblocks: the children make
+    // a new mirror next time.
+    c.ok("bdev_raid_delete", json!({"name": r, "clear_sb": true}));
+    c.ok(
+        "bdev_raid_create",
+        json!({"name": r, "raid_level": "raid1", "base_bdevs": [a, b]}),
+    );
+    let m = &c.ok("bdev_raid_get_bdevs", json!({"name": r}))[0];
+    assert_ne!(m["uuid"], uuid, "wiped, so made anew");
+    c.ok("bdev_raid_delete", json!({"name": r, "clear_sb": false}));
     c.ok("bdev_malloc_delete", json!({"name": a}));
     c.ok("bdev_malloc_delete", json!({"name": b}));
 }

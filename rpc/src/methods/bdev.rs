@@ -300,8 +300,13 @@ fn delete_kind(params: Option<Value>, kind: (&str, &str)) -> Result<Value, RpcEr
         name: String,
     }
     let p: P = parse(params)?;
-    let b = ballast_engine::bdev::lookup(&p.name)
-        .ok_or_else(|| RpcError::new(-19, format!("No such device: bdev {} not found", p.name)))?;
+    delete_named(&p.name, kind)
+}
+
+/// Deletes bdev `name` if it is of `kind` (SPDK's -19 otherwise, naming what it is).
+pub(crate) fn delete_named(name: &str, kind: (&str, &str)) -> Result<Value, RpcError> {
+    let b = ballast_engine::bdev::lookup(name)
+        .ok_or_else(|| RpcError::new(-19, format!("No such device: bdev {name} not found")))?;
     if b.product_name() != kind.0 {
         return Err(RpcError::new(
             -19,
@@ -354,10 +359,6 @@ pub(crate) fn bdev_uring_delete(_: &Context, params: Option<Value>) -> Result<Va
 
 pub(crate) fn bdev_crypto_delete(_: &Context, params: Option<Value>) -> Result<Value, RpcError> {
     delete_kind(params, CRYPTO)
-}
-
-pub(crate) fn bdev_raid_delete(_: &Context, params: Option<Value>) -> Result<Value, RpcError> {
-    delete_kind(params, RAID)
 }
 
 pub(crate) fn bdev_error_delete(_: &Context, params: Option<Value>) -> Result<Value, RpcError> {

@@ -285,3 +285,33 @@ pub(crate) fn bdev_raid_get_bdevs(_: &Context, params: Option<Value>) -> Result<
             .collect(),
     ))
 }
+
+/// `bdev_raid_delete` (rpc.py 26.x also sends `clear_sb`): deletes the mirror; with
+/// `clear_sb` its children's superblocks are wiped afterwards, so they no longer reassemble
+/// it (their data stays).
+pub(crate) fn bdev_raid_delete(ctx: &Context, params: Option<Value>) -> Result<Value, RpcError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct P {
+        name: String,
+        #[serde(default)]
+        clear_sb: bool,
+    }
+    let p: P = parse(params)?;
+    let children: Vec<String> = mirror::get(&p.name)
+        .map(|m| {
+            m.members
+                .into_iter()
+                .map(|c| c.name)
+                .filter(|n| !n.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let r = super::bdev::delete_named(&p.name, super::bdev::RAID)?;
+    if p.clear_sb {
+        for c in &children {
+            mirror::wipe_superblock(&ctx.rt, c)?;
+        }
+    }
+    Ok(r)
+}

@@ -537,3 +537,39 @@ pub fn remove_member(rt: &RuntimeHandle, name: &str, child: &str) -> Result<()> 
     tracing::info!(mirror = %name, child, slot, "mirror member removed (its slot is empty)");
     Ok(())
 }
+
+/// Wipes the superblock slots of `child` (no longer a member: `bdev_raid_delete clear_sb`), so
+/// it never reassembles a mirror again; its data stays. Waits (≤ 5 s) for the deleted mirror
+/// to let the child go. Call it off the reactors.
+pub fn wipe_superblock(rt: &RuntimeHandle, child: &str) -> Result<()> {
+    let t = std::time::Instant::now();
+    let d = loop {
+        let d = bdev::open(child, None)?;
+        match d.bdev().claimed_by() {
+            Some(by) if by.starts_with("mirror ") => {
+                if t.elapsed() > std::time::Duration::from_secs(5) {
+                    return Err(Error::Claimed {
+                        bdev: child.to_string(),
+                        by,
+                    });
+                }
+                drop(d);
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            _ => break d,
+        }
+    };
+    let desc: SharedDesc = Arc::new(Mutex::new(Some(d)));
+    let wipe = vec![CtlIo {
+        child: 0,
+        op: IoType::Write,
+        offset: 0,
+        len: 2 * SLOT_BYTES as u64,
+        data: vec![0; 2 * SLOT_BYTES],
+    }];
+    for r in control_io(rt, std::slice::from_ref(&desc), wipe)? {
+        r.map_err(|st| bad(format!("wiping {child}'s superblock: {st:?}")))?;
+    }
+    tracing::info!(child, "mirror superblock wiped");
+    Ok(())
+}

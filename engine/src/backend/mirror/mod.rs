@@ -46,7 +46,7 @@ pub(crate) use crate::backend::control::{CtlIo, SharedDesc};
 use crate::bdev::{BackendChannel, BdevBackend, IoStatus, IoType};
 use crate::error::{Error, Result};
 pub use bitmap::{MAX_REGION, MIN_REGION};
-pub use create::{add_member, create, remove_member};
+pub use create::{add_member, create, remove_member, wipe_superblock};
 pub use superblock::{Member, MemberState, Superblock, MAX_MEMBERS, META_BYTES, SLOT_BYTES};
 
 /// Options of [`create`].

@@ -53,8 +53,9 @@ pub enum Nvme {
         /// I/O queues to ask for (default: one per reactor).
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
         num_io_queues: Option<u16>,
-        /// Seconds to keep reconnecting a lost controller before failing it; -1: forever,
-        /// 0: no reconnect (default 30).
+        /// Seconds I/O waits for a lost controller to reconnect before it fails (reconnecting
+        /// goes on after, and I/O resumes once it is back); -1: forever, 0: fail at once
+        /// (default 30).
         #[arg(
             short = 'l',
             long,

@@ -186,6 +186,10 @@ pub enum Stages {
         /// rpc.py's superblock flag (ballast always keeps one).
         #[arg(short, long)]
         superblock: bool,
+        /// ballast's: KiB of data one write-intent bit stands for (a power of two, 64 to
+        /// 1048576; default 64).
+        #[arg(long)]
+        region_size_kb: Option<u32>,
     },
     /// List mirrors: all, online, configuring or offline.
     #[command(name = "bdev_raid_get_bdevs")]
@@ -194,14 +198,35 @@ pub enum Stages {
         #[arg(default_value = "all")]
         category: String,
     },
-    /// Re-add a faulted member: it is rebuilt in the background (progress in
-    /// bdev_raid_get_bdevs).
+    /// Re-add a faulted member (a partial rebuild when it is the member that left), or put a
+    /// new bdev into an empty slot (a full rebuild); the copy runs in the background
+    /// (progress in bdev_raid_get_bdevs).
     #[command(name = "bdev_raid_add_base_bdev")]
     BdevRaidAddBaseBdev {
         /// Name of the mirror.
         raid_bdev: String,
-        /// The faulted member.
+        /// The faulted member, or the new bdev.
         base_bdev: String,
+    },
+    /// Remove a member from its mirror: its slot is left empty and the mirror goes on
+    /// without it (refused for the last in-sync member).
+    #[command(name = "bdev_raid_remove_base_bdev")]
+    BdevRaidRemoveBaseBdev {
+        /// The member's bdev.
+        name: String,
+    },
+    /// Rebuild settings: copy window, bandwidth cap, self-healing.
+    #[command(name = "bdev_raid_set_options")]
+    BdevRaidSetOptions {
+        /// KiB copied per window (4 to 1048576; default 1024).
+        #[arg(short = 'w', long)]
+        process_window_size_kb: Option<u64>,
+        /// Copy rate cap in MiB/s (0: none, the default).
+        #[arg(short = 'b', long)]
+        process_max_bandwidth_mb_sec: Option<u64>,
+        /// ballast's: re-add a faulted child when its transport reconnects (default true).
+        #[arg(long)]
+        self_heal: Option<bool>,
     },
     /// Delete a mirror (its children keep their data and superblocks).
     #[command(name = "bdev_raid_delete")]
@@ -301,6 +326,7 @@ impl Stages {
                 strip_size_kb,
                 uuid,
                 superblock,
+                region_size_kb,
             } => Params::new()
                 .set("name", name.as_str())
                 .set("raid_level", raid_level.as_str())
@@ -311,6 +337,7 @@ impl Stages {
                 .opt("strip_size_kb", *strip_size_kb)
                 .opt("uuid", uuid.as_deref())
                 .set("superblock", *superblock)
+                .opt("region_size_kb", *region_size_kb)
                 .call("bdev_raid_create"),
             S::BdevRaidGetBdevs { category } => Params::new()
                 .set("category", category.as_str())
@@ -322,6 +349,21 @@ impl Stages {
                 .set("raid_bdev", raid_bdev.as_str())
                 .set("base_bdev", base_bdev.as_str())
                 .call("bdev_raid_add_base_bdev"),
+            S::BdevRaidRemoveBaseBdev { name } => Params::new()
+                .set("name", name.as_str())
+                .call("bdev_raid_remove_base_bdev"),
+            S::BdevRaidSetOptions {
+                process_window_size_kb,
+                process_max_bandwidth_mb_sec,
+                self_heal,
+            } => Params::new()
+                .opt("process_window_size_kb", *process_window_size_kb)
+                .opt(
+                    "process_max_bandwidth_mb_sec",
+                    *process_max_bandwidth_mb_sec,
+                )
+                .opt("self_heal", *self_heal)
+                .call("bdev_raid_set_options"),
             S::BdevRaidDelete { name } => Params::new()
                 .set("name", name.as_str())
                 .call("bdev_raid_delete"),
@@ -365,6 +407,23 @@ pub mod tests {
                 "bdev_raid_delete R0",
                 "bdev_raid_delete",
                 Some(json!({"name": "R0"})),
+            ),
+            (
+                "bdev_raid_remove_base_bdev M1",
+                "bdev_raid_remove_base_bdev",
+                Some(json!({"name": "M1"})),
+            ),
+            (
+                "bdev_raid_set_options -w 256 -b 100 --self-heal false",
+                "bdev_raid_set_options",
+                Some(json!({"process_window_size_kb": 256,
+                            "process_max_bandwidth_mb_sec": 100, "self_heal": false})),
+            ),
+            (
+                "bdev_raid_create -n R1 -r 1 -b M2 --region-size-kb 256",
+                "bdev_raid_create",
+                Some(json!({"name": "R1", "raid_level": "1", "base_bdevs": ["M2"],
+                            "superblock": false, "region_size_kb": 256})),
             ),
             (
                 "bdev_raid_get_bdevs",
