@@ -485,3 +485,34 @@ fn a_rebuild_that_meets_a_member_error_leaves_it_out_and_can_be_run_again() {
         MemberState::InSync
     );
 }
+
+#[test]
+fn two_faults_in_one_round_never_overwrite_the_newest_superblock() {
+    let h = Harness::new(1);
+    for c in ["m2f_a", "m2f_b", "m2f_c"] {
+        malloc_named(c, BS, CHILD_BLOCKS);
+    }
+    error::create("m2f_a", None).unwrap();
+    error::create("m2f_b", None).unwrap();
+    mirror(&h, "m2f", &["EE_m2f_a", "EE_m2f_b", "m2f_c"]);
+    for c in ["EE_m2f_a", "EE_m2f_b"] {
+        error::inject(
+            c,
+            Some(IoType::Write),
+            Injection::new(ErrorKind::Failure, 1),
+        )
+        .unwrap();
+    }
+    let (st, _) = h.io(0, "m2f", IoType::Write, 1, 1, Some(vec![1; 512]), 0, None);
+    assert_eq!(st, IoStatus::Success);
+    // Generation 1 is in slot 0; the next write goes to slot 1 whatever its generation, so
+    // a torn write of it would leave generation 1 readable.
+    let (st, b) = h.io(0, "m2f_c", IoType::Read, 0, 16, None, 8192, None);
+    assert_eq!(st, IoStatus::Success);
+    let gens: Vec<Option<u64>> = [&b[..4096], &b[4096..]]
+        .iter()
+        .map(|s| Superblock::decode(s).map(|s| s.generation))
+        .collect();
+    assert_eq!(gens[0], Some(1), "{gens:?}");
+    assert!(gens[1].is_some_and(|g| g >= 2), "{gens:?}");
+}

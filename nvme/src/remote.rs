@@ -329,9 +329,9 @@ impl BdevBackend for RemoteBackend {
 
 /// How long a closed channel's queue ID rests before another channel takes it.
 const QID_REUSE_AFTER: Duration = Duration::from_millis(0);
-/// How often connecting a reused queue ID is tried again (5 ms apart) while the target still
-/// holds the old connection's queue.
-const QID_REUSE_TRIES: u32 = 40;
+/// How often connecting a reused queue ID is tried again (2 ms apart) while the target still
+/// holds the old connection's queue (reuse only happens once the grant is used up).
+const QID_REUSE_TRIES: u32 = 25;
 
 /// Most I/O a channel parks while its queue is down or full.
 const MAX_PENDING: usize = 4096;
@@ -371,47 +371,66 @@ impl RemoteChannel {
     fn connect(&mut self) -> Result<(), String> {
         self.release_qid();
         let c = self.ctrl.clone();
-        let sess = c.session.lock().unwrap();
-        let Some(s) = sess.as_ref() else {
-            return Err(format!("controller {} is not connected", c.opts.name));
-        };
+        let not_connected = || format!("controller {} is not connected", c.opts.name);
+        if c.session.lock().unwrap().is_none() {
+            return Err(not_connected());
+        }
         let gen = c.gen.load(Ordering::Acquire);
-        // A queue ID a closed channel left (the target has dropped that connection by now),
-        // else a new one.
-        let reused = {
-            let mut free = c.free_qids.lock().unwrap();
-            free.retain(|&(_, g, _)| g == gen);
-            let ready = free
-                .iter()
-                .position(|&(_, _, at)| at.elapsed() >= QID_REUSE_AFTER);
-            ready.map(|i| free.swap_remove(i).0)
-        };
-        let qid = match reused {
-            Some(q) => q,
-            None => {
-                let q = c.next_qid.fetch_add(1, Ordering::AcqRel);
-                if q > c.granted.load(Ordering::Acquire) {
-                    c.next_qid.fetch_sub(1, Ordering::AcqRel);
-                    return Err(format!(
-                        "controller {}: no I/O queue left ({} granted; attach with more \
-                         io_queues)",
-                        c.opts.name,
-                        c.granted.load(Ordering::Acquire)
-                    ));
-                }
-                q
+        // A new queue ID while the grant lasts; then one a closed channel left.
+        let fresh = {
+            let q = c.next_qid.fetch_add(1, Ordering::AcqRel);
+            if q > c.granted.load(Ordering::Acquire) {
+                c.next_qid.fetch_sub(1, Ordering::AcqRel);
+                None
+            } else {
+                Some(q)
             }
         };
+        let reused = match fresh {
+            Some(_) => None,
+            None => {
+                let mut free = c.free_qids.lock().unwrap();
+                free.retain(|&(_, g, _)| g == gen);
+                let ready = free
+                    .iter()
+                    .position(|&(_, _, at)| at.elapsed() >= QID_REUSE_AFTER);
+                ready.map(|i| free.swap_remove(i).0)
+            }
+        };
+        let Some(qid) = fresh.or(reused) else {
+            return Err(format!(
+                "controller {}: no I/O queue left ({} granted; attach with more io_queues)",
+                c.opts.name,
+                c.granted.load(Ordering::Acquire)
+            ));
+        };
         // A reused ID may still be held by the old connection until the target sees it
-        // close (a few ms): tried again for a short while.
+        // close (a few ms): tried again for a short while, the session lock let go between.
         let mut tries = 0;
         let conn = loop {
-            match s.io_queue(qid) {
+            let r = {
+                let sess = c.session.lock().unwrap();
+                let Some(s) = sess.as_ref() else {
+                    c.free_qids.lock().unwrap().push((qid, gen, Instant::now()));
+                    return Err(not_connected());
+                };
+                s.io_queue(qid).inspect(|_| {
+                    c.max_xfer.store(
+                        if s.ctrl.max_xfer == 0 {
+                            1 << 20
+                        } else {
+                            s.ctrl.max_xfer as u64
+                        },
+                        Ordering::Release,
+                    );
+                })
+            };
+            match r {
                 Ok(conn) => break conn,
                 Err(e) if reused.is_some() && tries < QID_REUSE_TRIES => {
                     tries += 1;
                     tracing::debug!(name = %c.opts.name, qid, "queue ID still in use: {e}");
-                    std::thread::sleep(Duration::from_millis(5));
+                    std::thread::sleep(Duration::from_millis(2));
                 }
                 Err(e) => {
                     // Not connected: the ID stays free for the next try.
@@ -420,7 +439,6 @@ impl RemoteChannel {
                 }
             }
         };
-        drop(sess);
         let mx = s_max_xfer(&self.ctrl);
         let qp = IoQpair::new(conn);
         self.max_xfer = mx;

@@ -114,7 +114,11 @@ impl ChannelInner {
             self.account(&io);
             io.finish();
         }
-        if self.users.get() == 0 && self.in_flight.get() == 0 && self.done.borrow().is_empty() {
+        if self.users.get() == 0
+            && self.in_flight.get() == 0
+            && self.done.borrow().is_empty()
+            && !self.backend.borrow().busy()
+        {
             self.close();
         }
         busy.into()

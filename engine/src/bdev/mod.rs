@@ -20,6 +20,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use smallvec::SmallVec;
 
 pub use channel::IoChannel;
+
+/// This reactor's channel to `bdev` for a stage that holds a descriptor of it elsewhere (the
+/// descriptor keeps the bdev open; this only avoids taking the descriptor's lock).
+pub(crate) fn channel_for(bdev: &std::sync::Arc<Bdev>) -> crate::error::Result<IoChannel> {
+    channel::get(bdev)
+}
 pub use registry::{delete, list, lookup, open, register, validate_name, Bdev, BdevDesc, MAX_NAME};
 
 use crate::buf::IoBuf;
@@ -301,6 +307,11 @@ pub trait BackendChannel {
     }
     /// True if `submit` completes a [`BdevIo::lend`] read with a window on its own memory.
     fn lends_reads(&self) -> bool {
+        false
+    }
+    /// True while the channel has I/O of its own in flight (not the callers': those are
+    /// counted already), e.g. a mirror's metadata writes: it is not closed until false.
+    fn busy(&self) -> bool {
         false
     }
 }

@@ -19,18 +19,33 @@ use std::sync::Arc;
 use super::{faults_child, MemberState, RoundPlan, Shared};
 use crate::backend::{Collect, Slab};
 use crate::bdev::{
-    BackendChannel, BdevDesc, BdevIo, Completions, IoCallback, IoChannel, IoSink, IoStatus, IoType,
-    SgList,
+    BackendChannel, BdevIo, Completions, IoCallback, IoChannel, IoSink, IoStatus, IoType, SgList,
 };
 use crate::buf::{IoBuf, Lender};
 use crate::error::Result;
 
-/// A sub-I/O's tag: the op's slot above the child's index; metadata writes set the top bit.
+/// A sub-I/O's tag: the op's slot, the low byte of the child slot's epoch when it was sent (a
+/// late completion from a bdev that has left the slot faults nobody), the child's index.
+/// Metadata writes set the top bit and carry their byte offset.
 const CHILD_BITS: u32 = 4;
+const EPOCH_BITS: u32 = 8;
 const SB_TAG: u64 = 1 << 63;
 
-fn tag(slot: usize, child: usize) -> u64 {
-    (slot as u64) << CHILD_BITS | child as u64
+fn tag(slot: usize, epoch: u64, child: usize) -> u64 {
+    (slot as u64) << (CHILD_BITS + EPOCH_BITS) | (epoch & 0xff) << CHILD_BITS | child as u64
+}
+
+fn untag(tag: u64) -> (usize, u64, usize) {
+    (
+        (tag >> (CHILD_BITS + EPOCH_BITS)) as usize,
+        (tag >> CHILD_BITS) & 0xff,
+        (tag & ((1 << CHILD_BITS) - 1)) as usize,
+    )
+}
+
+/// A metadata write's tag: the child and the byte offset (a superblock slot, or a chunk).
+fn sb_tag(child: usize, offset: u64) -> u64 {
+    SB_TAG | offset << CHILD_BITS | child as u64
 }
 
 enum Kind {
@@ -91,10 +106,15 @@ impl MirrorChannel {
     pub(crate) fn new(shared: Arc<Shared>) -> Result<Self> {
         let mut children = Vec::new();
         let mut epochs = Vec::new();
-        for c in &shared.children {
+        for (i, c) in shared.children.iter().enumerate() {
             epochs.push(c.epoch.load(Ordering::Acquire));
-            let ch = c.desc.lock().unwrap().as_ref().map(BdevDesc::channel);
-            children.push(ch.transpose()?);
+            let ch = c.open_channel();
+            if ch.is_none() && c.state() != MemberState::Faulted {
+                // A member in the mirror this reactor cannot reach must not be skipped here
+                // while others count it in: out it goes.
+                shared.fault(i, "no channel to it on this reactor");
+            }
+            children.push(ch);
         }
         let n = children.len();
         let all = (1u32 << n) - 1;
@@ -221,7 +241,12 @@ impl MirrorChannel {
         let bufs = std::mem::take(&mut op.io.bufs);
         let sub = {
             let op = self.ops.get(slot).expect("live op");
-            self.sub(IoType::Read, &op.io, bufs, tag(slot, child))
+            self.sub(
+                IoType::Read,
+                &op.io,
+                bufs,
+                tag(slot, self.epochs[child], child),
+            )
         };
         self.outstanding[child] += 1;
         self.children[child].as_ref().expect("picked").submit(sub);
@@ -235,13 +260,20 @@ impl MirrorChannel {
             } else {
                 SgList::new()
             };
-            self.sub(op.io.op, &op.io, bufs, tag(slot, child))
+            self.sub(op.io.op, &op.io, bufs, tag(slot, self.epochs[child], child))
         };
         self.outstanding[child] += 1;
         self.children[child].as_ref().expect("writable").submit(sub);
     }
 
-    fn read_done(&mut self, slot: usize, child: usize, mut sub: BdevIo, done: &mut Completions) {
+    fn read_done(
+        &mut self,
+        slot: usize,
+        child: usize,
+        same_bdev: bool,
+        mut sub: BdevIo,
+        done: &mut Completions,
+    ) {
         let op = self.ops.live(slot);
         op.io.bufs = std::mem::take(&mut sub.bufs);
         let Kind::Read { tried, .. } = op.kind else {
@@ -252,7 +284,9 @@ impl MirrorChannel {
             done.complete(op.io, sub.status);
             return;
         }
-        self.shared.fault(child, "read failed");
+        if same_bdev {
+            self.shared.fault(child, "read failed");
+        }
         match self.pick(tried) {
             Some(next) => {
                 self.ops.live(slot).kind = Kind::Read {
@@ -267,15 +301,24 @@ impl MirrorChannel {
         }
     }
 
-    fn fanout_done(&mut self, slot: usize, child: usize, sub: BdevIo, done: &mut Completions) {
+    fn fanout_done(
+        &mut self,
+        slot: usize,
+        child: usize,
+        same_bdev: bool,
+        sub: BdevIo,
+        done: &mut Completions,
+    ) {
         // The view buffers of `sub` drop here, before the op (and the caller's buffers) can.
-        let st = sub.status;
+        let mut st = sub.status;
         drop(sub);
-        if st == IoStatus::NoMemory {
+        if !same_bdev {
+            // From a bdev that has left the slot: the slot's member does not hold it.
+            st = IoStatus::Failed(libc::ENXIO);
+        } else if st == IoStatus::NoMemory {
             self.retry.push((slot, child));
             return;
-        }
-        if faults_child(st) {
+        } else if faults_child(st) {
             self.shared.fault(child, "write failed");
         }
         let op = self.ops.live(slot);
@@ -368,7 +411,14 @@ impl MirrorChannel {
         {
             return false;
         }
-        let plan = s.plan(|i| self.children[i].is_some());
+        let plan = s.plan(|_| true);
+        if plan.targets.iter().any(|&i| self.children[i].is_none()) {
+            // A member in the mirror this reactor cannot reach (about to be faulted by
+            // `follow_slots`): a round without it would call the metadata durable on it.
+            s.round_done(&plan, false);
+            s.writer.store(false, Ordering::Release);
+            return false;
+        }
         if plan.targets.is_empty() {
             // No member left to hold it: nothing can be acknowledged anyway (`ack` fails
             // writes held by no in-sync child), so it is as durable as it gets.
@@ -390,7 +440,7 @@ impl MirrorChannel {
                 io.offset / bs,
                 io.len / bs,
                 bufs,
-                SB_TAG | io.child as u64,
+                sb_tag(io.child, io.offset),
                 IoCallback::Sink(sink),
             );
             self.children[io.child]
@@ -412,10 +462,12 @@ impl MirrorChannel {
         true
     }
 
-    fn sb_done(&mut self, child: usize, st: IoStatus) {
+    fn sb_done(&mut self, child: usize, offset: u64, st: IoStatus) {
         let round = self.sb.as_mut().expect("a metadata round");
         round.pending -= 1;
-        if !st.is_ok() {
+        if st.is_ok() {
+            self.shared.landed_on(child, offset);
+        } else {
             round.complete = false;
             if faults_child(st) {
                 self.shared.fault(child, "metadata write failed");
@@ -428,22 +480,24 @@ impl MirrorChannel {
         }
     }
 
-    /// Reopens the channels of slots that changed bdev (a member added or removed).
+    /// Reopens the channels of slots that changed bdev (a member added or removed), and of
+    /// members back in the mirror that this reactor had no channel to; a member in the mirror
+    /// that still cannot be reached from here is faulted (never skipped while others count
+    /// it in).
     fn follow_slots(&mut self) {
         for i in 0..self.children.len() {
             let c = &self.shared.children[i];
             let e = c.epoch.load(Ordering::Acquire);
-            if e == self.epochs[i] {
+            let lacking = self.children[i].is_none() && c.state() != MemberState::Faulted;
+            if e == self.epochs[i] && !lacking {
                 continue;
             }
             self.epochs[i] = e;
             // The old channel closes once its I/O in flight is done.
-            self.children[i] = c
-                .desc
-                .lock()
-                .unwrap()
-                .as_ref()
-                .and_then(|d| d.channel().ok());
+            self.children[i] = c.open_channel();
+            if self.children[i].is_none() && c.state() != MemberState::Faulted {
+                self.shared.fault(i, "no channel to it on this reactor");
+            }
         }
     }
 }
@@ -475,6 +529,11 @@ impl BackendChannel for MirrorChannel {
 
     fn poll(&mut self, done: &mut Completions) -> bool {
         self.poll_inner(done)
+    }
+
+    fn busy(&self) -> bool {
+        // A metadata round's writes are this channel's own: it stays until they are back.
+        self.sb.is_some()
     }
 }
 
@@ -551,18 +610,19 @@ impl MirrorChannel {
         for sub in batch.drain(..) {
             did = true;
             if sub.tag & SB_TAG != 0 {
-                let child = (sub.tag & !SB_TAG) as usize;
-                self.sb_done(child, sub.status);
+                let child = (sub.tag & ((1 << CHILD_BITS) - 1)) as usize;
+                let offset = (sub.tag & !SB_TAG) >> CHILD_BITS;
+                self.sb_done(child, offset, sub.status);
                 continue;
             }
-            let slot = (sub.tag >> CHILD_BITS) as usize;
-            let child = (sub.tag & ((1 << CHILD_BITS) - 1)) as usize;
-            self.outstanding[child] -= 1;
+            let (slot, epoch, child) = untag(sub.tag);
+            let same = epoch == self.epochs[child] & 0xff;
+            self.outstanding[child] = self.outstanding[child].saturating_sub(1);
             let is_read = matches!(self.ops.get(slot).map(|o| &o.kind), Some(Kind::Read { .. }));
             if is_read {
-                self.read_done(slot, child, sub, done);
+                self.read_done(slot, child, same, sub, done);
             } else {
-                self.fanout_done(slot, child, sub, done);
+                self.fanout_done(slot, child, same, sub, done);
             }
         }
         self.batch = batch;
@@ -589,6 +649,8 @@ impl MirrorChannel {
                 let ready = self.shared.bitmap.covered(io.offset_blocks, io.num_blocks)
                     || (0..self.children.len()).all(|i| self.writable(i));
                 if !ready {
+                    // Marked again: a clear meanwhile may have taken its bits.
+                    self.shared.bitmap.mark(io.offset_blocks, io.num_blocks);
                     self.bm_wait.push_back(io);
                     continue;
                 }
@@ -613,8 +675,10 @@ impl MirrorChannel {
 
 impl Drop for MirrorChannel {
     fn drop(&mut self) {
-        // A round in flight is abandoned: another channel starts it again.
-        if self.sb.take().is_some() {
+        // Only at shutdown (`busy` keeps the channel while a round is out): what the round
+        // carried is written again by whoever takes the token next.
+        if let Some(r) = self.sb.take() {
+            self.shared.round_done(&r.plan, false);
             self.shared.writer.store(false, Ordering::Release);
         }
     }

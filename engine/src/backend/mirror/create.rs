@@ -112,9 +112,13 @@ pub fn create(rt: &RuntimeHandle, opts: MirrorOpts) -> Result<Arc<Bdev>> {
         })
         .collect();
     let mut own = Vec::new();
+    // Each child's newest superblock slot (a blank child's first write goes to slot 0).
+    let mut newest_slot = Vec::new();
     for (i, r) in control_io(rt, &descs, reads)?.into_iter().enumerate() {
         let b = r.map_err(|s| bad(format!("reading {}'s superblock: {s:?}", opts.children[i])))?;
-        own.push(Superblock::newest(&b[..SLOT_BYTES], &b[SLOT_BYTES..]));
+        let n = Superblock::newest_slot(&b[..SLOT_BYTES], &b[SLOT_BYTES..]);
+        newest_slot.push(n.as_ref().map_or(1, |(_, slot)| *slot));
+        own.push(n.map(|(sb, _)| sb));
     }
     let is_new = own.iter().all(Option::is_none);
     if is_new && opts.children.len() < 2 {
@@ -208,8 +212,8 @@ pub fn create(rt: &RuntimeHandle, opts: MirrorOpts) -> Result<Arc<Bdev>> {
     let children: Vec<Child> = members
         .iter()
         .map(|(given, m)| match given {
-            Some(i) => Child::new(&opts.children[*i], descs[*i].clone(), m),
-            None => Child::new("", Arc::new(Mutex::new(None)), m),
+            Some(i) => Child::new(&opts.children[*i], descs[*i].clone(), m, newest_slot[*i]),
+            None => Child::new("", Arc::new(Mutex::new(None)), m, 1),
         })
         .collect();
     let members: Vec<Member> = members.into_iter().map(|(_, m)| m).collect();
@@ -250,16 +254,19 @@ pub fn create(rt: &RuntimeHandle, opts: MirrorOpts) -> Result<Arc<Bdev>> {
         gen: Some(gen),
         superblocks: targets
             .iter()
-            .map(|&i| (i, shared.superblock(gen, members[i].uuid).encode()))
+            .map(|&i| {
+                let slot = shared.children[i].next_slot();
+                (i, slot, shared.superblock(gen, members[i].uuid).encode())
+            })
             .collect(),
         chunks: shared.bitmap.take(true),
         targets,
     };
-    for (k, r) in control_io(rt, &slot_descs, shared.round_ios(&plan))?
-        .into_iter()
-        .enumerate()
-    {
+    let ios = shared.round_ios(&plan);
+    let at: Vec<(usize, u64)> = ios.iter().map(|io| (io.child, io.offset)).collect();
+    for (k, r) in control_io(rt, &slot_descs, ios)?.into_iter().enumerate() {
         r.map_err(|st| bad(format!("writing the mirror's metadata (I/O {k}): {st:?}")))?;
+        shared.landed_on(at[k].0, at[k].1);
     }
     shared.bitmap.all_landed();
     let ops_ok = |op: IoType| bdevs.iter().all(|b| b.supports(op));
@@ -459,9 +466,11 @@ pub fn add_member(rt: &RuntimeHandle, name: &str, child: &str) -> Result<usize> 
         data: Vec::new(),
     }];
     let own = match control_io(rt, std::slice::from_ref(&desc), read)?.pop() {
-        Some(Ok(b)) => Superblock::newest(&b[..SLOT_BYTES], &b[SLOT_BYTES..]),
+        Some(Ok(b)) => Superblock::newest_slot(&b[..SLOT_BYTES], &b[SLOT_BYTES..]),
         _ => None,
     };
+    let own_slot = own.as_ref().map_or(1, |(_, slot)| *slot);
+    let own = own.map(|(sb, _)| sb);
     let _m = s.membership.lock().unwrap();
     let returning = own.as_ref().filter(|o| o.mirror == s.uuid).and_then(|o| {
         s.children
@@ -485,7 +494,8 @@ pub fn add_member(rt: &RuntimeHandle, name: &str, child: &str) -> Result<usize> 
         }
     };
     let c = &s.children[slot];
-    *c.desc.lock().unwrap() = desc.lock().unwrap().take();
+    c.set_desc(desc.lock().unwrap().take());
+    c.sb_slot.store(own_slot, Ordering::Release);
     *c.name.lock().unwrap() = child.to_string();
     *c.uuid.lock().unwrap() = uuid;
     c.set(MemberState::Faulted);
@@ -516,8 +526,12 @@ pub fn remove_member(rt: &RuntimeHandle, name: &str, child: &str) -> Result<()> 
         .ok_or_else(|| bad(format!("{child} is not a member of mirror {name}")))?;
     rebuild::cancel(&s, child)?;
     {
+        // All in one step: an add_member meanwhile finds the slot either taken or empty.
         let _m = s.membership.lock().unwrap();
         let c = &s.children[slot];
+        if c.name() != child {
+            return Err(bad(format!("{child} left mirror {name} meanwhile")));
+        }
         if c.state() == MemberState::InSync && s.in_sync() == 1 {
             return Err(Error::Busy(format!(
                 "{child} is the last in-sync member of mirror {name}: removing it would \
@@ -527,13 +541,12 @@ pub fn remove_member(rt: &RuntimeHandle, name: &str, child: &str) -> Result<()> 
         c.set(MemberState::Faulted);
         c.full.store(true, Ordering::Release);
         *c.uuid.lock().unwrap() = uuid::Uuid::nil();
+        c.set_desc(None);
+        c.name.lock().unwrap().clear();
+        c.epoch.fetch_add(1, Ordering::AcqRel);
         s.want_gen.fetch_add(1, Ordering::AcqRel);
     }
     rebuild::persist(rt, &s)?;
-    let c = &s.children[slot];
-    c.desc.lock().unwrap().take();
-    c.name.lock().unwrap().clear();
-    c.epoch.fetch_add(1, Ordering::AcqRel);
     tracing::info!(mirror = %name, child, slot, "mirror member removed (its slot is empty)");
     Ok(())
 }

@@ -95,10 +95,17 @@ pub(crate) struct Child {
     pub(crate) epoch: AtomicU64,
     /// The bdev's transport reconnections when it was faulted ([`heal`] waits for more).
     pub(crate) fault_reconnects: AtomicU64,
+    /// The bdev in the slot (kept beside `desc` so asking it something never waits for a
+    /// channel being opened under the desc lock).
+    bdev: Mutex<Option<Arc<crate::bdev::Bdev>>>,
+    /// The superblock slot holding this member's newest superblock: the next goes to the other.
+    pub(crate) sb_slot: AtomicU8,
 }
 
 impl Child {
-    fn new(name: &str, desc: SharedDesc, m: &Member) -> Child {
+    /// A slot holding `desc` (whose newest superblock is in slot `sb_slot`) as member `m`.
+    fn new(name: &str, desc: SharedDesc, m: &Member, sb_slot: u8) -> Child {
+        let bdev = desc.lock().unwrap().as_ref().map(|d| d.bdev().clone());
         let c = Child {
             name: Mutex::new(name.to_string()),
             uuid: Mutex::new(m.uuid),
@@ -107,9 +114,22 @@ impl Child {
             full: AtomicBool::new(m.full),
             epoch: AtomicU64::new(0),
             fault_reconnects: AtomicU64::new(0),
+            bdev: Mutex::new(bdev),
+            sb_slot: AtomicU8::new(sb_slot),
         };
         c.set(m.state);
         c
+    }
+
+    /// Puts `desc` (or nothing) into the slot, bdev cache included.
+    pub(crate) fn set_desc(&self, desc: Option<crate::bdev::BdevDesc>) {
+        *self.bdev.lock().unwrap() = desc.as_ref().map(|d| d.bdev().clone());
+        *self.desc.lock().unwrap() = desc;
+    }
+
+    /// The slot the next superblock goes to.
+    pub(crate) fn next_slot(&self) -> u8 {
+        1 - self.sb_slot.load(Ordering::Acquire).min(1)
     }
 
     pub(crate) fn name(&self) -> String {
@@ -143,11 +163,17 @@ impl Child {
 
     /// The bdev's transport reconnections so far (0 without a bdev or a transport).
     pub(crate) fn reconnects(&self) -> u64 {
-        self.desc
+        self.bdev
             .lock()
             .unwrap()
             .as_ref()
-            .map_or(0, |d| d.bdev().reconnects())
+            .map_or(0, |b| b.reconnects())
+    }
+
+    /// A channel to the slot's bdev on this reactor (None: no bdev, or it would not open).
+    pub(crate) fn open_channel(&self) -> Option<crate::bdev::IoChannel> {
+        let b = self.bdev.lock().unwrap().clone()?;
+        crate::bdev::channel_for(&b).ok()
     }
 }
 
@@ -199,8 +225,8 @@ pub(crate) struct Shared {
 pub(crate) struct RoundPlan {
     /// The superblock generation, if it is not durable yet.
     pub(crate) gen: Option<u64>,
-    /// Each target member's superblock (empty without `gen`).
-    pub(crate) superblocks: Vec<(usize, Vec<u8>)>,
+    /// Each target member's superblock and the slot it goes to (empty without `gen`).
+    pub(crate) superblocks: Vec<(usize, u8, Vec<u8>)>,
     /// Bitmap chunks that changed.
     pub(crate) chunks: Vec<bitmap::ChunkSnap>,
     /// Members still in the mirror that the writer reaches.
@@ -240,12 +266,6 @@ impl Shared {
             .count()
     }
 
-    /// Whether the metadata on disk is what the mirror needs (superblock and bitmap).
-    pub(crate) fn meta_durable(&self) -> bool {
-        self.durable_gen.load(Ordering::Acquire) >= self.want_gen.load(Ordering::Acquire)
-            && !self.bitmap.has_dirty()
-    }
-
     /// The next metadata round for every member still in the mirror that `reachable` admits:
     /// the superblock if its generation is not durable (state and generation taken together
     /// under the membership lock: see [`Shared::fault`]) and the bitmap chunks that changed.
@@ -259,7 +279,10 @@ impl Shared {
         let superblocks = match gen {
             Some(g) => targets
                 .iter()
-                .map(|&i| (i, self.superblock(g, self.children[i].uuid()).encode()))
+                .map(|&i| {
+                    let c = &self.children[i];
+                    (i, c.next_slot(), self.superblock(g, c.uuid()).encode())
+                })
                 .collect(),
             None => Vec::new(),
         };
@@ -290,10 +313,10 @@ impl Shared {
         let mut ios: Vec<CtlIo> = plan
             .superblocks
             .iter()
-            .map(|(child, data)| CtlIo {
+            .map(|(child, slot, data)| CtlIo {
                 child: *child,
                 op: IoType::Write,
-                offset: superblock::slot_offset(plan.gen.expect("a generation")),
+                offset: superblock::slot_offset(*slot),
                 len: SLOT_BYTES as u64,
                 data: data.clone(),
             })
@@ -331,6 +354,16 @@ impl Shared {
                     full: c.full(),
                 })
                 .collect(),
+        }
+    }
+
+    /// A superblock write of a round landed on member `child`, in `slot`: the next one goes
+    /// to the other slot (`io_offset` tells a superblock write from a bitmap chunk's).
+    pub(crate) fn landed_on(&self, child: usize, io_offset: u64) {
+        if io_offset < 2 * SLOT_BYTES as u64 {
+            self.children[child]
+                .sb_slot
+                .store((io_offset / SLOT_BYTES as u64) as u8, Ordering::Release);
         }
     }
 

@@ -172,22 +172,29 @@ impl Drop for Token<'_> {
 }
 
 /// Writes the metadata as it is now (superblock, changed bitmap chunks) to every member still
-/// in the mirror — the control-path twin of a channel's round — until it is all durable.
+/// in the mirror — the control-path twin of a channel's round — until the generation asked
+/// for now is durable and one complete round has carried the chunks that changed before the
+/// call (writes marking new regions meanwhile do not keep it going).
 pub(crate) fn persist(rt: &RuntimeHandle, s: &Shared) -> Result<()> {
     let until = Instant::now() + DRAIN_TIMEOUT;
-    while !s.meta_durable() {
+    let want = s.want_gen.load(Ordering::Acquire);
+    let mut carried = !s.bitmap.has_dirty();
+    while s.durable_gen.load(Ordering::Acquire) < want || !carried {
         let token = Token::take(s)?;
         let plan = s.plan(|_| true);
         let ios = s.round_ios(&plan);
-        let targets: Vec<usize> = ios.iter().map(|io| io.child).collect();
+        let at: Vec<(usize, u64)> = ios.iter().map(|io| (io.child, io.offset)).collect();
         let mut complete = true;
         match control_io(rt, &s.descs(), ios) {
             Ok(rs) => {
                 for (k, r) in rs.into_iter().enumerate() {
-                    if let Err(st) = r {
-                        complete = false;
-                        if faults_child(st) {
-                            s.fault(targets[k], "metadata write failed");
+                    match r {
+                        Ok(_) => s.landed_on(at[k].0, at[k].1),
+                        Err(st) => {
+                            complete = false;
+                            if faults_child(st) {
+                                s.fault(at[k].0, "metadata write failed");
+                            }
                         }
                     }
                 }
@@ -205,6 +212,7 @@ pub(crate) fn persist(rt: &RuntimeHandle, s: &Shared) -> Result<()> {
         }
         s.round_done(&plan, complete);
         drop(token);
+        carried |= complete;
         if !complete {
             if Instant::now() > until {
                 return Err(bad("the mirror's metadata could not be written".into()));
@@ -460,6 +468,8 @@ fn reserve(rt: &RuntimeHandle, s: &Shared, t: usize) -> Result<Kind> {
         if s.deleted.load(Ordering::Acquire) {
             return Err(bad(format!("mirror {} was deleted", s.name)));
         }
+        // A cancel aimed at an earlier rebuild does not stop this one.
+        s.cancel.store(false, Ordering::Release);
         *p = Some(Progress {
             target: child.clone(),
             kind: Kind::Full,

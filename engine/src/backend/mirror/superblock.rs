@@ -6,9 +6,10 @@
 //!          data blocks · region bytes · n · members [uuid, state | full] × n · crc32c
 //! ```
 //!
-//! Generation `g` is written to slot `g % 2`, so a write torn by a crash leaves the other
-//! slot, one generation older, intact. A child's superblock is the valid slot with the higher
-//! generation. At assembly the highest generation among the children is authoritative: a
+//! Each write goes to the slot that does not hold the child's newest valid superblock, so a
+//! write torn by a crash leaves the newest one intact (whatever the generations in between).
+//! A child's superblock is the valid slot with the higher generation. At assembly the
+//! highest generation among the children is authoritative: a
 //! child faulted at generation `g` got no superblock from `g` on, so its own (older) copy may
 //! still call itself in sync, but the authoritative one does not (no split brain).
 
@@ -93,9 +94,9 @@ pub struct Superblock {
     pub members: Vec<Member>,
 }
 
-/// Byte offset on a child of the slot generation `gen` is written to.
-pub fn slot_offset(gen: u64) -> u64 {
-    (gen % 2) * SLOT_BYTES as u64
+/// Byte offset of slot `slot` (0 or 1) on a child.
+pub fn slot_offset(slot: u8) -> u64 {
+    slot as u64 * SLOT_BYTES as u64
 }
 
 fn le32(b: &[u8], at: usize) -> u32 {
@@ -107,16 +108,6 @@ fn le64(b: &[u8], at: usize) -> u64 {
 }
 
 impl Superblock {
-    /// The slot this generation is written to.
-    pub fn slot(&self) -> usize {
-        (self.generation % 2) as usize
-    }
-
-    /// Byte offset of this generation's slot on the child.
-    pub fn slot_offset(&self) -> u64 {
-        slot_offset(self.generation)
-    }
-
     /// Encodes into one slot's bytes.
     pub fn encode(&self) -> Vec<u8> {
         assert!(self.members.len() <= MAX_MEMBERS, "too many members");
@@ -178,9 +169,15 @@ impl Superblock {
 
     /// A child's superblock from its two slots: the valid one with the higher generation.
     pub fn newest(slot0: &[u8], slot1: &[u8]) -> Option<Superblock> {
+        Self::newest_slot(slot0, slot1).map(|(s, _)| s)
+    }
+
+    /// [`Superblock::newest`] and the slot it is in (the next write goes to the other one).
+    pub fn newest_slot(slot0: &[u8], slot1: &[u8]) -> Option<(Superblock, u8)> {
         match (Self::decode(slot0), Self::decode(slot1)) {
-            (Some(a), Some(b)) => Some(if b.generation > a.generation { b } else { a }),
-            (a, b) => a.or(b),
+            (Some(a), Some(b)) if b.generation > a.generation => Some((b, 1)),
+            (Some(a), _) => Some((a, 0)),
+            (None, b) => b.map(|b| (b, 1)),
         }
     }
 
@@ -235,7 +232,6 @@ mod tests {
         let s = sb(9, &[InSync, Faulted, Rebuilding]);
         let b = s.encode();
         assert_eq!(Superblock::decode(&b), Some(s.clone()));
-        assert_eq!(s.slot(), 1);
         // Any flipped byte of the body, or a blank slot, is no superblock.
         for at in [0, 13, 45, 60, 68, MEMBERS_AT + 16, BODY - 1, BODY] {
             let mut d = b.clone();
@@ -256,6 +252,11 @@ mod tests {
         let new = sb(5, &[InSync, Faulted]);
         let (s0, s1) = (old.encode(), new.encode());
         assert_eq!(Superblock::newest(&s0, &s1), Some(new.clone()));
+        assert_eq!(Superblock::newest_slot(&s1, &s0).map(|x| x.1), Some(0));
+        assert_eq!(
+            Superblock::newest_slot(&[0u8; SLOT_BYTES], &s0).map(|x| x.1),
+            Some(1)
+        );
         // Generation 5's slot torn: generation 4 stands.
         let mut torn = s1.clone();
         torn[100] ^= 1;
