@@ -116,9 +116,14 @@ fn a_returning_member_copies_only_what_it_missed_and_the_bits_clear() {
     error::create("pa_b", None).unwrap();
     create(&h, "pa", &["pa_a", "EE_pa_b"]).unwrap();
     assert_eq!(mirror::get("pa").unwrap().region_bytes, 64 << 10);
-    // Written while both were in: no bits.
+    // Written while both were in: marked (a write is named before it goes), then swept once
+    // idle and flushed.
     assert_eq!(write(&h, "pa", 5 * REGION, REGION, 0x01), IoStatus::Success);
+    assert_eq!(mirror::get("pa").unwrap().dirty_regions, 1);
+    assert_eq!(bits_on_disk(&h, "pa_a"), 1);
+    assert_eq!(mirror::heal::sweep("pa").unwrap(), 1);
     assert_eq!(mirror::get("pa").unwrap().dirty_regions, 0);
+    assert_eq!(bits_on_disk(&h, "pa_a"), 0);
     fault_second(&h, "pa", "pa");
     // The failed write's region (0) and two more, one write spanning regions 40 and 41.
     assert_eq!(write(&h, "pa", 9 * REGION + 3, 2, 0x22), IoStatus::Success);
@@ -127,6 +132,8 @@ fn a_returning_member_copies_only_what_it_missed_and_the_bits_clear() {
     assert_eq!(m.dirty_regions, 4, "{m:?}");
     // On the in-sync member's disk already (they were written before the writes went).
     assert_eq!(bits_on_disk(&h, "pa_a"), 4);
+    // No sweep while a member is out.
+    assert_eq!(mirror::heal::sweep("pa").unwrap(), 0);
     let kind = rebuild::rebuild(&h.rt.handle(), "pa", "EE_pa_b").unwrap();
     assert_eq!(kind, rebuild::Kind::Partial);
     let m = mirror::get("pa").unwrap();
@@ -136,7 +143,7 @@ fn a_returning_member_copies_only_what_it_missed_and_the_bits_clear() {
     assert!(last.error.is_none());
     assert!(m.members.iter().all(|c| c.state == MemberState::InSync));
     assert!(data(&h, "pa_a") == data(&h, "pa_b"), "children differ");
-    // Every member in sync: the bits are gone, in memory and on both disks.
+    // Every member in sync: the bits are swept, in memory and on both disks.
     assert_eq!(m.dirty_regions, 0);
     assert_eq!(bits_on_disk(&h, "pa_a"), 0);
     assert_eq!(bits_on_disk(&h, "pa_b"), 0);
@@ -352,4 +359,37 @@ fn reassemble_after_delete(h: &Harness, name: &str, children: &[&str]) {
         assert!(t.elapsed() < Duration::from_secs(5), "reassembly: {e}");
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+#[test]
+fn after_an_unclean_stop_the_members_are_made_equal_over_the_marked_regions() {
+    let h = Harness::new(2);
+    for c in ["pu_a", "pu_b"] {
+        malloc_named(c, BS, CHILD_BLOCKS);
+    }
+    create(&h, "pu", &["pu_a", "pu_b"]).unwrap();
+    assert_eq!(write(&h, "pu", 30 * REGION, 4, 0x30), IoStatus::Success);
+    // As if the mirror's node died with a write in flight: it reached one child only.
+    h.close_channels();
+    bdev::delete("pu").unwrap();
+    let off = META_BYTES / BS as u64 + 30 * REGION + 1;
+    let (st, _) = h.io(
+        0,
+        "pu_b",
+        IoType::Write,
+        off,
+        1,
+        Some(vec![0xee; 512]),
+        0,
+        None,
+    );
+    assert_eq!(st, IoStatus::Success);
+    assert!(data(&h, "pu_a") != data(&h, "pu_b"));
+    reassemble_after_delete(&h, "pu", &["pu_a", "pu_b"]);
+    // The region was still marked (not swept yet): the members are equal again.
+    assert!(data(&h, "pu_a") == data(&h, "pu_b"), "not resynced");
+    assert_eq!(
+        data(&h, "pu_b")[(30 * REGION + 1) as usize * BS as usize],
+        0x30
+    );
 }

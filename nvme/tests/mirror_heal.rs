@@ -72,6 +72,9 @@ fn a_replica_that_comes_back_is_re_added_and_partially_rebuilt() {
     for off in (0..nb).step_by(1024) {
         write(&h, off, 0x11);
     }
+    // Written with both in: swept once idle (the healer does it every few seconds).
+    mirror::heal::sweep("Heal").unwrap();
+    assert_eq!(mirror::get("Heal").unwrap().dirty_regions, 0);
     // Self-healing off: the replica is cut off, faulted, comes back — and stays out.
     let mut o = rebuild::options();
     o.self_heal = false;

@@ -11,18 +11,24 @@
 //!                                     chunks that changed to every member still in ─► issue
 //! ```
 //!
-//! Bits are set before a write is issued without a member, so whatever reached the in-sync
-//! children and not the one that is out is named on disk first. They are cleared only once
-//! every member is in sync again (after a rebuild). A chunk whose checksum fails is read as all
-//! ones (a torn or damaged chunk costs copying, never data). The checksum is seeded with the
-//! mirror's UUID: another mirror's bitmap never passes.
+//! Bits are set before any write is issued (md's write-intent bitmap): whatever may differ
+//! between the children — a write that reached some and not a member that is out, a write in
+//! flight when the mirror's node died, a write a member holds only in a volatile cache — is
+//! named on disk first. So a returning member copies only those regions, and after an unclean
+//! restart the in-sync members are made equal over only those regions (resync). Bits are
+//! swept while every member is in sync: a region with no write in flight and none begun since
+//! the last sweep is cleared once a flush of every member has made its writes durable
+//! (`candidates` → flush → `sweep`). A region being written is never cleared (per-word
+//! in-flight counts, checked after the clear: see `sweep`). A chunk whose checksum fails is
+//! read as all ones (a torn or damaged chunk costs copying, never data). The checksum is seeded
+//! with the mirror's UUID: another mirror's bitmap never passes.
 //!
 //! Two views of the bits: `words` (what writes have asked for) and `durable` (what the last
 //! completed round put on every member). A write may go once `durable` covers its regions.
 //! Rounds are serialised by the mirror's metadata writer token (see the channel), so `durable`
 //! is exactly what is on disk.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use super::superblock::{META_BYTES, SLOT_BYTES};
 
@@ -62,6 +68,10 @@ pub(crate) struct Bitmap {
     durable: Vec<AtomicU64>,
     /// Chunks whose words changed since they were last handed to a round.
     dirty: Vec<AtomicBool>,
+    /// Writes in flight per word (64 regions).
+    inflight: Vec<AtomicU32>,
+    /// Regions a write began in since the last sweep's candidates were taken.
+    recent: Vec<AtomicU64>,
 }
 
 /// The words of one chunk as a round took them.
@@ -100,6 +110,12 @@ impl Bitmap {
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             dirty: (0..chunks).map(|_| AtomicBool::new(false)).collect(),
+            inflight: (0..chunks * CHUNK_WORDS)
+                .map(|_| AtomicU32::new(0))
+                .collect(),
+            recent: (0..chunks * CHUNK_WORDS)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
         }
     }
 
@@ -135,12 +151,78 @@ impl Bitmap {
         true
     }
 
-    /// Whether every region blocks [offset, offset + n) touch is marked on disk.
+    /// Whether every region blocks [offset, offset + n) touch is marked on disk. A write
+    /// calls it after [`Bitmap::begin`] (the sweep's other half: see [`Bitmap::sweep`]).
     pub(crate) fn covered(&self, offset: u64, n: u64) -> bool {
         let (first, last) = self.span(offset, n);
         Self::each_word(first, last, |w, mask| {
-            self.durable[w].load(Ordering::Acquire) & mask == mask
+            self.durable[w].load(Ordering::SeqCst) & mask == mask
         })
+    }
+
+    /// A write to blocks [offset, offset + n) begins: its regions are not swept until
+    /// [`Bitmap::end`]. Two atomic operations per 64 regions touched.
+    pub(crate) fn begin(&self, offset: u64, n: u64) {
+        let (first, last) = self.span(offset, n);
+        Self::each_word(first, last, |w, mask| {
+            self.inflight[w].fetch_add(1, Ordering::SeqCst);
+            self.recent[w].fetch_or(mask, Ordering::AcqRel);
+            true
+        });
+    }
+
+    /// The write [`Bitmap::begin`] announced is done (at every member).
+    pub(crate) fn end(&self, offset: u64, n: u64) {
+        let (first, last) = self.span(offset, n);
+        Self::each_word(first, last, |w, _| {
+            self.inflight[w].fetch_sub(1, Ordering::SeqCst);
+            true
+        });
+    }
+
+    /// A sweep's first step, before the flush: the regions that may be cleared once it is
+    /// done — marked on disk, no write in flight in their word; and the "begun since" record
+    /// starts afresh.
+    pub(crate) fn candidates(&self) -> Vec<u64> {
+        (0..self.durable.len())
+            .map(|w| {
+                self.recent[w].store(0, Ordering::SeqCst);
+                if self.inflight[w].load(Ordering::SeqCst) == 0 {
+                    self.durable[w].load(Ordering::SeqCst)
+                } else {
+                    0
+                }
+            })
+            .collect()
+    }
+
+    /// A sweep's second step, after a flush of every member completed (every write done
+    /// before `candidates` is durable everywhere) and under the writer token: clears the
+    /// candidates no write has begun in since. Returns the regions cleared (their chunks are
+    /// then written by the next round).
+    ///
+    /// Against a write beginning meanwhile: it counts itself in flight, then checks
+    /// `durable`; the sweep clears `durable`, then checks the count. One of them sees the
+    /// other: the write finds its bit gone and marks it again (waiting for a round), or the
+    /// sweep finds the write and puts the bits back (still on disk: nothing was written).
+    pub(crate) fn sweep(&self, cands: &[u64]) -> u64 {
+        let mut cleared = 0;
+        for (w, &cand) in cands.iter().enumerate() {
+            let mask = cand & !self.recent[w].load(Ordering::SeqCst);
+            if mask == 0 {
+                continue;
+            }
+            self.durable[w].fetch_and(!mask, Ordering::SeqCst);
+            self.words[w].fetch_and(!mask, Ordering::SeqCst);
+            if self.inflight[w].load(Ordering::SeqCst) > 0 {
+                self.words[w].fetch_or(mask, Ordering::SeqCst);
+                self.durable[w].fetch_or(mask, Ordering::SeqCst);
+                continue;
+            }
+            self.dirty[w / CHUNK_WORDS].store(true, Ordering::Release);
+            cleared += mask.count_ones() as u64;
+        }
+        cleared
     }
 
     /// Marks the regions of blocks [offset, offset + n) (in memory; the next round writes
@@ -148,7 +230,7 @@ impl Bitmap {
     pub(crate) fn mark(&self, offset: u64, n: u64) {
         let (first, last) = self.span(offset, n);
         Self::each_word(first, last, |w, mask| {
-            let old = self.words[w].fetch_or(mask, Ordering::AcqRel);
+            let old = self.words[w].fetch_or(mask, Ordering::SeqCst);
             if old & mask != mask {
                 self.dirty[w / CHUNK_WORDS].store(true, Ordering::Release);
             }
@@ -274,20 +356,6 @@ impl Bitmap {
         }
     }
 
-    /// Clears every bit (every member is in sync): the on-disk view first, so no write
-    /// believes a bit is durable while zeros are on their way; every chunk is then written.
-    pub(crate) fn clear(&self) {
-        for d in &self.durable {
-            d.store(0, Ordering::Release);
-        }
-        for w in &self.words {
-            w.store(0, Ordering::Release);
-        }
-        for d in &self.dirty {
-            d.store(true, Ordering::Release);
-        }
-    }
-
     /// Regions marked.
     pub(crate) fn count(&self) -> u64 {
         self.words
@@ -376,15 +444,33 @@ mod tests {
     }
 
     #[test]
-    fn clear_forgets_durability_first() {
+    fn a_sweep_clears_idle_regions_and_never_one_being_written() {
         let b = bm();
+        b.begin(0, 1); // region 0: in flight
         b.mark(0, 1);
+        b.mark(128 * 70, 1); // region 70: written, done
+        b.mark(128 * 200, 1); // region 200: written, done, written again after the candidates
         b.landed(&b.take(false));
-        assert!(b.covered(0, 1));
-        b.clear();
-        assert!(!b.covered(0, 1));
+        let cands = b.candidates();
+        b.begin(128 * 200, 1);
+        b.end(128 * 200, 1);
+        assert_eq!(b.sweep(&cands), 1, "only region 70");
+        assert!(b.covered(0, 1) && b.covered(128 * 200, 1));
+        assert!(!b.covered(128 * 70, 1));
+        assert_eq!(b.count(), 2);
+        // The next sweep takes what has gone idle.
+        b.end(0, 1);
+        let cands = b.candidates();
+        assert_eq!(b.sweep(&cands), 2);
         assert_eq!(b.count(), 0);
-        assert_eq!(b.take(false).len(), 4);
+        assert!(b.has_dirty());
+        // A write beginning between the candidates and the sweep keeps its region.
+        b.mark(128 * 300, 1);
+        b.landed(&b.take(false));
+        let cands = b.candidates();
+        b.begin(128 * 300, 1);
+        assert_eq!(b.sweep(&cands), 0);
+        assert!(b.covered(128 * 300, 1));
     }
 
     #[test]

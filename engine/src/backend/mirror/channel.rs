@@ -2,7 +2,7 @@
 //! of acknowledgements until a fault is on disk, and the superblock writes that put it there.
 //!
 //! ```text
-//!  submit(write) ─► a member out and the bits of its regions not on disk? mark, wait (bm_wait)
+//!  submit(write) ─► the bits of its regions not on disk? mark, wait (bm_wait)
 //!                ─► Op{Fanout} ─► one sub-I/O per member in the mirror (views of the caller's
 //!                                  buffers: no copy) ─► all back ─► durable? ack : park
 //!  submit(read)  ─► Op{Read}   ─► least-loaded in-sync child ─► error? fault, next child
@@ -340,6 +340,12 @@ impl MirrorChannel {
     fn complete_fanout(&mut self, slot: usize, done: &mut Completions) {
         self.leave_window(slot);
         let op = self.ops.live(slot);
+        if op.io.op != IoType::Flush {
+            // Done at every member: a sweep may take its regions from now on.
+            self.shared
+                .bitmap
+                .end(op.io.offset_blocks, op.io.num_blocks);
+        }
         if op.status != IoStatus::Success {
             let op = self.ops.remove(slot).expect("live op");
             let st = op.status;
@@ -347,16 +353,15 @@ impl MirrorChannel {
             return;
         }
         // A member that did not take it (out, or failed it now) must find its regions in
-        // the bitmap when it comes back: named on disk before the write is acknowledged.
+        // the bitmap when it comes back: named on disk before the write is acknowledged (no
+        // sweep clears them while that member is out).
         let Kind::Fanout { ok, .. } = op.kind else {
             unreachable!("fan-out op")
         };
-        if ok != self.all && op.io.op != IoType::Flush {
-            let (off, n) = (op.io.offset_blocks, op.io.num_blocks);
-            if !self.shared.bitmap.covered(off, n) {
-                self.shared.bitmap.mark(off, n);
-                op.needs_bits = true;
-            }
+        let (off, n) = (op.io.offset_blocks, op.io.num_blocks);
+        if op.io.op != IoType::Flush && ok != self.all && !self.shared.bitmap.covered(off, n) {
+            self.shared.bitmap.mark(off, n);
+            op.needs_bits = true;
         }
         if self.ackable(slot) {
             self.ack(slot, done);
@@ -550,15 +555,18 @@ impl MirrorChannel {
             done.complete(io, IoStatus::Failed(libc::EIO));
             return;
         }
-        // A member is out: the regions this write changes are named on disk before it goes
-        // (a crash after it reached the others must not leave them unnamed).
-        if targets != self.all
-            && io.op != IoType::Flush
-            && !self.shared.bitmap.covered(io.offset_blocks, io.num_blocks)
-        {
-            self.shared.bitmap.mark(io.offset_blocks, io.num_blocks);
-            self.bm_wait.push_back(io);
-            return;
+        // The regions this write changes are named on disk before it goes (a crash, or a
+        // member out or losing its cache, after it reached some children must not leave them
+        // unnamed); counted in flight first, so no sweep clears them meanwhile.
+        if io.op != IoType::Flush {
+            let bm = &self.shared.bitmap;
+            bm.begin(io.offset_blocks, io.num_blocks);
+            if !bm.covered(io.offset_blocks, io.num_blocks) {
+                bm.end(io.offset_blocks, io.num_blocks);
+                bm.mark(io.offset_blocks, io.num_blocks);
+                self.bm_wait.push_back(io);
+                return;
+            }
         }
         let slot = self.ops.insert(Op {
             io,
@@ -646,8 +654,7 @@ impl MirrorChannel {
             let n = self.bm_wait.len();
             for _ in 0..n {
                 let io = self.bm_wait.pop_front().expect("counted");
-                let ready = self.shared.bitmap.covered(io.offset_blocks, io.num_blocks)
-                    || (0..self.children.len()).all(|i| self.writable(i));
+                let ready = self.shared.bitmap.covered(io.offset_blocks, io.num_blocks);
                 if !ready {
                     // Marked again: a clear meanwhile may have taken its bits.
                     self.shared.bitmap.mark(io.offset_blocks, io.num_blocks);

@@ -244,6 +244,12 @@ pub fn create(rt: &RuntimeHandle, opts: MirrorOpts) -> Result<Arc<Bdev>> {
     });
     if !is_new {
         load_bitmap(rt, &shared)?;
+        let blocks = resync(rt, &shared)?;
+        if blocks > 0 {
+            tracing::warn!(mirror = %opts.name, mib = (blocks * bs as u64) >> 20,
+                "in-sync members made equal over the regions marked in the write-intent \
+                 bitmap (writes in flight when the mirror last stopped)");
+        }
     }
     // This generation and the whole bitmap on every member still in the mirror (a
     // reassembled mirror rewrites its current state: every such member then holds it).
@@ -414,6 +420,69 @@ fn load_bitmap(rt: &RuntimeHandle, s: &Shared) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// After an unclean stop the in-sync members may differ where writes were in flight (never
+/// acknowledged): makes them equal over the bitmap's regions, copied from the first in-sync
+/// member, before the mirror takes any I/O. Returns the blocks copied.
+fn resync(rt: &RuntimeHandle, s: &Shared) -> Result<u64> {
+    let in_sync: Vec<usize> = (0..s.children.len())
+        .filter(|&i| s.children[i].state() == MemberState::InSync)
+        .collect();
+    let Some((&src, others)) = in_sync.split_first() else {
+        return Ok(0);
+    };
+    if others.is_empty() {
+        return Ok(0);
+    }
+    let bs = s.block_size as u64;
+    let step = (rebuild::options().window_bytes / bs).max(1);
+    let descs = s.descs();
+    let mut copied = 0;
+    for (start, end) in s.bitmap.ranges(s.num_blocks) {
+        let mut at = start;
+        while at < end {
+            let n = step.min(end - at);
+            let offset = (s.data_offset + at) * bs;
+            let read = vec![CtlIo {
+                child: src,
+                op: IoType::Read,
+                offset,
+                len: n * bs,
+                data: Vec::new(),
+            }];
+            let data = control_io(rt, &descs, read)?
+                .pop()
+                .expect("one I/O, one answer")
+                .map_err(|st| {
+                    bad(format!(
+                        "resync: reading {}: {st:?}",
+                        s.children[src].name()
+                    ))
+                })?;
+            let writes = others
+                .iter()
+                .map(|&child| CtlIo {
+                    child,
+                    op: IoType::Write,
+                    offset,
+                    len: n * bs,
+                    data: data.clone(),
+                })
+                .collect();
+            for (k, r) in control_io(rt, &descs, writes)?.into_iter().enumerate() {
+                r.map_err(|st| {
+                    bad(format!(
+                        "resync: writing {}: {st:?}",
+                        s.children[others[k]].name()
+                    ))
+                })?;
+            }
+            at += n;
+            copied += n;
+        }
+    }
+    Ok(copied)
 }
 
 /// Adds bdev `child` to mirror `name` in the slot a removed member left (or in its own slot,

@@ -10,7 +10,8 @@
 //! ```
 //!
 //! A child faulted by a media error (no transport, no reconnect) is left out: bringing it
-//! back is an operator's call (`bdev_raid_add_base_bdev`).
+//! back is an operator's call (`bdev_raid_add_base_bdev`). The same thread sweeps each
+//! mirror's write-intent bitmap every [`SWEEP_EVERY`] while all its members are in sync.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -23,6 +24,8 @@ use super::{rebuild, MemberState, Shared, MIRRORS};
 const PERIOD: Duration = Duration::from_millis(500);
 /// How long a member whose rebuild could not start waits before the next try.
 const RETRY: Duration = Duration::from_secs(10);
+/// How often a mirror's bitmap is swept (a region idle this long is cleared).
+pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 static STARTED: Once = Once::new();
 
@@ -33,15 +36,43 @@ pub(crate) fn start(_rt: &ballast_reactor::RuntimeHandle) {
             .name("mirror-heal".into())
             .spawn(|| {
                 let mut retry: HashMap<(uuid::Uuid, usize), Instant> = HashMap::new();
+                let mut swept: HashMap<uuid::Uuid, Instant> = HashMap::new();
                 loop {
                     std::thread::sleep(PERIOD);
                     pass(&mut retry);
+                    sweep_all(&mut swept);
                 }
             });
         if let Err(e) = r {
             tracing::error!("cannot start the mirror healer thread: {e}");
         }
     });
+}
+
+/// Sweeps each mirror's bitmap once per [`SWEEP_EVERY`].
+fn sweep_all(swept: &mut HashMap<uuid::Uuid, Instant>) {
+    let mirrors: Vec<Arc<Shared>> = MIRRORS.lock().unwrap().values().cloned().collect();
+    swept.retain(|u, _| mirrors.iter().any(|s| s.uuid == *u));
+    for s in mirrors {
+        let last = swept.entry(s.uuid).or_insert_with(Instant::now);
+        if last.elapsed() < SWEEP_EVERY
+            || s.deleted.load(Ordering::Acquire)
+            || s.progress.lock().unwrap().is_some()
+        {
+            continue;
+        }
+        *last = Instant::now();
+        if let Err(e) = rebuild::sweep(&s.rt, &s) {
+            tracing::debug!(mirror = %s.name, "bitmap sweep: {e}");
+        }
+    }
+}
+
+/// Sweeps mirror `name`'s write-intent bitmap now (as the healer does every
+/// [`SWEEP_EVERY`]); returns the regions cleared. Call it off the reactors.
+pub fn sweep(name: &str) -> crate::error::Result<u64> {
+    let s = super::lookup(name)?;
+    rebuild::sweep(&s.rt, &s)
 }
 
 /// One look at every mirror.

@@ -5,8 +5,8 @@
 //!
 //! ```text
 //!  write / write-zeroes / unmap / flush ─┬─► child 0 ─┐   all done ─► metadata durable? ─► ack
-//!   (a member out: its regions' bits     ├─► child 1 ─┤   (a child's error faults it: want_gen+1,
-//!    on disk first — see bitmap)         └─► child 2 ─┘    the superblock goes to every survivor)
+//!   (its regions' bits on disk first:    ├─► child 1 ─┤   (a child's error faults it: want_gen+1,
+//!    see bitmap)                         └─► child 2 ─┘    the superblock goes to every survivor)
 //!  read ─► the in-sync child with the fewest outstanding I/Os ─ error? ─► fault it, next child
 //!
 //!  child:  [ superblock slots | write-intent bitmap | data ................................ ]
@@ -14,7 +14,8 @@
 //!
 //!  faulted ─► (re-added: by hand, or by itself when its transport reconnects — heal)
 //!          ─► rebuilding: partial (the bitmap's regions) or full (a new or blank child)
-//!          ─► in sync; every member in sync again ─► bitmap cleared
+//!          ─► in sync; every member in sync ─► idle regions swept from the bitmap
+//!  assembly after an unclean stop ─► in-sync members made equal over the marked regions
 //! ```
 //!
 //! Membership lives in [`superblock`]: the mirror's and each member's identity, the members'
@@ -24,8 +25,9 @@
 //! their channel until it is on all of them (`durable_gen`). Nothing is acknowledged that the
 //! superblocks would contradict after a crash. At assembly the highest generation among the
 //! children decides who is in sync: a child that was faulted is never read from again.
-//! [`bitmap`] names the regions written while a member is out; [`rebuild`] copies them (or
-//! everything) under a window lock; [`heal`] re-adds a remote child whose controller is back.
+//! [`bitmap`] names the regions that may differ between members (written while one was out,
+//! in flight, or not yet flushed); [`rebuild`] copies them (or everything) under a window lock;
+//! [`heal`] re-adds a remote child whose controller is back and sweeps the bitmaps.
 
 mod bitmap;
 mod channel;

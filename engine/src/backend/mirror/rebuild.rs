@@ -14,13 +14,13 @@
 //!     unlock: blocked writes go on (to every member, the rebuilding one included)
 //!     pace:   sleep to keep under process_max_bandwidth_mb_sec
 //!  flush the member; the whole bitmap to it; Rebuilding ─► InSync (persisted)
-//!  every member in sync ─► the bitmap is cleared (on every member)
+//!  every member in sync ─► the bitmap is swept (idle regions cleared, on every member)
 //! ```
 //!
 //! A write behind the window reached the member itself; one ahead of it is copied over with
 //! the same data later; one inside it waits: the copy never overwrites newer data. An error
 //! on the member faults it and ends the rebuild; a read error on the source faults the source
-//! and the copy goes on from another in-sync child. Bits are only cleared once every member
+//! and the copy goes on from another in-sync child. Bits are only cleared while every member
 //! is in sync, so a partial rebuild cut short (an error, a restart) copies them all again.
 
 use std::sync::atomic::Ordering;
@@ -245,18 +245,54 @@ fn bitmap_to(rt: &RuntimeHandle, s: &Shared, t: usize) -> Result<()> {
     Ok(())
 }
 
-/// Clears the bitmap once every member is in sync, and writes the zeros everywhere. Under the
-/// writer token: no round in flight can land old bits after the clear.
-fn clear_if_whole(rt: &RuntimeHandle, s: &Shared) -> Result<()> {
-    {
+/// Sweeps the write-intent bitmap while every member is in sync (see [`super::bitmap`]):
+/// takes the candidates, flushes every member (so every write done before them is durable
+/// everywhere), clears the candidates no write has begun in since (under the writer token),
+/// and writes the chunks. Returns the regions cleared; 0 when a member is out (its regions
+/// stay marked) or a flush failed (the member is faulted).
+pub(crate) fn sweep(rt: &RuntimeHandle, s: &Shared) -> Result<u64> {
+    let whole = || s.children.iter().all(|c| c.state() == MemberState::InSync);
+    if !whole() {
+        return Ok(0);
+    }
+    let cands = s.bitmap.candidates();
+    if cands.iter().all(|&c| c == 0) {
+        return Ok(0);
+    }
+    let bs = s.block_size as u64;
+    let flushes = (0..s.children.len())
+        .map(|child| CtlIo {
+            child,
+            op: IoType::Flush,
+            offset: s.data_offset * bs,
+            len: s.num_blocks * bs,
+            data: Vec::new(),
+        })
+        .collect();
+    for (i, r) in control_io(rt, &s.descs(), flushes)?.into_iter().enumerate() {
+        match r {
+            Ok(_) | Err(IoStatus::NotSupported) => {}
+            Err(st) => {
+                if faults_child(st) {
+                    s.fault(i, "flush failed");
+                    persist(rt, s)?;
+                }
+                return Ok(0);
+            }
+        }
+    }
+    let cleared = {
         let _token = Token::take(s)?;
         let _m = s.membership.lock().unwrap();
-        if s.children.iter().any(|c| c.state() != MemberState::InSync) {
-            return Ok(());
+        if !whole() {
+            return Ok(0);
         }
-        s.bitmap.clear();
+        s.bitmap.sweep(&cands)
+    };
+    if cleared > 0 {
+        persist(rt, s)?;
     }
-    persist(rt, s)
+    Ok(cleared)
 }
 
 /// Moves member `i` from state `from` to `to` (refused if it is no longer `from`: a fault
@@ -632,7 +668,8 @@ fn copy_all(rt: &RuntimeHandle, s: &Shared, t: usize, kind: Kind) -> Result<()> 
     // It may become the last in-sync member: it must name every region the others lack.
     bitmap_to(rt, s, t)?;
     transition(rt, s, t, MemberState::Rebuilding, MemberState::InSync)?;
-    clear_if_whole(rt, s)
+    // Every member in sync: the regions the copy covered can go.
+    sweep(rt, s).map(|_| ())
 }
 
 /// Copies blocks [at, at + n) (locked) from an in-sync child to member `t`. A read error
