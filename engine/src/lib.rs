@@ -13,11 +13,15 @@
 //!                               │ poller: reap, stats,  ├─ null   (zeros / discard; lends)
 //!                               └── callbacks ◄─────────├─ uring  (io_uring, O_DIRECT)
 //!                                                       ├─ crypto   (AES-XTS stage) ─► base
-//!                                                       └─ compress (lz4/zstd stage) ─► base
+//!                                                       ├─ compress (lz4/zstd stage) ─► base
+//!                                                       ├─ mirror (raid1) ─► 2–5 children
+//!                                                       └─ error  (fault injection) ─► base
 //! ```
 //!
-//! Stages (crypto, compress) are bdevs over a claimed base bdev and stack in any order, e.g.
-//! namespace ← compress ← crypto ← uring. A base that copies data anyway (malloc) can fuse a
+//! Stages (crypto, compress, mirror, error) are bdevs over claimed base bdevs and stack in any
+//! order, e.g. namespace ← compress ← crypto ← mirror ← remote replicas (the replicas hold
+//! ciphertext only; see [`backend::mirror`] for the superblock, write-intent bitmap, rebuilds
+//! and self-healing). A base that copies data anyway (malloc) can fuse a
 //! stage's transform into that copy ([`bdev::CopyTransform`]): crypto over malloc encrypts and
 //! decrypts straight between the caller's buffers and RAM.
 //!

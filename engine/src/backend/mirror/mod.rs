@@ -25,9 +25,10 @@
 //! their channel until it is on all of them (`durable_gen`). Nothing is acknowledged that the
 //! superblocks would contradict after a crash. At assembly the highest generation among the
 //! children decides who is in sync: a child that was faulted is never read from again.
-//! [`bitmap`] names the regions that may differ between members (written while one was out,
-//! in flight, or not yet flushed); [`rebuild`] copies them (or everything) under a window lock;
-//! [`heal`] re-adds a remote child whose controller is back and sweeps the bitmaps.
+//! The write-intent bitmap (`bitmap`) names the regions that may differ between members
+//! (written while one was out, in flight, or not yet flushed); [`rebuild`] copies them (or
+//! everything) under a window lock; [`heal`] re-adds a remote child whose controller is back
+//! and sweeps the bitmaps.
 
 mod bitmap;
 mod channel;
