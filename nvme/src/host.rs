@@ -768,6 +768,12 @@ impl IoQpair {
         Ok(())
     }
 
+    /// Gives the queue up (its controller association is gone): every outstanding command
+    /// completes with a transport error at the next [`IoQpair::poll`], buffers returned.
+    pub fn abort(&mut self, why: &str) {
+        self.fail(why.to_string());
+    }
+
     fn fail(&mut self, why: String) {
         if self.failed.is_none() {
             tracing::warn!(addr = %self.addr, "I/O queue failed: {why}");

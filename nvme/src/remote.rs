@@ -74,6 +74,9 @@ struct Ctrl {
     free_qids: Mutex<Vec<(u16, u64, Instant)>>,
     granted: AtomicU16,
     failed: AtomicBool,
+    /// The admin queue is lost (the association is being re-established): I/O queues of the
+    /// old association are given up, their commands retried on the new ones.
+    lost: AtomicBool,
     stop: AtomicBool,
     bdevs: Mutex<Vec<String>>,
     /// The controller's maximum transfer size in bytes.
@@ -127,6 +130,7 @@ pub fn attach(opts: AttachOpts) -> Result<Vec<String>, RemoteError> {
         free_qids: Mutex::new(Vec::new()),
         granted: AtomicU16::new(granted),
         failed: AtomicBool::new(false),
+        lost: AtomicBool::new(false),
         stop: AtomicBool::new(false),
         bdevs: Mutex::new(Vec::new()),
         max_xfer: AtomicU64::new(128 * 1024),
@@ -238,6 +242,7 @@ fn keepalive(c: Arc<Ctrl>) {
                 if let Err(e) = sess.keep_alive() {
                     tracing::warn!(name = %o.name, "admin queue lost: {e}; reconnecting");
                     *s = None;
+                    c.lost.store(true, Ordering::Release);
                     lost_since = Some(Instant::now());
                 }
             }
@@ -248,6 +253,7 @@ fn keepalive(c: Arc<Ctrl>) {
                     c.free_qids.lock().unwrap().clear();
                     *s = Some(sess);
                     c.gen.fetch_add(1, Ordering::AcqRel);
+                    c.lost.store(false, Ordering::Release);
                     c.failed.store(false, Ordering::Release);
                     lost_since = None;
                     if given_up {
@@ -324,6 +330,9 @@ impl BdevBackend for RemoteBackend {
     }
     fn reconnects(&self) -> u64 {
         self.ctrl.gen.load(Ordering::Acquire) - 1
+    }
+    fn transport_lost(&self) -> Option<bool> {
+        Some(self.ctrl.failed.load(Ordering::Acquire))
     }
 }
 
@@ -647,6 +656,23 @@ impl BackendChannel for RemoteChannel {
             did |= self.finish(c, done);
         }
         self.comps = comps;
+        // A queue of an association that is gone (admin queue lost, a newer one made, or the
+        // controller given up) may never answer — a link cut sends no reset: its commands are
+        // failed now (retried on the next queue, or failed if the controller is given up).
+        let stale = self.ctrl.lost.load(Ordering::Acquire)
+            || self.ctrl.failed.load(Ordering::Acquire)
+            || self.ctrl.gen.load(Ordering::Acquire) != self.gen;
+        if stale {
+            if let Some(qp) = self.qp.as_mut().filter(|q| q.failure().is_none()) {
+                qp.abort("the controller's association is gone");
+                did |= qp.poll(&mut self.comps);
+                let mut comps = std::mem::take(&mut self.comps);
+                for c in comps.drain(..) {
+                    did |= self.finish(c, done);
+                }
+                self.comps = comps;
+            }
+        }
         // A dead queue: reconnect once the admin side has (new generation), with backoff.
         let dead = self.qp.as_ref().is_some_and(|q| q.failure().is_some()) || self.qp.is_none();
         if dead && !self.ctrl.failed.load(Ordering::Acquire) && Instant::now() >= self.retry_at {
@@ -670,6 +696,7 @@ impl BackendChannel for RemoteChannel {
                 if self.ctrl.gen.load(Ordering::Acquire) == self.gen && s.is_some() {
                     tracing::warn!(name = %self.ctrl.opts.name, "I/O queue lost: resetting the controller");
                     *s = None;
+                    self.ctrl.lost.store(true, Ordering::Release);
                 }
                 drop(s);
                 self.retry_at = Instant::now() + self.ctrl.opts.reconnect_delay;

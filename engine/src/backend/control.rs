@@ -7,6 +7,9 @@
 //!        └──── (index, data | status) ◄──────┘ completions, in any order
 //! ```
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -55,11 +58,14 @@ pub(crate) fn control_io(
         for (k, io) in ios.into_iter().enumerate() {
             let tx = tx.clone();
             let slot = chans[io.child].get_or_insert_with(|| {
-                descs[io.child]
-                    .lock()
-                    .unwrap()
-                    .as_ref()
-                    .and_then(|d| BdevDesc::channel(d).ok())
+                let d = descs[io.child].lock().unwrap();
+                let d = d.as_ref()?;
+                BdevDesc::channel(d)
+                    .map_err(|e| {
+                        tracing::warn!(bdev = %d.bdev().name(),
+                            "control I/O: no channel to the bdev: {e}");
+                    })
+                    .ok()
             });
             let ch = match slot {
                 Some(ch) => ch.clone(),
@@ -97,4 +103,46 @@ pub(crate) fn control_io(
         .into_iter()
         .map(|r| r.expect("every I/O answered"))
         .collect())
+}
+
+thread_local! {
+    /// Channels held open on the main reactor by live [`Hold`]s, by hold.
+    static HELD: RefCell<HashMap<u64, Vec<crate::bdev::IoChannel>>> = RefCell::default();
+}
+
+static NEXT_HOLD: AtomicU64 = AtomicU64::new(1);
+
+/// Keeps the main reactor's channels to some descriptors open while it lives, so a run of
+/// [`control_io`] batches (a rebuild's windows) reuses them instead of opening new ones each
+/// time — for a remote bdev, a new connection and queue per batch.
+pub(crate) struct Hold {
+    rt: RuntimeHandle,
+    id: u64,
+}
+
+/// Holds the main reactor's channels to `descs` (those that open) until the [`Hold`] drops.
+pub(crate) fn hold(rt: &RuntimeHandle, descs: &[SharedDesc]) -> Hold {
+    let id = NEXT_HOLD.fetch_add(1, Ordering::Relaxed);
+    // The bdevs, not the descriptors: a claim must go when its descriptor drops.
+    let bdevs: Vec<_> = descs
+        .iter()
+        .filter_map(|d| d.lock().unwrap().as_ref().map(|d| d.bdev().clone()))
+        .collect();
+    let _ = rt.send_retry(rt.main_core(), move || {
+        let chans: Vec<_> = bdevs
+            .iter()
+            .filter_map(|b| crate::bdev::channel_for(b).ok())
+            .collect();
+        HELD.with(|h| h.borrow_mut().insert(id, chans));
+    });
+    Hold { rt: rt.clone(), id }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let id = self.id;
+        let _ = self.rt.send_retry(self.rt.main_core(), move || {
+            HELD.with(|h| h.borrow_mut().remove(&id));
+        });
+    }
 }

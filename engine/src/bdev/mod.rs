@@ -285,6 +285,11 @@ pub trait BdevBackend: Send + Sync + 'static {
     fn reconnects(&self) -> u64 {
         0
     }
+    /// For bdevs with a transport: whether it is lost for good (a remote controller given up
+    /// after its loss timeout). `None` for bdevs without one.
+    fn transport_lost(&self) -> Option<bool> {
+        None
+    }
 }
 
 /// A backend's per-reactor state.

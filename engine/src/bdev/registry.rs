@@ -80,6 +80,10 @@ impl Bdev {
     pub fn reconnects(&self) -> u64 {
         self.backend.reconnects()
     }
+    /// Whether the bdev's transport is lost (see [`super::BdevBackend::transport_lost`]).
+    pub fn transport_lost(&self) -> Option<bool> {
+        self.backend.transport_lost()
+    }
     /// Who holds the claim, if anyone.
     pub fn claimed_by(&self) -> Option<String> {
         self.state.lock().unwrap().claim.clone()

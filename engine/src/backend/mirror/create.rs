@@ -74,6 +74,8 @@ pub fn create(rt: &RuntimeHandle, opts: MirrorOpts) -> Result<Arc<Bdev>> {
         d.claim(&format!("mirror {}", opts.name))?;
         descs.push(Arc::new(Mutex::new(Some(d))));
     }
+    // One channel per child on the main reactor for all of creation's control I/O.
+    let _hold = crate::backend::control::hold(rt, &descs);
     let bdevs: Vec<Arc<Bdev>> = descs
         .iter()
         .map(|d| d.lock().unwrap().as_ref().expect("open").bdev().clone())
@@ -243,6 +245,12 @@ pub fn create(rt: &RuntimeHandle, opts: MirrorOpts) -> Result<Arc<Bdev>> {
         rt: rt.clone(),
     });
     if !is_new {
+        // A remote member out since before this assembly: the healer tries it once.
+        for c in &shared.children {
+            if c.state() == MemberState::Faulted && c.transport_lost() == Some(false) {
+                c.heal_once.store(true, Ordering::Release);
+            }
+        }
         load_bitmap(rt, &shared)?;
         let blocks = resync(rt, &shared)?;
         if blocks > 0 {
@@ -438,6 +446,7 @@ fn resync(rt: &RuntimeHandle, s: &Shared) -> Result<u64> {
     let bs = s.block_size as u64;
     let step = (rebuild::options().window_bytes / bs).max(1);
     let descs = s.descs();
+    let _hold = crate::backend::control::hold(rt, &descs);
     let mut copied = 0;
     for (start, end) in s.bitmap.ranges(s.num_blocks) {
         let mut at = start;

@@ -4,7 +4,9 @@
 //!
 //! ```text
 //!  every 500 ms: each mirror, no rebuild running, self_heal on
-//!     └─ a faulted member whose bdev's reconnect count moved since its fault
+//!     ├─ a member whose controller is lost for good ─► faulted (even with no I/O)
+//!     └─ a faulted member whose bdev's reconnect count moved since its fault (or, once, one
+//!        out since before the mirror's assembly whose controller is up)
 //!          └─► rebuild::start_slot (partial or full, decided by its own superblock)
 //!              failed to start? tried again after 10 s, or at the next reconnect
 //! ```
@@ -86,14 +88,30 @@ fn pass(retry: &mut HashMap<(uuid::Uuid, usize), Instant>) {
         if s.deleted.load(Ordering::Acquire) || s.progress.lock().unwrap().is_some() {
             continue;
         }
+        // A member whose transport is lost for good is out, with or without I/O to find it.
+        let mut lost = false;
+        for (i, c) in s.children.iter().enumerate() {
+            if c.state() != MemberState::Faulted && c.transport_lost() == Some(true) {
+                s.fault(i, "its controller is lost (ctrlr_loss_timeout)");
+                lost = true;
+            }
+        }
+        if lost {
+            if let Err(e) = rebuild::persist(&s.rt, &s) {
+                tracing::warn!(mirror = %s.name, "recording a lost child: {e}");
+            }
+        }
         let Some(t) = (0..s.children.len()).find(|&i| {
             let c = &s.children[i];
             c.state() == MemberState::Faulted
                 && !retry.contains_key(&(s.uuid, i))
-                && c.reconnects() > c.fault_reconnects.load(Ordering::Acquire)
+                && c.transport_lost() == Some(false)
+                && (c.reconnects() > c.fault_reconnects.load(Ordering::Acquire)
+                    || c.heal_once.load(Ordering::Acquire))
         }) else {
             continue;
         };
+        s.children[t].heal_once.store(false, Ordering::Release);
         let c = &s.children[t];
         let name = c.name();
         match rebuild::start_slot(&s.rt, s.clone(), t) {

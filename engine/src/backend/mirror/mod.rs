@@ -103,6 +103,9 @@ pub(crate) struct Child {
     bdev: Mutex<Option<Arc<crate::bdev::Bdev>>>,
     /// The superblock slot holding this member's newest superblock: the next goes to the other.
     pub(crate) sb_slot: AtomicU8,
+    /// Faulted before this assembly and reachable over a transport: the healer tries it once
+    /// without waiting for a reconnect (after a restart there is none to wait for).
+    pub(crate) heal_once: AtomicBool,
 }
 
 impl Child {
@@ -119,6 +122,7 @@ impl Child {
             fault_reconnects: AtomicU64::new(0),
             bdev: Mutex::new(bdev),
             sb_slot: AtomicU8::new(sb_slot),
+            heal_once: AtomicBool::new(false),
         };
         c.set(m.state);
         c
@@ -171,6 +175,12 @@ impl Child {
             .unwrap()
             .as_ref()
             .map_or(0, |b| b.reconnects())
+    }
+
+    /// Whether the slot's bdev has a transport and it is lost for good (`None`: no transport
+    /// or no bdev).
+    pub(crate) fn transport_lost(&self) -> Option<bool> {
+        self.bdev.lock().unwrap().as_ref()?.transport_lost()
     }
 
     /// A channel to the slot's bdev on this reactor (None: no bdev, or it would not open).

@@ -612,6 +612,8 @@ fn copy_all(rt: &RuntimeHandle, s: &Shared, t: usize, kind: Kind) -> Result<()> 
     }
     let bs = s.block_size as u64;
     let descs = s.descs();
+    // One channel per member for the whole copy (not one per window).
+    let _hold = crate::backend::control::hold(rt, &descs);
     let started = Instant::now();
     let mut copied = 0u64;
     let mut logged = Instant::now();
