@@ -804,7 +804,7 @@ step_b() {
             "writes waited ${WAITED} s for the cut-off member"$'\n'"$(grep -a 'name=R2\|R2n1' "$MLOG" | tail -n 6)" \
             "$(awk -v w="$WAITED" 'BEGIN { exit !(w <= 20) }'; echo $?)" "${WAITED} s: $(raid_brief)"
     else
-        notok "b: $m faulted after its link went down" "after 40 s: $(raid_brief)"
+        notok "b: $m faulted after its link went down" "after 40 s: $(raid_brief)"$'\n'"$(grep -a 'name=R2\|R2n1' "$MLOG" | grep -v 'reconnect.*failed' | tail -n 5)"
     fi
     snap b-faulted
     while ((SECONDS - t_down < 7)); do sleep 0.5; done
