@@ -602,9 +602,10 @@ fn copy_all(rt: &RuntimeHandle, s: &Shared, t: usize, kind: Kind) -> Result<()> 
     // Barrier: every write submitted before it was sent without the member and set its bits;
     // every one after goes to the member too.
     announce(rt, s, false)?;
+    let window = (options().window_bytes / s.block_size as u64).max(1);
     let ranges = match kind {
         Kind::Full => vec![(0, s.num_blocks)],
-        Kind::Partial => s.bitmap.ranges(s.num_blocks),
+        Kind::Partial => by_window(&s.bitmap.ranges(s.num_blocks), window),
     };
     let total: u64 = ranges.iter().map(|(a, b)| b - a).sum();
     if let Some(p) = s.progress.lock().unwrap().as_mut() {
@@ -674,6 +675,26 @@ fn copy_all(rt: &RuntimeHandle, s: &Shared, t: usize, kind: Kind) -> Result<()> 
     sweep(rt, s).map(|_| ())
 }
 
+/// Dirty ranges grouped by copy window: within each window-aligned stretch, ranges a quarter
+/// window apart or less become one span (the clean blocks between are equal on both sides:
+/// copying them is harmless, and cheaper than another window's lock and round trips).
+/// Scattered regions then take about as many windows as a full copy, not one each.
+fn by_window(ranges: &[(u64, u64)], window: u64) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for &(mut a, b) in ranges {
+        while a < b {
+            let w_end = (a / window + 1) * window;
+            let e = b.min(w_end);
+            match out.last_mut() {
+                Some(l) if l.0 / window == a / window && a - l.1 <= window / 4 => l.1 = e,
+                _ => out.push((a, e)),
+            }
+            a = e;
+        }
+    }
+    out
+}
+
 /// Copies blocks [at, at + n) (locked) from an in-sync child to member `t`. A read error
 /// faults the source (never the last in-sync one) and the next one is tried.
 fn copy_window(
@@ -722,4 +743,14 @@ fn copy_window(
         return Err(bad(format!("writing the member: {st:?}")));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dirty_ranges_group_by_window() {
+        let r = [(0, 2), (3, 6), (9, 14), (30, 31)];
+        assert_eq!(super::by_window(&r, 8), vec![(0, 6), (9, 14), (30, 31)]);
+        assert_eq!(super::by_window(&[(6, 10)], 8), vec![(6, 8), (8, 10)]);
+    }
 }
