@@ -62,6 +62,8 @@ pub(crate) struct Bitmap {
     mirror: uuid::Uuid,
     /// Blocks per region.
     region_blocks: u64,
+    /// log2 of `region_blocks` (both powers of two: a shift, not a division, per write).
+    region_shift: u32,
     /// Regions (bits in use).
     regions: u64,
     words: Vec<AtomicU64>,
@@ -96,12 +98,17 @@ impl Bitmap {
         num_blocks: u64,
     ) -> Bitmap {
         let region_blocks = (region_bytes / block_size).max(1) as u64;
+        debug_assert!(
+            region_blocks.is_power_of_two(),
+            "regions and blocks are powers of two"
+        );
         let regions = num_blocks.div_ceil(region_blocks);
         let chunks = regions.div_ceil(CHUNK_BITS) as usize;
         debug_assert!(chunks <= MAX_CHUNKS, "region size too small for the area");
         Bitmap {
             mirror,
             region_blocks,
+            region_shift: region_blocks.trailing_zeros(),
             regions,
             words: (0..chunks * CHUNK_WORDS)
                 .map(|_| AtomicU64::new(0))
@@ -126,8 +133,8 @@ impl Bitmap {
 
     /// The regions [first, last] that blocks [offset, offset + n) touch.
     fn span(&self, offset: u64, n: u64) -> (u64, u64) {
-        let first = offset / self.region_blocks;
-        let last = (offset + n.max(1) - 1) / self.region_blocks;
+        let first = offset >> self.region_shift;
+        let last = (offset + n.max(1) - 1) >> self.region_shift;
         (first, last.min(self.regions.saturating_sub(1)))
     }
 
@@ -166,7 +173,13 @@ impl Bitmap {
         let (first, last) = self.span(offset, n);
         Self::each_word(first, last, |w, mask| {
             self.inflight[w].fetch_add(1, Ordering::SeqCst);
-            self.recent[w].fetch_or(mask, Ordering::AcqRel);
+            // No locked operation when the bits are set already, as they are for a hot
+            // region. SeqCst: a load that still sees bits the sweep's `candidates` reset
+            // comes before that reset, and so does this write's count, which the sweep then
+            // sees (the region is no candidate).
+            if self.recent[w].load(Ordering::SeqCst) & mask != mask {
+                self.recent[w].fetch_or(mask, Ordering::AcqRel);
+            }
             true
         });
     }
