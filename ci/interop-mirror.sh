@@ -73,15 +73,7 @@ cd "$(dirname "$0")/.." || exit 1
 t0=$SECONDS
 
 # ------------------------------------------------------------------ counters --
-PASSED=0 FAILED=0 FAILED_NAMES=()
-ok() { PASSED=$((PASSED + 1)); echo "ok - $1"; }
-notok() { # NAME DETAIL (DETAIL may span lines: printed indented)
-    FAILED=$((FAILED + 1)) FAILED_NAMES+=("$1")
-    local first rest
-    first=${2%%$'\n'*}
-    echo "not ok - $1: $first"
-    if [[ $2 == *$'\n'* ]]; then rest=${2#*$'\n'}; printf '%s\n' "$rest" | head -n 40 | sed 's/^/    | /'; fi
-}
+# ok / notok (ci/lib-interop.sh) count the checks: PASSED, FAILED, FAILED_NAMES.
 check() { # NAME DETAIL-IF-FAILED CONDITION-STATUS [INFO-IF-PASSED]: the name stays the same
     if (($3 == 0)); then ok "$1${4:+ ($4)}"; else notok "$1" "$2"; fi
 }

@@ -23,7 +23,7 @@
 # exit status 1 if anything failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-. ci/lib-interop.sh   # free_port, wait_port, INTEROP_LOG_DIR (no guest is used)
+. ci/lib-interop.sh   # free_port, wait_port, ok/notok, INTEROP_LOG_DIR (no guest is used)
 t0=$SECONDS
 
 SPDK_VERSIONS=${SPDK_VERSIONS:-"25.9 26.9"}
@@ -37,16 +37,7 @@ KEY2=f0e0d0c0b0a090807060504030201000f0e0d0c0b0a090807060504030201000
 rm -rf "$LOGDIR"
 mkdir -p "$LOGDIR"
 
-# ------------------------------------------------------------------ counters --
-PASSED=0 FAILED=0 FAILED_NAMES=()
-ok() { PASSED=$((PASSED + 1)); echo "ok - $1"; }
-notok() { # NAME DETAIL (DETAIL may span lines: printed indented)
-    FAILED=$((FAILED + 1)) FAILED_NAMES+=("$1")
-    local first rest
-    first=${2%%$'\n'*}
-    echo "not ok - $1: $first"
-    if [[ $2 == *$'\n'* ]]; then rest=${2#*$'\n'}; printf '%s\n' "$rest" | head -n 40 | sed 's/^/    | /'; fi
-}
+# Checks are counted by ok / notok (ci/lib-interop.sh): PASSED, FAILED, FAILED_NAMES.
 
 # --------------------------------------------------------------- cleanup -------
 DPIDS=()

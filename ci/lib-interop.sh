@@ -326,6 +326,19 @@ assert_guest_ok() {
     assert_guest_rc "${1:?assert_guest_ok NAME SCRIPT}" 0 "${2:?assert_guest_ok NAME SCRIPT}"
 }
 
+# ok NAME / notok NAME DETAIL: TAP-style host-side checks for scripts that run many
+# ("ok - NAME", "not ok - NAME: DETAIL", further DETAIL lines indented), counted in PASSED,
+# FAILED and FAILED_NAMES (each script prints its own summary).
+PASSED=0 FAILED=0 FAILED_NAMES=()
+ok() { PASSED=$((PASSED + 1)); echo "ok - $1"; }
+notok() { # NAME DETAIL (DETAIL may span lines: printed indented)
+    FAILED=$((FAILED + 1)) FAILED_NAMES+=("$1")
+    local first rest
+    first=${2%%$'\n'*}
+    echo "not ok - $1: $first"
+    if [[ $2 == *$'\n'* ]]; then rest=${2#*$'\n'}; printf '%s\n' "$rest" | head -n 40 | sed 's/^/    | /'; fi
+}
+
 # interop_pass NAME / interop_fail NAME [WHY]: record a host-side check (e.g.
 # "the target did not start") in the same counters.
 interop_pass() {

@@ -643,6 +643,18 @@ impl BackendChannel for RemoteChannel {
                 did = true;
             }
         }
+        // A queue of an association that is gone (admin queue lost, a newer one made, or the
+        // controller given up) may never answer — a link cut sends no reset: it is given up,
+        // and the poll below completes its commands (retried on the next queue, or failed if
+        // the controller is given up).
+        let stale = self.ctrl.lost.load(Ordering::Acquire)
+            || self.ctrl.failed.load(Ordering::Acquire)
+            || self.ctrl.gen.load(Ordering::Acquire) != self.gen;
+        if stale {
+            if let Some(qp) = self.qp.as_mut().filter(|q| q.failure().is_none()) {
+                qp.abort("the controller's association is gone");
+            }
+        }
         if let Some(qp) = self.qp.as_mut() {
             did |= qp.poll(&mut self.comps);
             // A target that reads slowly must not leave our commands or write data stranded
@@ -656,23 +668,6 @@ impl BackendChannel for RemoteChannel {
             did |= self.finish(c, done);
         }
         self.comps = comps;
-        // A queue of an association that is gone (admin queue lost, a newer one made, or the
-        // controller given up) may never answer — a link cut sends no reset: its commands are
-        // failed now (retried on the next queue, or failed if the controller is given up).
-        let stale = self.ctrl.lost.load(Ordering::Acquire)
-            || self.ctrl.failed.load(Ordering::Acquire)
-            || self.ctrl.gen.load(Ordering::Acquire) != self.gen;
-        if stale {
-            if let Some(qp) = self.qp.as_mut().filter(|q| q.failure().is_none()) {
-                qp.abort("the controller's association is gone");
-                did |= qp.poll(&mut self.comps);
-                let mut comps = std::mem::take(&mut self.comps);
-                for c in comps.drain(..) {
-                    did |= self.finish(c, done);
-                }
-                self.comps = comps;
-            }
-        }
         // A dead queue: reconnect once the admin side has (new generation), with backoff.
         let dead = self.qp.as_ref().is_some_and(|q| q.failure().is_some()) || self.qp.is_none();
         if dead && !self.ctrl.failed.load(Ordering::Acquire) && Instant::now() >= self.retry_at {

@@ -18,7 +18,7 @@ use ballast_reactor::RuntimeHandle;
 
 use super::bitmap::{self, Bitmap};
 use super::{
-    control_io, heal, lookup, rebuild, Child, CtlIo, Member, MemberState, MirrorBackend,
+    control_io, heal, lookup, read_own, rebuild, Child, CtlIo, Member, MemberState, MirrorBackend,
     MirrorOpts, RoundPlan, Shared, SharedDesc, Superblock, MAX_MEMBERS, META_BYTES, MIRRORS,
     REGION_BYTES, SLOT_BYTES,
 };
@@ -103,22 +103,13 @@ pub fn create(rt: &RuntimeHandle, opts: MirrorOpts) -> Result<Arc<Bdev>> {
             META_BYTES >> 20
         )));
     }
-    // Each child's own superblock.
-    let reads = (0..descs.len())
-        .map(|child| CtlIo {
-            child,
-            op: IoType::Read,
-            offset: 0,
-            len: 2 * SLOT_BYTES as u64,
-            data: Vec::new(),
-        })
-        .collect();
+    // Each child's own superblock, and the slot holding it (a blank child's first write
+    // goes to slot 0).
     let mut own = Vec::new();
-    // Each child's newest superblock slot (a blank child's first write goes to slot 0).
     let mut newest_slot = Vec::new();
-    for (i, r) in control_io(rt, &descs, reads)?.into_iter().enumerate() {
-        let b = r.map_err(|s| bad(format!("reading {}'s superblock: {s:?}", opts.children[i])))?;
-        let n = Superblock::newest_slot(&b[..SLOT_BYTES], &b[SLOT_BYTES..]);
+    let all: Vec<usize> = (0..descs.len()).collect();
+    for (i, r) in read_own(rt, &descs, &all)?.into_iter().enumerate() {
+        let n = r.map_err(|s| bad(format!("reading {}'s superblock: {s:?}", opts.children[i])))?;
         newest_slot.push(n.as_ref().map_or(1, |(_, slot)| *slot));
         own.push(n.map(|(sb, _)| sb));
     }
@@ -536,15 +527,8 @@ pub fn add_member(rt: &RuntimeHandle, name: &str, child: &str) -> Result<usize> 
     d.claim(&format!("mirror {name}"))?;
     // Its own superblock: a member of this mirror coming back keeps its slot.
     let desc: SharedDesc = Arc::new(Mutex::new(Some(d)));
-    let read = vec![CtlIo {
-        child: 0,
-        op: IoType::Read,
-        offset: 0,
-        len: 2 * SLOT_BYTES as u64,
-        data: Vec::new(),
-    }];
-    let own = match control_io(rt, std::slice::from_ref(&desc), read)?.pop() {
-        Some(Ok(b)) => Superblock::newest_slot(&b[..SLOT_BYTES], &b[SLOT_BYTES..]),
+    let own = match read_own(rt, std::slice::from_ref(&desc), &[0])?.pop() {
+        Some(Ok(own)) => own,
         _ => None,
     };
     let own_slot = own.as_ref().map_or(1, |(_, slot)| *slot);

@@ -478,6 +478,30 @@ pub(crate) fn control_io(
     })
 }
 
+/// Each of `children`'s (indexes into `descs`) own newest superblock and the slot it is in
+/// (`None`: blank, torn or foreign), or the status its read failed with.
+#[allow(clippy::type_complexity)]
+pub(crate) fn read_own(
+    rt: &RuntimeHandle,
+    descs: &[SharedDesc],
+    children: &[usize],
+) -> Result<Vec<std::result::Result<Option<(Superblock, u8)>, IoStatus>>> {
+    let reads = children
+        .iter()
+        .map(|&child| CtlIo {
+            child,
+            op: IoType::Read,
+            offset: 0,
+            len: 2 * SLOT_BYTES as u64,
+            data: Vec::new(),
+        })
+        .collect();
+    Ok(control_io(rt, descs, reads)?
+        .into_iter()
+        .map(|r| r.map(|b| Superblock::newest_slot(&b[..SLOT_BYTES], &b[SLOT_BYTES..])))
+        .collect())
+}
+
 pub(crate) struct MirrorBackend {
     pub(crate) shared: Arc<Shared>,
     pub(crate) supported: Vec<IoType>,

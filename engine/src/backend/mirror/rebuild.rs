@@ -29,9 +29,7 @@ use std::time::{Duration, Instant};
 
 use ballast_reactor::RuntimeHandle;
 
-use super::{
-    control_io, faults_child, lookup, CtlIo, MemberState, Shared, Superblock, MIRRORS, SLOT_BYTES,
-};
+use super::{control_io, faults_child, lookup, CtlIo, MemberState, Shared, MIRRORS};
 use crate::bdev::{IoStatus, IoType};
 use crate::error::{Error, Result};
 
@@ -519,28 +517,19 @@ fn reserve(rt: &RuntimeHandle, s: &Shared, t: usize) -> Result<Kind> {
     let kind = if c.full() {
         Kind::Full
     } else {
-        let read = vec![CtlIo {
-            child: t,
-            op: IoType::Read,
-            offset: 0,
-            len: 2 * SLOT_BYTES as u64,
-            data: Vec::new(),
-        }];
-        let own = match control_io(rt, &s.descs(), read) {
-            Ok(mut r) => match r.pop() {
-                Some(Ok(b)) => Superblock::newest(&b[..SLOT_BYTES], &b[SLOT_BYTES..]),
-                Some(Err(st)) => {
-                    *s.progress.lock().unwrap() = None;
-                    return Err(bad(format!("reading {child}'s superblock: {st:?}")));
-                }
-                None => None,
-            },
+        let own = match super::read_own(rt, &s.descs(), &[t]).map(|mut r| r.pop()) {
+            Ok(Some(Ok(own))) => own,
+            Ok(Some(Err(st))) => {
+                *s.progress.lock().unwrap() = None;
+                return Err(bad(format!("reading {child}'s superblock: {st:?}")));
+            }
+            Ok(None) => None,
             Err(e) => {
                 *s.progress.lock().unwrap() = None;
                 return Err(e);
             }
         };
-        if own.is_some_and(|o| o.mirror == s.uuid && o.child == c.uuid()) {
+        if own.is_some_and(|(o, _)| o.mirror == s.uuid && o.child == c.uuid()) {
             Kind::Partial
         } else {
             tracing::warn!(mirror = %s.name, child = %child,
