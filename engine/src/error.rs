@@ -47,6 +47,20 @@ pub enum Error {
         /// What is wrong with it.
         why: String,
     },
+    /// No object of that kind (an lvol store, an lvol) has that name.
+    #[error("{kind} {name} not found")]
+    NoSuch {
+        /// What was looked for ("lvol store", "lvol").
+        kind: &'static str,
+        /// The name, UUID or alias given.
+        name: String,
+    },
+    /// Not enough free space (an lvol store's clusters).
+    #[error("{0}")]
+    NoSpace(String),
+    /// On-disk metadata failed its checks: it is reported, never trusted.
+    #[error("corrupt metadata: {0}")]
+    Corrupt(String),
     /// A call that must run on a reactor thread was made elsewhere.
     #[error("{0} must be called on a reactor thread")]
     NotOnReactor(&'static str),

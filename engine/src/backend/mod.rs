@@ -5,6 +5,7 @@ pub mod compress;
 mod control;
 pub mod crypto;
 pub mod error;
+pub mod lvol;
 pub mod malloc;
 pub mod mirror;
 pub mod null;
