@@ -26,7 +26,10 @@ pub use channel::IoChannel;
 pub(crate) fn channel_for(bdev: &std::sync::Arc<Bdev>) -> crate::error::Result<IoChannel> {
     channel::get(bdev)
 }
-pub use registry::{delete, list, lookup, open, register, validate_name, Bdev, BdevDesc, MAX_NAME};
+pub use registry::{
+    delete, list, lookup, on_resize, open, register, validate_name, Bdev, BdevDesc, MAX_NAME,
+};
+pub(crate) use registry::{resize, set_alias};
 
 use crate::buf::IoBuf;
 use crate::error::Result;

@@ -30,6 +30,11 @@ pub struct Bdev {
     pub(crate) id: u64,
     info: BdevInfo,
     pub(crate) backend: Box<dyn BdevBackend>,
+    /// Current size in blocks (an lvol grows and shrinks; `info.num_blocks` is the size at
+    /// registration).
+    num_blocks: AtomicU64,
+    /// Current aliases (an lvol's follow renames).
+    aliases: Mutex<Vec<String>>,
     /// The backend's supported operations ([`IoType::bit`]s), asked once: I/O validation
     /// checks them for every request.
     ops: u8,
@@ -60,9 +65,13 @@ impl Bdev {
     pub fn block_size(&self) -> u32 {
         self.info.block_size
     }
-    /// Number of blocks.
+    /// Number of blocks (now: it may change, see [`resize`]).
     pub fn num_blocks(&self) -> u64 {
-        self.info.num_blocks
+        self.num_blocks.load(Ordering::Acquire)
+    }
+    /// Other names it can be found by (now: they may change, see [`set_alias`]).
+    pub fn aliases(&self) -> Vec<String> {
+        self.aliases.lock().unwrap().clone()
     }
     /// SPDK's product name of the backend.
     pub fn product_name(&self) -> &'static str {
@@ -184,6 +193,8 @@ pub fn register(info: BdevInfo, backend: Box<dyn BdevBackend>) -> Result<Arc<Bde
         .fold(0, |m, op| m | op.bit());
     let bdev = Arc::new(Bdev {
         id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        num_blocks: AtomicU64::new(info.num_blocks),
+        aliases: Mutex::new(info.aliases.clone()),
         info,
         backend,
         ops,
@@ -195,9 +206,58 @@ pub fn register(info: BdevInfo, backend: Box<dyn BdevBackend>) -> Result<Arc<Bde
         r.by_name.insert(n.clone(), bdev.clone());
     }
     r.by_uuid.insert(bdev.info.uuid, bdev.clone());
+    drop(r);
     tracing::info!(bdev = %bdev.info.name, product = bdev.product_name(),
         blocks = bdev.info.num_blocks, block_size = bdev.info.block_size, "bdev registered");
+    crate::backend::lvol::examine_new(&bdev);
     Ok(bdev)
+}
+
+/// Replaces alias `old` of `bdev` by `new` (`None`/`None` are add/remove).
+pub(crate) fn set_alias(bdev: &Arc<Bdev>, old: Option<&str>, new: Option<&str>) -> Result<()> {
+    let mut r = registry().lock().unwrap();
+    if let Some(n) = new {
+        validate_name(n)?;
+        if r.by_name.contains_key(n) {
+            return Err(Error::Exists(n.to_string()));
+        }
+    }
+    let mut al = bdev.aliases.lock().unwrap();
+    if let Some(o) = old {
+        al.retain(|a| a != o);
+        if r.by_name.get(o).is_some_and(|b| Arc::ptr_eq(b, bdev)) {
+            r.by_name.remove(o);
+        }
+    }
+    if let Some(n) = new {
+        al.push(n.to_string());
+        if !bdev.is_removed() {
+            r.by_name.insert(n.to_string(), bdev.clone());
+        }
+    }
+    Ok(())
+}
+
+type ResizeFn = Box<dyn Fn(&Arc<Bdev>) + Send + Sync>;
+
+fn resize_listeners() -> &'static Mutex<Vec<ResizeFn>> {
+    static L: OnceLock<Mutex<Vec<ResizeFn>>> = OnceLock::new();
+    L.get_or_init(Mutex::default)
+}
+
+/// Calls `f` with every bdev whose size changes from now on (the NVMe target tells the
+/// hosts of the namespaces it backs).
+pub fn on_resize(f: impl Fn(&Arc<Bdev>) + Send + Sync + 'static) {
+    resize_listeners().lock().unwrap().push(Box::new(f));
+}
+
+/// Sets `bdev`'s size to `num_blocks` and tells the resize listeners.
+pub(crate) fn resize(bdev: &Arc<Bdev>, num_blocks: u64) {
+    bdev.num_blocks.store(num_blocks, Ordering::Release);
+    tracing::info!(bdev = %bdev.info.name, blocks = num_blocks, "bdev resized");
+    for f in resize_listeners().lock().unwrap().iter() {
+        f(bdev);
+    }
 }
 
 /// Finds a bdev by name, alias or UUID string.
@@ -262,8 +322,11 @@ pub fn delete(name: &str) -> Result<()> {
             });
         }
         bdev.removed.store(true, Ordering::Release);
-        for n in std::iter::once(&bdev.info.name).chain(bdev.info.aliases.iter()) {
-            r.by_name.remove(n);
+        r.by_name.remove(&bdev.info.name);
+        for n in bdev.aliases.lock().unwrap().iter() {
+            if r.by_name.get(n).is_some_and(|b| Arc::ptr_eq(b, &bdev)) {
+                r.by_name.remove(n);
+            }
         }
         r.by_uuid.remove(&bdev.info.uuid);
         bdev

@@ -164,10 +164,27 @@ pub enum Model {
 /// The shared conformance body: random writes/reads verified byte-exact against a model,
 /// flush, write-zeroes, unmap, out-of-range and length errors.
 pub fn conformance(h: &Harness, name: &str, model_kind: Model, seed: u64) {
+    conformance_from(h, name, model_kind, seed, None)
+}
+
+/// [`conformance`] on a bdev that holds `initial` to begin with (zeros if `None`): a clone
+/// of a snapshot, an lvol written before it was snapshotted.
+pub fn conformance_from(
+    h: &Harness,
+    name: &str,
+    model_kind: Model,
+    seed: u64,
+    initial: Option<Vec<u8>>,
+) {
     let b = bdev::lookup(name).expect("bdev registered");
     let bs = b.block_size() as usize;
     let nb = b.num_blocks();
-    let mut model = vec![0u8; nb as usize * bs];
+    let mut model = initial.unwrap_or_else(|| vec![0u8; nb as usize * bs]);
+    assert_eq!(
+        model.len(),
+        nb as usize * bs,
+        "{name}: initial content size"
+    );
     let mut rng = SmallRng::seed_from_u64(seed);
     let cores = h.rt.cores();
     let check = |model: &Vec<u8>, off: u64, n: u64, got: &[u8], what: &str| {

@@ -70,7 +70,7 @@ impl Target {
             "ballast discovery",
             1,
         )?;
-        Ok(Arc::new(Target {
+        let t = Arc::new(Target {
             rt,
             opts: std::sync::OnceLock::new(),
             default_opts: opts,
@@ -79,7 +79,18 @@ impl Target {
             rr: AtomicUsize::new(0),
             discovery,
             genctr: AtomicU64::new(1),
-        }))
+        });
+        // A resized bdev (an lvol): hosts of the namespaces it backs get the
+        // namespace-attribute-changed notice and read the new size.
+        let weak = Arc::downgrade(&t);
+        ballast_engine::bdev::on_resize(move |b| {
+            if let Some(t) = weak.upgrade() {
+                for s in t.subsystems() {
+                    s.bdev_resized(b);
+                }
+            }
+        });
+        Ok(t)
     }
 
     /// The options the transport gets when it is created implicitly (by the first listener),

@@ -288,6 +288,34 @@ impl Subsystem {
         Ok(())
     }
 
+    /// `bdev` changed size: namespaces it backs are republished (queue pairs pick up the new
+    /// size) and hosts get a namespace-attribute-changed notice.
+    pub fn bdev_resized(&self, bdev: &Arc<ballast_engine::Bdev>) {
+        let (nsids, ctrlrs) = {
+            let inner = self.inner.lock().unwrap();
+            let nsids: Vec<u32> = inner
+                .namespaces
+                .iter()
+                .filter(|(_, r)| Arc::ptr_eq(&r.entry.bdev, bdev))
+                .map(|(&n, _)| n)
+                .collect();
+            if nsids.is_empty() {
+                return;
+            }
+            self.publish_table(&inner);
+            (
+                nsids,
+                inner.controllers.values().cloned().collect::<Vec<_>>(),
+            )
+        };
+        tracing::info!(nqn = %self.nqn, ?nsids, blocks = bdev.num_blocks(), "namespace resized");
+        for c in ctrlrs {
+            for &n in &nsids {
+                c.namespace_changed(n);
+            }
+        }
+    }
+
     /// Namespaces (nsid, bdev name, uuid).
     pub fn namespaces(&self) -> Vec<NsEntry> {
         self.ns_table().entries.clone()

@@ -1187,11 +1187,14 @@ impl Qpair {
         ns.table = ctrl.subsys.ns_table();
         ns.gen = gen;
         let table = ns.table.clone();
-        // Keep channels of namespaces that still exist; open the new ones lazily.
-        ns.chans.retain(|c| {
-            table
+        // Keep channels of namespaces that still exist (with their current size: an lvol
+        // may have been resized); open the new ones lazily.
+        ns.chans.retain_mut(|c| {
+            let keep = table
                 .get(c.nsid)
-                .is_some_and(|e| Arc::ptr_eq(&e.bdev, c.ch.bdev()))
+                .is_some_and(|e| Arc::ptr_eq(&e.bdev, c.ch.bdev()));
+            c.num_blocks = c.ch.bdev().num_blocks();
+            keep
         });
     }
 

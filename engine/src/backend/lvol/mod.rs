@@ -1,9 +1,54 @@
 //! Logical volumes (SPDK's lvol store / blobstore, written anew): thin and thick volumes,
 //! snapshots, clones and online resize on a store kept on any bdev.
 //!
-//! (Skeleton: the public API the RPC layer builds on; the implementation follows.)
+//! ```text
+//!  lvol bdev "<uuid>" (alias lvs/name) ─► channel: cut at clusters, map each piece
+//!        │ read: own cluster → parent's → zeros      write: own → first touch → copy-on-write
+//!        ▼
+//!  store: State (lvols, sparse cluster maps, owned-cluster bitmap) ── Record ──► committer
+//!        │                                                            (main reactor)
+//!        ▼                                                                  ▼
+//!  base bdev: [superblocks][checkpoint A|B][metadata log ring][cluster 0][cluster 1]...
+//! ```
+//!
+//! * A store cuts its base into clusters (default 4 MiB). An lvol is a list of clusters; a
+//!   thin one gets them on first write, a thick one at creation. Unwritten clusters read as
+//!   zeros; free clusters are kept zeroed (cleared when freed), so a first write needs no
+//!   zeroing.
+//! * Snapshot: the origin's clusters move to a new read-only lvol, which becomes the origin's
+//!   parent; the origin then copies a cluster on its first write to it (copy-on-write).
+//!   Clone: a thin lvol whose parent is a read-only lvol. Deleting a snapshot with one clone
+//!   merges it into the clone; inflate and decouple copy a parent's clusters in.
+//! * Metadata: every change is a [`format::Record`] applied in memory and appended to a
+//!   checksummed log; when the log is half full the whole state is written as a checkpoint
+//!   to the other of two areas and the superblock (two slots, generations) points at it.
+//!   Opening replays the checkpoint and the log's good prefix. What depends on a change (an
+//!   acknowledged write to a new cluster, an RPC's answer) waits until it is durable.
+//! * Examine: a bdev that holds a store, when it is registered, brings the store and its
+//!   lvols back ([`enable_examine`]). [`check`] is the metadata checker.
+//! * A full store fails the writing I/O with ENOSPC (NVMe Capacity Exceeded); nothing else.
 
+mod channel;
+mod format;
+mod ops;
+mod state;
+mod store;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use ballast_reactor::RuntimeHandle;
+
+use crate::bdev::{self, BackendChannel, Bdev, BdevBackend, BdevInfo, IoType};
 use crate::error::Result;
+use channel::{LvolChannel, LvolCtl};
+use store::Store;
+
+pub use ops::{
+    check, clone, create_lvol, create_lvstore, decouple_parent, delete_lvol, delete_lvstore,
+    examine, get_lvols, get_lvstores, grow_lvstore, inflate, lvol_info, lvstore_mem_bytes, rename,
+    rename_lvstore, resize, set_read_only, snapshot, unload_lvstore,
+};
 
 /// What is done to clusters (and, at store creation, the data area) when they are freed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -130,100 +175,131 @@ pub struct CheckReport {
     pub log_blocks: u64,
 }
 
-/// Creates a store on `opts.bdev_name` (formatting it).
-pub fn create_lvstore(_opts: &LvsOpts) -> Result<LvsInfo> {
-    todo!()
+/// SPDK's product name of lvol bdevs.
+pub const PRODUCT: &str = "Logical Volume";
+
+/// A registered lvol bdev and its freeze control.
+pub(crate) struct LvolHandle {
+    pub(crate) bdev: Arc<Bdev>,
+    pub(crate) ctl: Arc<LvolCtl>,
 }
 
-/// Deletes a store (by UUID or name; exactly one given): refused while any of its lvols is
-/// claimed; its lvol bdevs are removed and its metadata erased.
-pub fn delete_lvstore(_uuid: Option<&str>, _name: Option<&str>) -> Result<()> {
-    todo!()
+struct LvolBackend {
+    store: Arc<Store>,
+    id: u32,
+    ctl: Arc<LvolCtl>,
 }
 
-/// Stores, all or the one named by UUID or name (not found: an error).
-pub fn get_lvstores(_uuid: Option<&str>, _name: Option<&str>) -> Result<Vec<LvsInfo>> {
-    todo!()
+impl BdevBackend for LvolBackend {
+    fn product_name(&self) -> &'static str {
+        PRODUCT
+    }
+
+    fn supports(&self, op: IoType) -> bool {
+        match op {
+            IoType::Read | IoType::Write | IoType::Flush => true,
+            IoType::WriteZeroes | IoType::Unmap => true,
+        }
+    }
+
+    fn create_channel(&self) -> Result<Box<dyn BackendChannel>> {
+        Ok(Box::new(LvolChannel::new(
+            self.store.clone(),
+            self.id,
+            self.ctl.clone(),
+        )?))
+    }
+
+    fn describe(&self) -> Vec<(String, String)> {
+        vec![
+            ("lvol_store_uuid".into(), self.store.uuid.to_string()),
+            ("base_bdev".into(), self.store.base_bdev.name().to_string()),
+        ]
+    }
 }
 
-/// Renames a store (its lvols' aliases follow).
-pub fn rename_lvstore(_old: &str, _new: &str) -> Result<()> {
-    todo!()
+/// The open stores.
+pub(crate) fn stores() -> &'static Mutex<Vec<Arc<Store>>> {
+    static S: OnceLock<Mutex<Vec<Arc<Store>>>> = OnceLock::new();
+    S.get_or_init(Mutex::default)
 }
 
-/// Takes in clusters added to the end of the base since creation (a grown base bdev).
-pub fn grow_lvstore(_uuid: Option<&str>, _name: Option<&str>) -> Result<LvsInfo> {
-    todo!()
-}
-
-/// Creates an lvol of `size_bytes` (rounded up to clusters) in the store named by UUID or
-/// name; thick lvols get all their clusters now.
-pub fn create_lvol(
-    _lvs_uuid: Option<&str>,
-    _lvs_name: Option<&str>,
-    _name: &str,
-    _size_bytes: u64,
-    _thin: bool,
-    _clear_method: ClearMethod,
-) -> Result<LvolInfo> {
-    todo!()
-}
-
-/// Lvols, all or those of one store.
-pub fn get_lvols(_lvs_uuid: Option<&str>, _lvs_name: Option<&str>) -> Result<Vec<LvolInfo>> {
-    todo!()
-}
-
-/// The lvol a bdev name, UUID or `lvs/lvol` alias names, if it is one.
-pub fn lvol_info(_name: &str) -> Option<LvolInfo> {
-    todo!()
-}
-
-/// Deletes an lvol (a snapshot with one clone is merged into it; more clones: refused).
-pub fn delete_lvol(_name: &str) -> Result<()> {
-    todo!()
-}
-
-/// Snapshots `lvol` as `snapshot_name` (read-only); the lvol becomes its thin clone.
-pub fn snapshot(_lvol: &str, _snapshot_name: &str) -> Result<LvolInfo> {
-    todo!()
-}
-
-/// Clones a read-only lvol (a snapshot) as a thin lvol `clone_name`.
-pub fn clone(_snapshot: &str, _clone_name: &str) -> Result<LvolInfo> {
-    todo!()
-}
-
-/// Resizes an lvol to `size_bytes` (rounded up to clusters); exported namespaces see it.
-pub fn resize(_lvol: &str, _size_bytes: u64) -> Result<()> {
-    todo!()
-}
-
-/// Allocates every cluster of a clone (copying from its parents) and cuts it loose.
-pub fn inflate(_lvol: &str) -> Result<()> {
-    todo!()
-}
-
-/// Copies the clusters its parents provide and cuts a clone loose (stays thin elsewhere).
-pub fn decouple_parent(_lvol: &str) -> Result<()> {
-    todo!()
-}
-
-/// Makes an lvol read-only (for good).
-pub fn set_read_only(_lvol: &str) -> Result<()> {
-    todo!()
-}
-
-/// Renames an lvol within its store (its alias follows).
-pub fn rename(_lvol: &str, _new_name: &str) -> Result<()> {
-    todo!()
-}
-
-/// Checks the metadata of the store on `bdev` (open or not): see [`CheckReport`].
-pub fn check(_bdev: &str) -> Result<CheckReport> {
-    todo!()
-}
+static RT: Mutex<Option<RuntimeHandle>> = Mutex::new(None);
+static EXAMINING: AtomicUsize = AtomicUsize::new(0);
 
 /// Lets stores come back by themselves: each bdev registered from now on is examined for a
-/// store (and its lvols are registered). Call once at start-up.
-pub fn enable_examine(_rt: &ballast_reactor::RuntimeHandle) {}
+/// store on `rt` (and its lvols are registered). Call once at start-up (`None` stops it).
+pub fn enable_examine(rt: Option<&RuntimeHandle>) {
+    *RT.lock().unwrap() = rt.cloned();
+}
+
+/// Waits until examines started by bdev registrations are done (SPDK's
+/// bdev_wait_for_examine), at most `timeout`. False on timeout.
+pub fn wait_for_examine(timeout: std::time::Duration) -> bool {
+    let t0 = std::time::Instant::now();
+    while EXAMINING.load(Ordering::Acquire) > 0 {
+        if t0.elapsed() > timeout {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    true
+}
+
+/// Called by the registry for every new bdev: looks for a store on it (on a thread of its
+/// own when called on a reactor, which must not wait for its own I/O).
+pub(crate) fn examine_new(b: &Arc<Bdev>) {
+    let Some(rt) = RT.lock().unwrap().clone() else {
+        return;
+    };
+    if b.product_name() == PRODUCT {
+        return;
+    }
+    let name = b.name().to_string();
+    EXAMINING.fetch_add(1, Ordering::AcqRel);
+    let run = move || {
+        if let Err(e) = ops::examine(&rt, &name) {
+            tracing::warn!(bdev = %name, "lvol store not opened: {e}");
+        }
+        EXAMINING.fetch_sub(1, Ordering::AcqRel);
+    };
+    if ballast_reactor::current_core().is_some() {
+        let _ = std::thread::Builder::new()
+            .name("lvs-examine".into())
+            .spawn(run);
+    } else {
+        run();
+    }
+}
+
+/// Registers lvol `id` of `store` as a bdev.
+pub(crate) fn register_lvol(store: &Arc<Store>, id: u32) -> Result<Arc<Bdev>> {
+    let (uuid, alias, size) = {
+        let g = store.inner.lock().unwrap();
+        let l = g.st.lvol(id).map_err(crate::error::Error::Corrupt)?;
+        (l.uuid, format!("{}/{}", g.st.name, l.name), l.size)
+    };
+    let l = store.layout;
+    let mut info = BdevInfo::new(uuid.to_string(), l.block_size, size * l.bpc());
+    info.uuid = uuid;
+    info.aliases = vec![alias];
+    info.write_cache = store.base_bdev.info().write_cache;
+    info.optimal_io_boundary = u32::try_from(l.bpc()).unwrap_or(0);
+    let ctl = Arc::new(LvolCtl::default());
+    let b = bdev::register(
+        info,
+        Box::new(LvolBackend {
+            store: store.clone(),
+            id,
+            ctl: ctl.clone(),
+        }),
+    )?;
+    store.bdevs.lock().unwrap().insert(
+        id,
+        LvolHandle {
+            bdev: b.clone(),
+            ctl,
+        },
+    );
+    Ok(b)
+}
