@@ -219,6 +219,8 @@ fn run(args: Args) -> Result<(), String> {
     })
     .map_err(|e| e.to_string())?;
     let target = Target::new(rt.handle(), opts).map_err(|e| e.to_string())?;
+    // A bdev that holds an lvol store brings it back when it appears (config replay, attach).
+    ballast_engine::backend::lvol::enable_examine(Some(&rt.handle()));
     let stop = Arc::new(AtomicBool::new(false));
     let ctx = ballast_rpc::Context::new(rt.handle(), target.clone(), stop.clone());
     let res = serve(ctx, socket, &config, &mut signals);
@@ -259,6 +261,9 @@ fn teardown(rt: &Runtime, target: &Target) {
             ballast_nvme::target::tcp::close_all_local("daemon shutting down")
         });
     }
+    // Lvol stores write what is queued and stop their committers while the reactors run.
+    ballast_engine::backend::lvol::enable_examine(None);
+    ballast_engine::backend::lvol::close_all();
     rt.shutdown();
     for s in target.subsystems() {
         let _ = target.delete_subsystem(&s.nqn);

@@ -15,10 +15,11 @@
 //!                                                       ├─ crypto   (AES-XTS stage) ─► base
 //!                                                       ├─ compress (lz4/zstd stage) ─► base
 //!                                                       ├─ mirror (raid1) ─► 2–5 children
+//!                                                       ├─ lvol (thin, snapshots) ─► store base
 //!                                                       └─ error  (fault injection) ─► base
 //! ```
 //!
-//! Stages (crypto, compress, mirror, error) are bdevs over claimed base bdevs and stack in any
+//! Stages (crypto, compress, mirror, lvol, error) are bdevs over claimed base bdevs and stack in any
 //! order, e.g. namespace ← compress ← crypto ← mirror ← remote replicas (the replicas hold
 //! ciphertext only; see [`backend::mirror`] for the superblock, write-intent bitmap, rebuilds
 //! and self-healing). A base that copies data anyway (malloc) can fuse a

@@ -265,6 +265,10 @@ impl Status {
     pub const TRANSIENT_TRANSPORT_ERROR: Status = st(0, 0x22, false);
     /// LBA out of range.
     pub const LBA_OUT_OF_RANGE: Status = st(0, 0x80, true);
+    /// Capacity Exceeded: a thin namespace's pool is full (Linux: ENOSPC).
+    pub const CAPACITY_EXCEEDED: Status = st(0, 0x81, true);
+    /// Namespace is Write Protected (a read-only lvol: a snapshot).
+    pub const NAMESPACE_WRITE_PROTECTED: Status = st(0, 0x20, true);
     /// Namespace not ready, do not retry (removed).
     pub const NAMESPACE_NOT_READY: Status = st(0, 0x82, true);
     /// Namespace not ready, retry later (transient resource shortage).

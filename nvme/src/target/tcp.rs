@@ -2036,6 +2036,8 @@ fn map_io_status(s: IoStatus, op: IoType) -> Status {
         IoStatus::NotSupported => Status::INVALID_OPCODE,
         IoStatus::NoMemory | IoStatus::Pending => Status::NAMESPACE_NOT_READY_RETRY,
         IoStatus::Aborted => Status::ABORTED_SQ_DELETION,
+        IoStatus::Failed(libc::ENOSPC) if op != IoType::Read => Status::CAPACITY_EXCEEDED,
+        IoStatus::Failed(libc::EROFS) if op != IoType::Read => Status::NAMESPACE_WRITE_PROTECTED,
         IoStatus::Failed(_) => match op {
             IoType::Read => Status::UNRECOVERED_READ_ERROR,
             IoType::Write | IoType::WriteZeroes => Status::WRITE_FAULT,

@@ -247,6 +247,7 @@ impl LvolChannel {
         let mut g = store.inner.lock().unwrap();
         let next: Result<PState, IoStatus> = match io_op {
             IoType::Flush => Ok(PState::Wait(g.queued_seq, After::Submit(0))),
+            IoType::Read if !g.st.lvols.contains_key(&id) => Err(IoStatus::Removed),
             IoType::Read => {
                 let phys = g.st.resolve(id, cidx);
                 drop(g);

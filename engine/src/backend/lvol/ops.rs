@@ -329,6 +329,15 @@ fn close_store(uuid: Option<&str>, name: Option<&str>, erase: bool) -> Result<()
     r
 }
 
+/// Makes every store's queued changes durable and stops its committer (daemon shutdown:
+/// the lvol bdevs stay registered until the process ends, their I/O fails from now on).
+pub fn close_all() {
+    let all: Vec<_> = stores().lock().unwrap().drain(..).collect();
+    for s in all {
+        s.close();
+    }
+}
+
 /// Stores, all or the one named by UUID or name (not found: an error).
 pub fn get_lvstores(uuid: Option<&str>, name: Option<&str>) -> Result<Vec<LvsInfo>> {
     if uuid.is_some() || name.is_some() {
