@@ -14,6 +14,8 @@
 //! replays a document method by method, skipping methods of SPDK subsystems ballast does not
 //! have (logged), and stops at the first failing method with an error naming it.
 
+use std::collections::HashMap;
+
 use ballast_nvme::target::SubsystemKind;
 use serde_json::{json, Value};
 
@@ -98,10 +100,46 @@ pub(crate) fn dependency_order(entries: Vec<BdevEntry>) -> Vec<Value> {
     out
 }
 
-/// The "bdev" config: every bdev save_config can recreate, bases before what is built on them.
+/// The product name of lvol bdevs.
+const LVOL_PRODUCT: &str = "Logical Volume";
+
+/// Every name an lvol bdev answers to (bdev name, UUID, `lvs/lvol` alias), each mapped to the
+/// base bdev of its store: no entry creates an lvol, examine brings it back with that base.
+fn lvol_bases(bdevs: &[std::sync::Arc<ballast_engine::Bdev>]) -> HashMap<String, String> {
+    let mut stands_on = HashMap::new();
+    for b in bdevs.iter().filter(|b| b.product_name() == LVOL_PRODUCT) {
+        let Some(l) = ballast_engine::backend::lvol::lvol_info(b.name()) else {
+            continue;
+        };
+        let names = [b.name().to_string(), l.alias, l.uuid.to_string()];
+        for n in names.into_iter().chain(b.info().aliases.iter().cloned()) {
+            stands_on.insert(n, l.base_bdev.clone());
+        }
+    }
+    stands_on
+}
+
+/// Makes each entry built on an lvol wait for the entry that brings the lvol back: the one
+/// creating its store's base bdev (through stores on lvols, down to a bdev that is not one).
+pub(crate) fn resolve_lvol_bases(entries: &mut [BdevEntry], stands_on: &HashMap<String, String>) {
+    for base in entries.iter_mut().flat_map(|e| e.bases.iter_mut()) {
+        // At most one hop per lvol: a store cannot stand on itself, but nothing may loop.
+        for _ in 0..=stands_on.len() {
+            match stands_on.get(base.as_str()) {
+                Some(next) => *base = next.clone(),
+                None => break,
+            }
+        }
+    }
+}
+
+/// The "bdev" config: every bdev save_config can recreate, bases before what is built on them,
+/// then `bdev_wait_for_examine` as SPDK ends it (lvols come back by examine of their store's
+/// base, and what is configured after, namespaces on lvols, needs them).
 fn bdev_config() -> Vec<Value> {
     let mut bdevs = ballast_engine::bdev::list();
     bdevs.sort_by(|a, b| a.name().cmp(b.name()));
+    let stands_on = lvol_bases(&bdevs);
     let mut bases = Vec::new();
     for b in bdevs {
         let i = b.info();
@@ -140,8 +178,9 @@ fn bdev_config() -> Vec<Value> {
                     }),
                 )
             }
-            // Saved below: as their controller's attach, or as stages over their base.
-            "NVMe disk" | "crypto" | "compress" | "error" | "raid" => continue,
+            // Saved below: as their controller's attach, or as stages over their base. Lvols
+            // are not saved: examine brings them back when their store's base is created.
+            "NVMe disk" | "crypto" | "compress" | "error" | "raid" | LVOL_PRODUCT => continue,
             other => {
                 tracing::warn!(bdev = %i.name, product = other, "save_config: bdev type not saved");
                 continue;
@@ -204,7 +243,9 @@ fn bdev_config() -> Vec<Value> {
             methods::raid_options_json(&o),
         ));
     }
+    resolve_lvol_bases(&mut bases, &stands_on);
     out.extend(dependency_order(bases));
+    out.push(json!({"method": "bdev_wait_for_examine"}));
     out
 }
 
@@ -499,6 +540,33 @@ mod tests {
             ["Malloc0", "Null0", "Nvme0", "c1", "n1", "c2", "n2", "c3"]
         );
         assert_bases_first(&order, 8);
+    }
+
+    #[test]
+    fn a_stage_on_an_lvol_follows_the_base_of_its_store() {
+        // Lvol bdevs are named by UUID, alias lvs/lvol; the store lvs0 is on Z_base, lvs1 on
+        // an lvol of lvs0. Sorted by name, the stages would come before Z_base.
+        let stands_on: HashMap<String, String> = [
+            ("0e2b8e6c-3f3a-4e0f-8d8e-1c6b7f0a9b01", "Z_base"),
+            ("lvs0/v0", "Z_base"),
+            ("lvs1/v1", "lvs0/v0"),
+        ]
+        .into_iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+        let mut entries = vec![
+            crypto("A_crypt", "0e2b8e6c-3f3a-4e0f-8d8e-1c6b7f0a9b01"),
+            compress("B_comp", "lvs1/v1"),
+            base("Z_base"),
+        ];
+        resolve_lvol_bases(&mut entries, &stands_on);
+        assert_eq!(entries[1].bases, ["Z_base"]);
+        let order = dependency_order(entries);
+        assert_eq!(names(&order), ["Z_base", "A_crypt", "B_comp"]);
+        // What is not an lvol is left alone.
+        let mut entries = vec![crypto("c", "M0")];
+        resolve_lvol_bases(&mut entries, &stands_on);
+        assert_eq!(entries[0].bases, ["M0"]);
     }
 
     #[test]

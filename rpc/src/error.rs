@@ -101,19 +101,24 @@ pub fn cap(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
     .into()
 }
 
+const ENOSPC: i64 = -28;
+const EINVAL: i64 = -22;
 const ENODEV: i64 = -19;
 const EEXIST: i64 = -17;
 const EBUSY: i64 = -16;
-const EINVAL: i64 = -22;
+const EIO: i64 = -5;
 
 impl From<ballast_engine::Error> for RpcError {
     fn from(e: ballast_engine::Error) -> Self {
         use ballast_engine::Error as E;
         let code = match &e {
-            E::NotFound(_) | E::KeyNotFound(_) => ENODEV,
+            E::NotFound(_) | E::KeyNotFound(_) | E::NoSuch { .. } => ENODEV,
             E::Exists(_) | E::KeyExists(_) => EEXIST,
             E::Claimed { .. } | E::Removing(_) | E::KeyInUse { .. } | E::Busy(_) => EBUSY,
             E::InvalidParam { .. } => INVALID_PARAMS,
+            E::NoSpace(_) => ENOSPC,
+            // Metadata that failed its checks: an I/O error, as SPDK's blobstore reports it.
+            E::Corrupt(_) => EIO,
             _ => INTERNAL_ERROR,
         };
         RpcError::new(code, e.to_string())
@@ -138,5 +143,29 @@ impl From<ballast_nvme::Error> for RpcError {
 impl From<ballast_reactor::Error> for RpcError {
     fn from(e: ballast_reactor::Error) -> Self {
         RpcError::new(INTERNAL_ERROR, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lvol_store_errors_have_spdks_errnos() {
+        use ballast_engine::Error as E;
+        for (e, code) in [
+            (
+                E::NoSuch {
+                    kind: "lvol store",
+                    name: "lvs0".into(),
+                },
+                ENODEV,
+            ),
+            (E::NoSpace("lvol store lvs0 is full".into()), ENOSPC),
+            (E::Corrupt("checksum".into()), EIO),
+        ] {
+            let message = e.to_string();
+            assert_eq!(RpcError::from(e), RpcError::new(code, message));
+        }
     }
 }

@@ -26,6 +26,8 @@ mod bdev;
 mod client;
 #[path = "cli/framework.rs"]
 mod framework;
+#[path = "cli/lvol.rs"]
+mod lvol;
 #[path = "cli/methods.rs"]
 mod methods;
 #[path = "cli/nvme.rs"]

@@ -92,16 +92,25 @@ pub(crate) fn bdev_get_bdevs(_: &Context, params: Option<Value>) -> Result<Value
                     Value::Object(details),
                 );
             }
+            // An lvol's details are SPDK's lvol object, made from the store's own record.
+            if b.product_name() == LVOL.0 {
+                if let Some(l) = ballast_engine::backend::lvol::lvol_info(b.name()) {
+                    specific.insert("lvol".into(), super::lvol::lvol_driver_json(&l));
+                }
+            }
             let mut types = Map::new();
             for (key, op) in SPDK_IO_TYPES {
                 types.insert(key.to_string(), json!(op.is_some_and(io)));
             }
             let mut v = json!({
                 "name": i.name,
+                // TODO(lvol-alias): b.aliases(), once Bdev has it (an lvol's `lvs/lvol`
+                // alias follows renames of the lvol and of its store).
                 "aliases": i.aliases,
                 "product_name": b.product_name(),
                 "block_size": i.block_size,
-                "num_blocks": i.num_blocks,
+                // The live size: an lvol's changes with bdev_lvol_resize.
+                "num_blocks": b.num_blocks(),
                 "uuid": i.uuid.to_string(),
                 "assigned_rate_limits": {
                     "rw_ios_per_sec": 0,
@@ -289,6 +298,7 @@ pub(crate) const CRYPTO: (&str, &str) = ("crypto", "crypto");
 pub(crate) const COMPRESS: (&str, &str) = ("compress", "compress");
 pub(crate) const ERROR: (&str, &str) = ("error", "error");
 pub(crate) const RAID: (&str, &str) = ("raid", "raid");
+pub(crate) const LVOL: (&str, &str) = ("Logical Volume", "lvol");
 
 /// Deletes bdev `params.name` if it is of `kind` (a product name and its short name). A
 /// delete aimed at a bdev of another kind is refused as SPDK refuses it (-19, "No such
@@ -305,21 +315,44 @@ fn delete_kind(params: Option<Value>, kind: (&str, &str)) -> Result<Value, RpcEr
 
 /// Deletes bdev `name` if it is of `kind` (SPDK's -19 otherwise, naming what it is).
 pub(crate) fn delete_named(name: &str, kind: (&str, &str)) -> Result<Value, RpcError> {
-    let b = ballast_engine::bdev::lookup(name)
-        .ok_or_else(|| RpcError::new(-19, format!("No such device: bdev {name} not found")))?;
+    let b = of_kind(name, kind, " (use its own delete method)")?;
+    ballast_engine::bdev::delete(b.name())?;
+    Ok(json!(true))
+}
+
+/// Bdev `name` (a name, alias or UUID), or SPDK's -19 "No such device".
+pub(crate) fn existing(name: &str) -> Result<Arc<ballast_engine::Bdev>, RpcError> {
+    ballast_engine::bdev::lookup(name).ok_or_else(|| {
+        RpcError::new(
+            -19,
+            format!(
+                "No such device: bdev {} not found",
+                crate::error::cap(name, 255)
+            ),
+        )
+    })
+}
+
+/// Bdev `name` if it is of `kind`; SPDK's -19 otherwise, naming the kind it is (and ending
+/// with `hint`).
+pub(crate) fn of_kind(
+    name: &str,
+    kind: (&str, &str),
+    hint: &str,
+) -> Result<Arc<ballast_engine::Bdev>, RpcError> {
+    let b = existing(name)?;
     if b.product_name() != kind.0 {
         return Err(RpcError::new(
             -19,
             format!(
-                "No such device: bdev {} is a {} bdev, not a {} bdev (use its own delete method)",
+                "No such device: bdev {} is a {} bdev, not a {} bdev{hint}",
                 b.name(),
                 kind_of(b.product_name()),
                 kind.1
             ),
         ));
     }
-    ballast_engine::bdev::delete(b.name())?;
-    Ok(json!(true))
+    Ok(b)
 }
 
 /// The `driver_specific` key SPDK nests a bdev's details under, by product name.
@@ -338,6 +371,7 @@ fn kind_of(product: &str) -> &str {
         URING,
         CRYPTO,
         COMPRESS,
+        LVOL,
         ("NVMe disk", "NVMe (bdev_nvme)"),
     ]
     .iter()

@@ -113,6 +113,14 @@ const TABLE: &[(&str, &[(&str, Accept)])] = &[
         ],
     ),
     (
+        "bdev_lvol_create_lvstore",
+        &[
+            // Blobstore's metadata layout; ballast's store keeps its own.
+            ("num_md_pages_per_cluster_ratio", Any),
+            ("md_page_size", Any),
+        ],
+    ),
+    (
         "bdev_crypto_create",
         &[
             ("crypto_pmd", Any),

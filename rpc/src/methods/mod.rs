@@ -26,6 +26,7 @@ mod compress_stage;
 mod crypto;
 mod error_stage;
 mod framework;
+mod lvol;
 mod mirror;
 mod nvmf;
 mod ops;
@@ -37,6 +38,7 @@ use compress_stage::*;
 use crypto::*;
 use error_stage::*;
 use framework::*;
+use lvol::*;
 pub(crate) use mirror::raid_options_json;
 use mirror::*;
 use nvmf::*;
@@ -115,6 +117,22 @@ pub const METHODS: &[(&str, Method)] = &[
     ("bdev_raid_remove_base_bdev", bdev_raid_remove_base_bdev),
     ("bdev_raid_set_options", bdev_raid_set_options),
     ("bdev_raid_delete", bdev_raid_delete),
+    ("bdev_lvol_create_lvstore", bdev_lvol_create_lvstore),
+    ("bdev_lvol_delete_lvstore", bdev_lvol_delete_lvstore),
+    ("bdev_lvol_get_lvstores", bdev_lvol_get_lvstores),
+    ("bdev_lvol_rename_lvstore", bdev_lvol_rename_lvstore),
+    ("bdev_lvol_grow_lvstore", bdev_lvol_grow_lvstore),
+    ("bdev_lvol_create", bdev_lvol_create),
+    ("bdev_lvol_get_lvols", bdev_lvol_get_lvols),
+    ("bdev_lvol_delete", bdev_lvol_delete),
+    ("bdev_lvol_snapshot", bdev_lvol_snapshot),
+    ("bdev_lvol_clone", bdev_lvol_clone),
+    ("bdev_lvol_resize", bdev_lvol_resize),
+    ("bdev_lvol_inflate", bdev_lvol_inflate),
+    ("bdev_lvol_decouple_parent", bdev_lvol_decouple_parent),
+    ("bdev_lvol_set_read_only", bdev_lvol_set_read_only),
+    ("bdev_lvol_rename", bdev_lvol_rename),
+    ("bdev_lvol_check_lvstore", bdev_lvol_check_lvstore),
     ("bdev_error_create", bdev_error_create),
     ("bdev_error_delete", bdev_error_delete),
     ("bdev_error_inject_error", bdev_error_inject_error),

@@ -8,6 +8,7 @@
 //!  framework.rs  rpc_get_methods, spdk_get_version, framework_*, save/load_config, log_*, ...
 //!  bdev.rs       bdev_get_*, bdev_wait_for_examine, malloc, null, uring
 //!  stages.rs     compress and crypto bdevs, accel crypto keys
+//!  lvol.rs       bdev_lvol_* (lvol stores and lvols)
 //!  nvme.rs       bdev_nvme_* (remote NVMe/TCP controllers)
 //!  nvmf.rs       nvmf_* (the target)
 //!  here          call (raw mode)
@@ -25,6 +26,7 @@ use serde_json::Value;
 
 use crate::bdev::Bdev;
 use crate::framework::Framework;
+use crate::lvol::Lvol;
 use crate::nvme::Nvme;
 use crate::nvmf::Nvmf;
 use crate::output::Style;
@@ -40,6 +42,8 @@ pub enum Method {
     Bdev(Bdev),
     #[command(flatten)]
     Stages(Stages),
+    #[command(flatten)]
+    Lvol(Lvol),
     #[command(flatten)]
     Nvme(Nvme),
     #[command(flatten)]
@@ -105,6 +109,7 @@ pub fn params_for(method: &Method, stdin: Option<&str>) -> Result<(String, Optio
         Method::Framework(m) => m.call(stdin)?,
         Method::Bdev(m) => m.call()?,
         Method::Stages(m) => m.call(),
+        Method::Lvol(m) => m.call(),
         Method::Nvme(m) => m.call(),
         Method::Nvmf(m) => m.call(),
         // Raw mode sends exactly what it was given, `{}` included.
@@ -183,6 +188,7 @@ pub mod tests {
             crate::framework::tests::cases(),
             crate::bdev::tests::cases(),
             crate::stages::tests::cases(),
+            crate::lvol::tests::cases(),
             crate::nvme::tests::cases(),
             crate::nvmf::tests::cases(),
         ]
@@ -285,6 +291,7 @@ pub mod tests {
             crate::framework::tests::MALFORMED,
             crate::bdev::tests::MALFORMED,
             crate::stages::tests::MALFORMED,
+            crate::lvol::tests::MALFORMED,
             crate::nvme::tests::MALFORMED,
             crate::nvmf::tests::MALFORMED,
             &["call"],
