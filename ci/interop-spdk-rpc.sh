@@ -11,10 +11,15 @@
 #   3. refused input: a delete aimed at another kind of bdev (-19 'No such device', nothing
 #      deleted), a feature ballast lacks ('not supported'), and two raw JSON requests sent by
 #      ci/spdk-rpc-replay.py (no "jsonrpc" member: answered; a misspelt param: -32602 naming it);
-#   4. rpc.py's save_config (built from framework_get_subsystems + framework_get_config),
-#      spdk_kill_instance, a second ballastd started with -c on the saved file, save_config
-#      from it equals the first (as parsed JSON);
-#   5. everything deleted again, spdk_kill_instance: the daemon exits 0 within 10 s.
+#   4. logical volumes: a store on a malloc bdev, thick and thin lvols, snapshot, clone,
+#      resize, inflate, decouple, read-only, renames, deletes, the shapes of
+#      bdev_lvol_get_lvstores/get_lvols and bdev_get_bdevs' driver_specific.lvol, what is
+#      refused; and a store on a file with an error bdev on its lvol, kept for step 5;
+#   5. rpc.py's save_config (built from framework_get_subsystems + framework_get_config),
+#      spdk_kill_instance, a second ballastd started with -c on the saved file (the kept store
+#      and lvol come back by examine, the error bdev on the lvol is replayed after its base),
+#      save_config from it equals the first (as parsed JSON);
+#   6. everything deleted again, spdk_kill_instance: the daemon exits 0 within 10 s.
 # No QEMU guest: only the RPC socket (and one TCP listener on 127.0.0.1) is used.
 # The client venvs are cached in /var/tmp/ballast-spdk-venvs/<version> (~10 s each to make).
 # Logs (daemon logs, every spdk-rpc command and its output, the saved configs) go to
@@ -238,6 +243,214 @@ if ! cargo build --release -q --bin ballastd --bin ballast-rpc 2>"$LOGDIR/build.
 fi
 BIN=$PWD/target/release
 
+# ---------------------------------------------------------- logical volumes ----
+# check_uuid NAME VAR ARGS...: `spdk-rpc ARGS` must succeed printing one UUID (rpc.py prints a
+# created store's or lvol's name bare), kept in VAR ("" on failure).
+check_uuid() {
+    local name="[$V] $1" var=$2
+    shift 2
+    printf -v "$var" '%s' ""
+    if rpc "$@" && [[ $OUT =~ ^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$ ]]; then
+        printf -v "$var" '%s' "$OUT"
+        ok "$name"
+    else
+        notok "$name" "\`$CMD\` (rc=$RC) printed '$OUT', expected a UUID"$'\n'"$ALL"
+    fi
+}
+
+# check_refused NAME SUBSTR25 SUBSTR26 ARGS...: check_fails with the text each release
+# prints: rpc.py 25.9 passes more through to the daemon, 26.9's argparse refuses some first.
+check_refused() {
+    local name=$1 want=$2
+    [[ $V == 25.* ]] || want=$3
+    shift 3
+    check_fails "$name" "$want" "$@"
+}
+
+# lvol_checks: a store and its lvols on a malloc bdev, driven as rpc.py drives them (SPDK's
+# bdev_lvol_* names, flags and result shapes), what is refused, and everything deleted.
+lvol_checks() {
+    local LVS='' THICK='' THIN='' SNAP='' CLONE='' out why
+    check_ok "bdev_malloc_create -b LV0 64 512" =LV0 bdev_malloc_create -b LV0 64 512
+    check_uuid "bdev_lvol_create_lvstore LV0 lvs0 -c 1048576 --clear-method unmap prints its UUID" \
+        LVS bdev_lvol_create_lvstore LV0 lvs0 -c 1048576 --clear-method unmap
+    [[ -n $LVS ]] || return
+    check_ok "bdev_lvol_get_lvstores: lvs0 with SPDK's fields" "
+s = [x for x in d if x['name'] == 'lvs0']
+assert len(s) == 1, d
+s = s[0]
+assert sorted(s) == sorted(['uuid', 'name', 'base_bdev', 'total_data_clusters', 'free_clusters', 'block_size', 'cluster_size']), sorted(s)
+assert s['uuid'] == '$LVS' and s['base_bdev'] == 'LV0', s
+assert s['cluster_size'] == 1048576 and s['block_size'] == 512, s
+assert 0 < s['total_data_clusters'] < 64 and s['free_clusters'] == s['total_data_clusters'], s
+" bdev_lvol_get_lvstores
+    check_ok "bdev_lvol_get_lvstores -u UUID" "assert [s['name'] for s in d] == ['lvs0'], d" \
+        bdev_lvol_get_lvstores -u "$LVS"
+    check_ok "bdev_lvol_get_lvstores -l lvs0" "assert [s['uuid'] for s in d] == ['$LVS'], d" \
+        bdev_lvol_get_lvstores -l lvs0
+    check_uuid "bdev_lvol_create -l lvs0 thick 4 (thick) prints its bdev name" \
+        THICK bdev_lvol_create -l lvs0 thick 4
+    check_uuid "bdev_lvol_create -u UUID -t thin 8 (thin) prints its bdev name" \
+        THIN bdev_lvol_create -u "$LVS" -t thin 8
+    check_ok "bdev_lvol_get_lvols -l lvs0: thick and thin in SPDK's shape" "
+n = {v['name']: v for v in d}
+assert sorted(n) == ['thick', 'thin'], d
+for v in d:
+    assert sorted(v) == sorted(['alias', 'uuid', 'name', 'is_thin_provisioned', 'is_snapshot', 'is_clone', 'is_esnap_clone', 'is_degraded', 'lvs', 'num_allocated_clusters']), sorted(v)
+    assert v['alias'] == 'lvs0/' + v['name'] and v['lvs'] == {'name': 'lvs0', 'uuid': '$LVS'}, v
+    assert not (v['is_snapshot'] or v['is_clone'] or v['is_esnap_clone'] or v['is_degraded']), v
+t = n['thick']
+assert t['uuid'] == '$THICK' and not t['is_thin_provisioned'] and t['num_allocated_clusters'] == 4, t
+t = n['thin']
+assert t['uuid'] == '$THIN' and t['is_thin_provisioned'] and t['num_allocated_clusters'] == 0, t
+" bdev_lvol_get_lvols -l lvs0
+    check_ok "bdev_lvol_get_lvols -u UUID: the same two" "assert len(d) == 2, d" \
+        bdev_lvol_get_lvols -u "$LVS"
+    check_ok "bdev_lvol_get_lvstores: 4 clusters taken by the thick lvol" "
+s = [x for x in d if x['name'] == 'lvs0'][0]
+assert s['free_clusters'] == s['total_data_clusters'] - 4, s
+" bdev_lvol_get_lvstores -l lvs0
+    check_ok "bdev_get_bdevs -b lvs0/thick: an lvol bdev with driver_specific.lvol" "
+b = d[0]
+assert b['name'] == '$THICK' and b['uuid'] == '$THICK' and 'lvs0/thick' in b['aliases'], b
+assert b['product_name'] == 'Logical Volume' and b['block_size'] == 512 and b['num_blocks'] == 8192, b
+l = b['driver_specific']['lvol']
+assert l == {'lvol_store_uuid': '$LVS', 'base_bdev': 'LV0', 'thin_provision': False, 'num_allocated_clusters': 4, 'snapshot': False, 'clone': False, 'esnap_clone': False}, l
+" bdev_get_bdevs -b lvs0/thick
+    check_ok "bdev_get_bdevs -b THIN-UUID: thin_provision" "
+assert d[0]['driver_specific']['lvol']['thin_provision'] is True, d[0]
+" bdev_get_bdevs -b "$THIN"
+
+    # Snapshot, clone, resize, inflate, decouple, read-only, renames.
+    check_uuid "bdev_lvol_snapshot lvs0/thin snap0 prints its bdev name" \
+        SNAP bdev_lvol_snapshot lvs0/thin snap0
+    check_ok "bdev_get_bdevs -b lvs0/snap0: a snapshot whose clone is thin" "
+l = d[0]['driver_specific']['lvol']
+assert l['snapshot'] is True and l['clones'] == ['thin'] and 'base_snapshot' not in l, l
+" bdev_get_bdevs -b lvs0/snap0
+    check_ok "bdev_get_bdevs -b lvs0/thin: now a clone of snap0" "
+l = d[0]['driver_specific']['lvol']
+assert l['clone'] is True and l['base_snapshot'] == 'snap0' and 'clones' not in l, l
+" bdev_get_bdevs -b lvs0/thin
+    check_uuid "bdev_lvol_clone lvs0/snap0 clone0 prints its bdev name" \
+        CLONE bdev_lvol_clone lvs0/snap0 clone0
+    check_ok "bdev_lvol_get_lvols: snap0 a snapshot, clone0 a thin clone" "
+n = {v['name']: v for v in d}
+assert n['snap0']['is_snapshot'] and n['snap0']['uuid'] == '$SNAP', n['snap0']
+assert n['clone0']['is_clone'] and n['clone0']['is_thin_provisioned'] and n['clone0']['uuid'] == '$CLONE', n['clone0']
+" bdev_lvol_get_lvols -l lvs0
+    check_ok "bdev_lvol_resize lvs0/thin 16" - bdev_lvol_resize lvs0/thin 16
+    check_ok "bdev_get_bdevs -b lvs0/thin: 16 MiB now" "assert d[0]['num_blocks'] == 32768, d[0]" \
+        bdev_get_bdevs -b lvs0/thin
+    check_ok "bdev_lvol_inflate lvs0/clone0" - bdev_lvol_inflate lvs0/clone0
+    check_ok "bdev_lvol_decouple_parent lvs0/thin" - bdev_lvol_decouple_parent lvs0/thin
+    check_ok "bdev_lvol_get_lvols: no clone left; clone0 inflated (thick)" "
+n = {v['name']: v for v in d}
+assert not n['clone0']['is_clone'] and not n['clone0']['is_thin_provisioned'], n['clone0']
+assert not n['thin']['is_clone'], n['thin']
+" bdev_lvol_get_lvols -l lvs0
+    check_ok "bdev_lvol_set_read_only lvs0/thick" - bdev_lvol_set_read_only lvs0/thick
+    check_ok "bdev_lvol_rename lvs0/thick thick2" - bdev_lvol_rename lvs0/thick thick2
+    check_ok "bdev_get_bdevs -b lvs0/thick2: the same bdev" "assert d[0]['name'] == '$THICK', d[0]" \
+        bdev_get_bdevs -b lvs0/thick2
+    check_ok "bdev_lvol_rename_lvstore lvs0 lvs1" - bdev_lvol_rename_lvstore lvs0 lvs1
+    check_ok "bdev_lvol_get_lvstores -l lvs1: the same store" "assert [s['uuid'] for s in d] == ['$LVS'], d" \
+        bdev_lvol_get_lvstores -l lvs1
+    check_ok "bdev_get_bdevs -b lvs1/thick2: aliases follow the store's name" \
+        "assert d[0]['name'] == '$THICK' and 'lvs1/thick2' in d[0]['aliases'], d[0]" \
+        bdev_get_bdevs -b lvs1/thick2
+    check_ok "bdev_lvol_grow_lvstore -l lvs1" - bdev_lvol_grow_lvstore -l lvs1
+    if out=$("$BIN/ballast-rpc" -s "$SOCK" bdev_lvol_check_lvstore LV0 2>&1) &&
+        why=$(jtest "assert d['consistent'] is True and d['errors'] == [] and d['lvols'] == 4, d" <<<"$out"); then
+        ok "[$V] ballast-rpc bdev_lvol_check_lvstore LV0: consistent, 4 lvols"
+    else
+        notok "[$V] ballast-rpc bdev_lvol_check_lvstore LV0: consistent, 4 lvols" "$out ${why:-}"
+    fi
+
+    # Refused.
+    check_fails "bdev_lvol_create_lvstore NOPE x fails: No such device" "No such device" \
+        bdev_lvol_create_lvstore NOPE x
+    check_refused "bdev_lvol_create_lvstore --clear-method shred fails" \
+        "is not one of none, unmap, write_zeroes" "invalid choice" \
+        bdev_lvol_create_lvstore N0 x --clear-method shred
+    check_fails "bdev_lvol_create v 4 (no store) fails" "uuid or lvs_name" bdev_lvol_create v 4
+    check_fails "bdev_lvol_create -l nope v 4 fails: not found" "not found" bdev_lvol_create -l nope v 4
+    check_fails "bdev_lvol_create -l lvs1 v 0 fails: size 0" "size_in_mib must be > 0" \
+        bdev_lvol_create -l lvs1 v 0
+    check_refused "bdev_lvol_create -c shred fails" "is not one of none, unmap, write_zeroes" \
+        "invalid choice" bdev_lvol_create -l lvs1 -c shred v 4
+    check_fails "bdev_lvol_resize lvs1/thin 0 fails: size 0" "size_in_mib must be > 0" \
+        bdev_lvol_resize lvs1/thin 0
+    check_fails "bdev_lvol_snapshot lvs1/nope s fails: No such device" "No such device" \
+        bdev_lvol_snapshot lvs1/nope s
+    check_fails "bdev_lvol_clone of a writable lvol fails" "error" bdev_lvol_clone lvs1/thin c2
+    check_fails "bdev_lvol_delete N0 (a null bdev) fails: No such device" "No such device" \
+        bdev_lvol_delete N0
+    check_ok "N0 still listed after the refused bdev_lvol_delete" \
+        'assert [b["name"] for b in d] == ["N0"], d' bdev_get_bdevs -b N0
+    check_fails "bdev_lvol_delete_lvstore (no store) fails" "uuid or lvs_name" bdev_lvol_delete_lvstore
+    check_fails "bdev_lvol_get_lvstores -l nope fails: not found" "not found" bdev_lvol_get_lvstores -l nope
+    check_fails "bdev_malloc_delete LV0 (the store's base) fails: claimed" "claimed" bdev_malloc_delete LV0
+
+    # Deletes: the snapshot (no clone left), the rest, the store, its base.
+    local v
+    for v in lvs1/snap0 lvs1/clone0 "$THIN" lvs1/thick2; do
+        check_ok "bdev_lvol_delete $v" - bdev_lvol_delete "$v"
+    done
+    check_ok "bdev_lvol_get_lvols -l lvs1: none left" 'assert d == [], d' bdev_lvol_get_lvols -l lvs1
+    check_ok "bdev_lvol_get_lvstores -l lvs1: every cluster free" "
+assert d[0]['free_clusters'] == d[0]['total_data_clusters'], d
+" bdev_lvol_get_lvstores -l lvs1
+    check_ok "bdev_lvol_delete_lvstore -u UUID" - bdev_lvol_delete_lvstore -u "$LVS"
+    check_ok "bdev_lvol_get_lvstores: lvs1 gone" "assert 'lvs1' not in [s['name'] for s in d], d" \
+        bdev_lvol_get_lvstores
+    check_ok "bdev_malloc_delete LV0 (free again)" - bdev_malloc_delete LV0
+}
+
+# lvol_keep_checks: a store on a file (uring) with a thin lvol and an error bdev on that lvol,
+# kept through save_config and the restart: no store or lvol is saved, examine brings them
+# back when LU0 is created again, and the error bdev on the lvol is replayed after it.
+KEEP=
+lvol_keep_checks() {
+    LVFILE=$VLOG/lvol-keep.img
+    rm -f "$LVFILE"
+    truncate -s 32M "$LVFILE"
+    check_ok "bdev_uring_create lvol-keep.img LU0 512" =LU0 bdev_uring_create "$LVFILE" LU0 512
+    local lvsk=''
+    check_uuid "bdev_lvol_create_lvstore LU0 lvsk -c 1048576" lvsk bdev_lvol_create_lvstore LU0 lvsk -c 1048576
+    check_uuid "bdev_lvol_create -l lvsk -t keep 4" KEEP bdev_lvol_create -l lvsk -t keep 4
+    [[ -n $KEEP ]] && check_ok "bdev_error_create KEEP-UUID prints EE_KEEP-UUID" "=EE_$KEEP" \
+        bdev_error_create "$KEEP"
+}
+
+# lvol_saved_check FILE: the saved config has no lvol entry, the error bdev on the kept lvol
+# after LU0's entry, and ends the bdev config with bdev_wait_for_examine, as SPDK's does.
+lvol_saved_check() {
+    file_check "save_config: no lvol entry; the stage on an lvol after its store's base; bdev_wait_for_examine last" "$1" "
+b = [s['config'] for s in d['subsystems'] if s['subsystem'] == 'bdev'][0]
+m = [c['method'] for c in b]
+assert not [x for x in m if x.startswith('bdev_lvol')], m
+at = lambda f: [i for i, c in enumerate(b) if f(c)]
+u = at(lambda c: c['method'] == 'bdev_uring_create' and c['params']['name'] == 'LU0')
+e = at(lambda c: c['method'] == 'bdev_error_create' and c['params']['base_name'] == '$KEEP')
+assert len(u) == 1 and len(e) == 1 and u[0] < e[0], m
+assert b[-1] == {'method': 'bdev_wait_for_examine'}, b[-1]
+"
+}
+
+# lvol_kept_checks: after the restart the store and lvol are back; then all is deleted.
+lvol_kept_checks() {
+    check_ok "bdev_lvol_get_lvols -l lvsk: keep came back by examine" "
+assert [(v['name'], v['uuid'], v['is_thin_provisioned']) for v in d] == [('keep', '$KEEP', True)], d
+" bdev_lvol_get_lvols -l lvsk
+    check_ok "bdev_get_bdevs -b EE_KEEP-UUID: the stage on the lvol was replayed" \
+        "assert d[0]['name'] == 'EE_$KEEP', d" bdev_get_bdevs -b "EE_$KEEP"
+    check_ok "bdev_error_delete EE_KEEP-UUID" - bdev_error_delete "EE_$KEEP"
+    check_ok "bdev_lvol_delete_lvstore -l lvsk" - bdev_lvol_delete_lvstore -l lvsk
+    check_ok "bdev_uring_delete LU0" - bdev_uring_delete LU0
+    rm -f "$LVFILE"
+}
+
 # ------------------------------------------------------- one SPDK release ------
 run_version() {
     V=$1
@@ -372,6 +585,9 @@ assert r["last_rebuild"]["kind"] == "full" and r["last_rebuild"]["outcome"] == "
     check_ok "bdev_raid_delete R0" - bdev_raid_delete R0
     for b in RA RB RC; do check_ok "bdev_malloc_delete $b" - bdev_malloc_delete "$b"; done
     check_ok "bdev_raid_set_options -w 1024 (back to the default)" - bdev_raid_set_options -w 1024
+    # --- logical volumes (a store on a malloc bdev; one on a file kept through the restart)
+    lvol_checks
+    lvol_keep_checks
 
     check_ok "rpc_get_methods lists every method used here" '
 want = """bdev_malloc_create bdev_null_create bdev_get_bdevs bdev_get_iostat bdev_wait_for_examine
@@ -383,7 +599,11 @@ spdk_get_version log_set_print_level log_get_print_level sock_impl_get_options i
 thread_get_stats rpc_get_methods framework_get_subsystems framework_get_config
 spdk_kill_instance nvmf_delete_subsystem bdev_crypto_delete accel_crypto_key_destroy
 bdev_malloc_delete bdev_null_delete bdev_raid_create bdev_raid_get_bdevs bdev_raid_set_options
-bdev_raid_remove_base_bdev bdev_raid_add_base_bdev bdev_raid_delete""".split()
+bdev_raid_remove_base_bdev bdev_raid_add_base_bdev bdev_raid_delete bdev_lvol_create_lvstore
+bdev_lvol_get_lvstores bdev_lvol_create bdev_lvol_get_lvols bdev_lvol_snapshot bdev_lvol_clone
+bdev_lvol_resize bdev_lvol_inflate bdev_lvol_decouple_parent bdev_lvol_set_read_only
+bdev_lvol_rename bdev_lvol_rename_lvstore bdev_lvol_grow_lvstore bdev_lvol_delete
+bdev_lvol_delete_lvstore bdev_lvol_check_lvstore bdev_uring_create bdev_error_create""".split()
 assert not set(want) - set(d), sorted(set(want) - set(d))
 ' rpc_get_methods
 
@@ -439,6 +659,7 @@ assert [(p['nqn'], p['listen_address']['traddr'], p['listen_address']['trsvcid']
 h = calls('nvmf', 'nvmf_subsystem_add_host')
 assert [(p['nqn'], p['host']) for p in h] == [('$NQN', '$HOSTNQN')], h
 "
+        lvol_saved_check "$saved1"
     else
         : >"$saved1"
     fi
@@ -478,6 +699,7 @@ PY
     fi
 
     # --- deletes
+    lvol_kept_checks
     check_ok "nvmf_delete_subsystem $NQN" - nvmf_delete_subsystem "$NQN"
     check_ok "bdev_crypto_delete C0" - bdev_crypto_delete C0
     check_ok "accel_crypto_key_destroy -n k0" - accel_crypto_key_destroy -n k0

@@ -12,14 +12,24 @@ use serde_json::{json, Value};
 const MIB: u64 = 1 << 20;
 const INVALID_PARAMS: i64 = -32602;
 
-/// `c.err(..)` must be -32602 with a message naming `what`.
-fn refused(c: &mut Client, method: &str, params: Value, what: &str) {
-    let (code, msg) = c.err(method, params.clone());
-    assert_eq!(code, INVALID_PARAMS, "{method} {params}: {msg}");
+/// `method` must fail with `code` and a message naming `what`.
+fn fails(c: &mut Client, method: &str, params: Value, code: i64, what: &str) {
+    let (got, msg) = c.err(method, params.clone());
+    assert_eq!(got, code, "{method} {params}: {msg}");
     assert!(
         msg.contains(what),
         "{method} {params}: {msg:?} lacks {what:?}"
     );
+}
+
+/// `method` must be refused as invalid params (-32602), the message naming `what`.
+fn refused(c: &mut Client, method: &str, params: Value, what: &str) {
+    fails(c, method, params, INVALID_PARAMS, what);
+}
+
+/// `method` must find no such device (SPDK's -19), the message naming `what`.
+fn no_device(c: &mut Client, method: &str, params: Value, what: &str) {
+    fails(c, method, params, -19, what);
 }
 
 /// A daemon with a 64 MiB malloc bdev (512-byte blocks) holding store `lvs` (1 MiB clusters).
@@ -152,8 +162,7 @@ fn lvstore_lifecycle_over_rpc() {
             json!({"old_name": "nope", "new_name": "x"}),
         ),
     ] {
-        let (code, msg) = p.c.err(method, params);
-        assert_eq!(code, -19, "{method}: {msg}");
+        no_device(&mut p.c, method, params, "not found");
     }
     // Delete by UUID: the base is free again.
     assert_eq!(
@@ -296,8 +305,7 @@ fn lvols_snapshots_and_clones_over_rpc() {
             json!({"lvol_name": "x", "size_in_mib": 1, "lvs_name": "nope"}),
         ),
     ] {
-        let (code, msg) = p.c.err(method, params);
-        assert_eq!(code, -19, "{method}: {msg}");
+        no_device(&mut p.c, method, params, "not found");
     }
     let (code, msg) = p.c.err(
         "bdev_lvol_create",
@@ -373,220 +381,191 @@ fn save_config_puts_what_stands_on_an_lvol_after_its_stores_base() {
     c.ok("bdev_error_delete", json!({"name": ee}));
 }
 
+/// `base` with the members of `extra` added (or replaced).
+fn with(base: &Value, extra: Value) -> Value {
+    let mut v = base.clone();
+    let Value::Object(extra) = extra else {
+        panic!("{extra} is not an object")
+    };
+    v.as_object_mut().unwrap().extend(extra);
+    v
+}
+
 #[test]
 fn store_params_are_checked_before_the_store() {
     let d = Daemon::new();
     let mut c = d.client();
     let m = d.name("M");
     c.malloc(&m, 2048, 512);
-    let create = |extra: Value| {
-        let mut p = json!({"bdev_name": m, "lvs_name": "lvs"});
-        p.as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        p
-    };
-    refused(
-        &mut c,
-        "bdev_lvol_create_lvstore",
-        json!({"bdev_name": m}),
-        "lvs_name",
-    );
-    refused(
-        &mut c,
-        "bdev_lvol_create_lvstore",
-        create(json!({"clear_method": "shred"})),
-        "clear_method \"shred\"",
-    );
-    refused(
-        &mut c,
-        "bdev_lvol_create_lvstore",
-        create(json!({"clear_method": "default"})),
-        "clear_method",
-    );
-    refused(
-        &mut c,
-        "bdev_lvol_create_lvstore",
-        create(json!({"cluster_sz": 3000})),
-        "power of two",
-    );
-    refused(
-        &mut c,
-        "bdev_lvol_create_lvstore",
-        create(json!({"cluster_sz": "4M"})),
-        "cluster_sz",
-    );
-    refused(
-        &mut c,
-        "bdev_lvol_create_lvstore",
-        create(json!({"lvs_name": "l".repeat(64)})),
-        "at most 63",
-    );
-    refused(
-        &mut c,
-        "bdev_lvol_create_lvstore",
-        create(json!({"typo": 1})),
-        "typo",
-    );
-    // rpc.py's -m and -s are accepted (and ignored): this fails on the unknown bdev only.
-    let (code, msg) = c.err(
-        "bdev_lvol_create_lvstore",
-        json!({"bdev_name": d.name("nope"), "lvs_name": "lvs", "clear_method": "NONE",
-               "num_md_pages_per_cluster_ratio": 100, "md_page_size": 4096}),
-    );
-    assert_eq!(code, -19, "{msg}");
-    assert!(msg.contains("No such device"), "{msg}");
-    // A store named by uuid xor lvs_name.
+    let lvs = json!({"bdev_name": m, "lvs_name": "lvs"});
     let u = "5f0c6a0e-2b1d-4f55-9a53-7c0e6d1a2b3c";
-    for method in ["bdev_lvol_delete_lvstore", "bdev_lvol_grow_lvstore"] {
-        refused(&mut c, method, json!({}), "uuid or lvs_name");
-        refused(&mut c, method, Value::Null, "uuid or lvs_name");
-        refused(
-            &mut c,
-            method,
-            json!({"uuid": u, "lvs_name": "x"}),
+    let both = json!({"uuid": u, "lvs_name": "x"});
+    let cases = [
+        (
+            "bdev_lvol_create_lvstore",
+            json!({"bdev_name": m}),
+            "lvs_name",
+        ),
+        (
+            "bdev_lvol_create_lvstore",
+            with(&lvs, json!({"clear_method": "shred"})),
+            "clear_method \"shred\"",
+        ),
+        // "default" is an lvol's clear method, not a store's.
+        (
+            "bdev_lvol_create_lvstore",
+            with(&lvs, json!({"clear_method": "default"})),
+            "clear_method",
+        ),
+        (
+            "bdev_lvol_create_lvstore",
+            with(&lvs, json!({"cluster_sz": 3000})),
+            "power of two",
+        ),
+        (
+            "bdev_lvol_create_lvstore",
+            with(&lvs, json!({"cluster_sz": "4M"})),
+            "cluster_sz",
+        ),
+        (
+            "bdev_lvol_create_lvstore",
+            with(&lvs, json!({"lvs_name": "l".repeat(64)})),
+            "at most 63",
+        ),
+        (
+            "bdev_lvol_create_lvstore",
+            with(&lvs, json!({"typo": 1})),
+            "typo",
+        ),
+        // A store is named by uuid xor lvs_name.
+        ("bdev_lvol_delete_lvstore", json!({}), "uuid or lvs_name"),
+        ("bdev_lvol_delete_lvstore", Value::Null, "uuid or lvs_name"),
+        ("bdev_lvol_delete_lvstore", both.clone(), "not both"),
+        (
+            "bdev_lvol_delete_lvstore",
+            json!({"uuid": "nope"}),
+            "uuid \"nope\"",
+        ),
+        ("bdev_lvol_grow_lvstore", json!({}), "uuid or lvs_name"),
+        ("bdev_lvol_grow_lvstore", both.clone(), "not both"),
+        ("bdev_lvol_get_lvstores", both, "not both"),
+        (
+            "bdev_lvol_get_lvols",
+            json!({"lvs_uuid": u, "lvs_name": "x"}),
             "not both",
-        );
-        refused(&mut c, method, json!({"uuid": "nope"}), "uuid \"nope\"");
+        ),
+        (
+            "bdev_lvol_get_lvols",
+            json!({"lvs_uuid": "12"}),
+            "lvs_uuid \"12\"",
+        ),
+        (
+            "bdev_lvol_get_lvols",
+            json!({"uuid": u}),
+            "unknown field `uuid`",
+        ),
+        (
+            "bdev_lvol_rename_lvstore",
+            json!({"old_name": "a"}),
+            "new_name",
+        ),
+        (
+            "bdev_lvol_rename_lvstore",
+            json!({"old_name": "a", "new_name": ""}),
+            "new_name must not be empty",
+        ),
+        ("bdev_lvol_check_lvstore", json!({}), "bdev_name"),
+    ];
+    for (method, params, what) in cases {
+        refused(&mut c, method, params, what);
     }
-    refused(
-        &mut c,
-        "bdev_lvol_get_lvstores",
-        json!({"uuid": u, "lvs_name": "x"}),
-        "not both",
-    );
-    refused(
-        &mut c,
-        "bdev_lvol_get_lvols",
-        json!({"lvs_uuid": u, "lvs_name": "x"}),
-        "not both",
-    );
-    refused(
-        &mut c,
-        "bdev_lvol_get_lvols",
-        json!({"lvs_uuid": "12"}),
-        "lvs_uuid \"12\"",
-    );
-    refused(
-        &mut c,
-        "bdev_lvol_get_lvols",
-        json!({"uuid": u}),
-        "unknown field `uuid`",
-    );
-    refused(
-        &mut c,
-        "bdev_lvol_rename_lvstore",
-        json!({"old_name": "a"}),
-        "new_name",
-    );
-    refused(
-        &mut c,
-        "bdev_lvol_rename_lvstore",
-        json!({"old_name": "a", "new_name": ""}),
-        "new_name must not be empty",
-    );
-    refused(&mut c, "bdev_lvol_check_lvstore", json!({}), "bdev_name");
-    let (code, _) = c.err(
-        "bdev_lvol_check_lvstore",
-        json!({"bdev_name": d.name("nope")}),
-    );
-    assert_eq!(code, -19);
+    // rpc.py's -m and -s are accepted (and ignored): this fails on the unknown bdev only.
+    let md = json!({"bdev_name": d.name("nope"), "lvs_name": "lvs", "clear_method": "NONE",
+                    "num_md_pages_per_cluster_ratio": 100, "md_page_size": 4096});
+    no_device(&mut c, "bdev_lvol_create_lvstore", md, "No such device");
+    let nope = json!({"bdev_name": d.name("nope")});
+    no_device(&mut c, "bdev_lvol_check_lvstore", nope, "not found");
 }
 
 #[test]
 fn lvol_params_are_checked_before_the_store() {
     let d = Daemon::new();
     let mut c = d.client();
-    let create = |extra: Value| {
-        let mut p = json!({"lvol_name": "v", "lvs_name": "lvs"});
-        p.as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        p
-    };
+    let v = json!({"lvol_name": "v", "lvs_name": "lvs"});
+    let sized = with(&v, json!({"size_in_mib": 4}));
     let u = "5f0c6a0e-2b1d-4f55-9a53-7c0e6d1a2b3c";
-    for (params, what) in [
+    let create = |extra| ("bdev_lvol_create", with(&v, extra));
+    let create4 = |extra| ("bdev_lvol_create", with(&sized, extra));
+    let resize = |extra| ("bdev_lvol_resize", with(&json!({"name": "lvs/v"}), extra));
+    let cases = [
         (
-            json!({"lvol_name": "v", "size_in_mib": 4}),
+            (
+                "bdev_lvol_create",
+                json!({"lvol_name": "v", "size_in_mib": 4}),
+            ),
             "uuid or lvs_name",
         ),
-        (create(json!({"size_in_mib": 4, "uuid": u})), "not both"),
+        (create4(json!({"uuid": u})), "not both"),
         (create(json!({})), "size_in_mib"),
         (create(json!({"size_in_mib": 0})), "size_in_mib must be > 0"),
         (create(json!({"size": 0})), "size must be > 0"),
-        (create(json!({"size_in_mib": 4, "size": 4096})), "not both"),
+        (create4(json!({"size": 4096})), "not both"),
         (create(json!({"size_in_mib": "4"})), "size_in_mib"),
         (create(json!({"size_in_mib": 1.5})), "size_in_mib"),
         (create(json!({"size_in_mib": -1})), "size_in_mib"),
         (create(json!({"size_in_mib": u64::MAX})), "too large"),
         (
-            create(json!({"size_in_mib": 4, "clear_method": "shred"})),
+            create4(json!({"clear_method": "shred"})),
             "clear_method \"shred\"",
         ),
+        (create4(json!({"thin_provision": "yes"})), "thin_provision"),
+        (create4(json!({"lvol_name": "v".repeat(64)})), "at most 63"),
+        (create4(json!({"lvol_name": ""})), "empty"),
         (
-            create(json!({"size_in_mib": 4, "thin_provision": "yes"})),
-            "thin_provision",
-        ),
-        (
-            create(json!({"size_in_mib": 4, "lvol_name": "v".repeat(64)})),
-            "at most 63",
-        ),
-        (create(json!({"size_in_mib": 4, "lvol_name": ""})), "empty"),
-        (
-            create(json!({"size_in_mib": 4, "lvol_priority_class": 1})),
+            create4(json!({"lvol_priority_class": 1})),
             "lvol_priority_class",
         ),
-    ] {
-        refused(&mut c, "bdev_lvol_create", params, what);
-    }
-    for (params, what) in [
-        (json!({"name": "lvs/v"}), "size_in_mib"),
-        (json!({"name": "lvs/v", "size_in_mib": 0}), "> 0"),
+        (resize(json!({})), "size_in_mib"),
+        (resize(json!({"size_in_mib": 0})), "> 0"),
+        (resize(json!({"size_in_mib": 1, "size": 1})), "not both"),
         (
-            json!({"name": "lvs/v", "size_in_mib": 1, "size": 1}),
-            "not both",
+            ("bdev_lvol_snapshot", json!({"lvol_name": "lvs/v"})),
+            "snapshot_name",
         ),
-    ] {
-        refused(&mut c, "bdev_lvol_resize", params, what);
+        (
+            (
+                "bdev_lvol_clone",
+                json!({"snapshot_name": "lvs/s", "clone_name": ""}),
+            ),
+            "empty",
+        ),
+        (("bdev_lvol_inflate", json!({})), "name"),
+        (
+            (
+                "bdev_lvol_rename",
+                json!({"old_name": "lvs/v", "new_name": "n".repeat(64)}),
+            ),
+            "at most 63",
+        ),
+    ];
+    for ((method, params), what) in cases {
+        refused(&mut c, method, params, what);
     }
-    refused(
-        &mut c,
-        "bdev_lvol_snapshot",
-        json!({"lvol_name": "lvs/v"}),
-        "snapshot_name",
-    );
-    refused(
-        &mut c,
-        "bdev_lvol_clone",
-        json!({"snapshot_name": "lvs/s", "clone_name": ""}),
-        "empty",
-    );
-    refused(&mut c, "bdev_lvol_inflate", json!({}), "name");
-    refused(
-        &mut c,
-        "bdev_lvol_rename",
-        json!({"old_name": "lvs/v", "new_name": "n".repeat(64)}),
-        "at most 63",
-    );
     // No bdev of that name: no lvol either (SPDK's -19).
+    let nope = d.name("nope");
     for (method, params) in [
         (
             "bdev_lvol_snapshot",
-            json!({"lvol_name": d.name("nope"), "snapshot_name": "s"}),
+            json!({"lvol_name": nope, "snapshot_name": "s"}),
         ),
         (
             "bdev_lvol_clone",
-            json!({"snapshot_name": d.name("nope"), "clone_name": "c"}),
+            json!({"snapshot_name": nope, "clone_name": "c"}),
         ),
-        ("bdev_lvol_inflate", json!({"name": d.name("nope")})),
-        (
-            "bdev_lvol_resize",
-            json!({"name": d.name("nope"), "size_in_mib": 1}),
-        ),
+        ("bdev_lvol_inflate", json!({"name": nope})),
+        ("bdev_lvol_resize", json!({"name": nope, "size_in_mib": 1})),
     ] {
-        let (code, msg) = c.err(method, params);
-        assert_eq!(code, -19, "{method}: {msg}");
-        assert!(msg.contains("not found"), "{method}: {msg}");
+        no_device(&mut c, method, params, "not found");
     }
 }
 
@@ -613,15 +592,58 @@ fn lvol_methods_refuse_bdevs_of_another_kind_before_the_store() {
         ("bdev_lvol_set_read_only", json!({"name": m})),
         ("bdev_lvol_rename", json!({"old_name": m, "new_name": "x"})),
     ] {
-        let (code, msg) = c.err(method, params);
-        assert_eq!(code, -19, "{method}: {msg}");
-        assert!(
-            msg.contains("No such device") && msg.contains("is a malloc bdev, not a lvol bdev"),
-            "{method}: {msg}"
-        );
+        let what = format!("No such device: bdev {m} is a malloc bdev, not a lvol bdev");
+        no_device(&mut c, method, params, &what);
     }
     // Still there, still writable, unchanged.
     let b = &c.ok("bdev_get_bdevs", json!({"name": m}))[0];
     assert_eq!(b["num_blocks"], json!(2048));
     assert_eq!(b["driver_specific"].get("lvol"), None);
+}
+
+#[test]
+fn ballast_rpc_lvol_subcommands_reach_the_daemon_before_the_store() {
+    let d = Daemon::new();
+    let mut c = d.client();
+    let m = d.name("M");
+    c.malloc(&m, 2048, 512);
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ballast-rpc"))
+            .arg("-s")
+            .arg(&d.path)
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), err)
+    };
+    // rpc.py's -m and -s reach the daemon and are accepted: only the bdev is missing.
+    let nope = d.name("nope");
+    let (code, err) = run(&[
+        "bdev_lvol_create_lvstore",
+        &nope,
+        "lvs",
+        "-c",
+        "1048576",
+        "-m",
+        "100",
+        "-s",
+        "4096",
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("No such device") && err.contains("-19"),
+        "{err}"
+    );
+    let (code, err) = run(&["bdev_lvol_delete", &m]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("is a malloc bdev, not a lvol bdev"), "{err}");
+    // Refused by the client itself (usage: exit 2): no store named, size 0.
+    for args in [
+        &["bdev_lvol_create", "v", "4"][..],
+        &["bdev_lvol_create", "-l", "lvs", "v", "0"],
+        &["bdev_lvol_delete_lvstore"],
+    ] {
+        assert_eq!(run(args).0, Some(2), "{args:?}");
+    }
 }

@@ -368,7 +368,20 @@ pub(crate) fn bdev_lvol_delete(_: &Context, params: Option<Value>) -> Result<Val
     Ok(json!(true))
 }
 
-/// `bdev_lvol_snapshot`: returns the snapshot's bdev name (its UUID).
+/// Makes lvol `new` (given as parameter `new_param`) from lvol `from` with `op` (a snapshot,
+/// a clone); returns the new lvol's bdev name (its UUID), as SPDK does.
+fn derive(
+    from: &str,
+    new_param: &str,
+    new: &str,
+    op: fn(&str, &str) -> ballast_engine::Result<LvolInfo>,
+) -> Result<Value, RpcError> {
+    check_name(new_param, new)?;
+    let b = lvol_bdev(from)?;
+    Ok(json!(op(b.name(), new)?.uuid.to_string()))
+}
+
+/// `bdev_lvol_snapshot`: a read-only snapshot; the lvol becomes its thin clone.
 pub(crate) fn bdev_lvol_snapshot(_: &Context, params: Option<Value>) -> Result<Value, RpcError> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -377,13 +390,15 @@ pub(crate) fn bdev_lvol_snapshot(_: &Context, params: Option<Value>) -> Result<V
         snapshot_name: String,
     }
     let p: P = parse(params)?;
-    check_name("snapshot_name", &p.snapshot_name)?;
-    let b = lvol_bdev(&p.lvol_name)?;
-    let s = lvol::snapshot(b.name(), &p.snapshot_name)?;
-    Ok(json!(s.uuid.to_string()))
+    derive(
+        &p.lvol_name,
+        "snapshot_name",
+        &p.snapshot_name,
+        lvol::snapshot,
+    )
 }
 
-/// `bdev_lvol_clone`: a thin clone of a read-only lvol; returns its bdev name (its UUID).
+/// `bdev_lvol_clone`: a thin clone of a read-only lvol (a snapshot).
 pub(crate) fn bdev_lvol_clone(_: &Context, params: Option<Value>) -> Result<Value, RpcError> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -392,10 +407,7 @@ pub(crate) fn bdev_lvol_clone(_: &Context, params: Option<Value>) -> Result<Valu
         clone_name: String,
     }
     let p: P = parse(params)?;
-    check_name("clone_name", &p.clone_name)?;
-    let b = lvol_bdev(&p.snapshot_name)?;
-    let c = lvol::clone(b.name(), &p.clone_name)?;
-    Ok(json!(c.uuid.to_string()))
+    derive(&p.snapshot_name, "clone_name", &p.clone_name, lvol::clone)
 }
 
 /// `bdev_lvol_resize`: to `size_in_mib` (or the older `size` in bytes), rounded up to

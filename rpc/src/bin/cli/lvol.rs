@@ -1,7 +1,7 @@
 //! Logical volumes: lvol stores and the lvols in them (rpc.py's `bdev_lvol_*`), and ballast's
 //! metadata checker.
 
-use clap::{ArgGroup, Subcommand};
+use clap::{Args, Subcommand};
 
 use crate::params::{Call, Params};
 
@@ -41,34 +41,22 @@ pub enum Lvol {
         new_name: String,
     },
     /// Take in the space a grown base bdev added to its lvol store.
-    #[command(
-        name = "bdev_lvol_grow_lvstore",
-        group(ArgGroup::new("store").args(["uuid", "lvs_name"]).required(true))
-    )]
+    #[command(name = "bdev_lvol_grow_lvstore")]
     GrowLvstore {
-        /// UUID of the store.
-        #[arg(short = 'u', long)]
-        uuid: Option<String>,
-        /// Name of the store.
-        #[arg(short = 'l', long)]
-        lvs_name: Option<String>,
+        #[command(flatten)]
+        store: StoreArg,
     },
     /// Create an lvol in a store (-u or -l); prints its bdev name (its UUID). Its alias is
     /// LVS/LVOL_NAME.
     #[command(
         name = "bdev_lvol_create",
-        group(ArgGroup::new("store").args(["uuid", "lvs_name"]).required(true)),
         after_help = "Example: ballast-rpc bdev_lvol_create -l lvs0 -t vol0 1024\n\n\
                       The size is rounded up to whole clusters; a thin lvol takes clusters \
                       as they are first written."
     )]
     Create {
-        /// UUID of the store.
-        #[arg(short = 'u', long)]
-        uuid: Option<String>,
-        /// Name of the store.
-        #[arg(short = 'l', long)]
-        lvs_name: Option<String>,
+        #[command(flatten)]
+        store: StoreArg,
         /// Thin provisioning.
         #[arg(short = 't', long)]
         thin_provision: bool,
@@ -140,17 +128,10 @@ pub enum Lvol {
         name: String,
     },
     /// Delete an lvol store (-u or -l) with its lvols; refused while one is in use.
-    #[command(
-        name = "bdev_lvol_delete_lvstore",
-        group(ArgGroup::new("store").args(["uuid", "lvs_name"]).required(true))
-    )]
+    #[command(name = "bdev_lvol_delete_lvstore")]
     DeleteLvstore {
-        /// UUID of the store.
-        #[arg(short = 'u', long)]
-        uuid: Option<String>,
-        /// Name of the store.
-        #[arg(short = 'l', long)]
-        lvs_name: Option<String>,
+        #[command(flatten)]
+        store: StoreArg,
     },
     /// Show lvol stores (all, or the one named).
     #[command(name = "bdev_lvol_get_lvstores")]
@@ -181,11 +162,29 @@ pub enum Lvol {
     },
 }
 
+/// The store a method acts on: -u or -l, one of them.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct StoreArg {
+    /// UUID of the store.
+    #[arg(short = 'u', long)]
+    uuid: Option<String>,
+    /// Name of the store.
+    #[arg(short = 'l', long)]
+    lvs_name: Option<String>,
+}
+
 /// The `uuid`/`lvs_name` pair that names a store (the UUID's key is `uuid_key`).
 fn store(uuid_key: &str, uuid: &Option<String>, lvs_name: &Option<String>) -> Params {
     Params::new()
         .opt(uuid_key, uuid.as_deref())
         .opt("lvs_name", lvs_name.as_deref())
+}
+
+impl StoreArg {
+    fn params(&self) -> Params {
+        store("uuid", &self.uuid, &self.lvs_name)
+    }
 }
 
 /// `{"name": name}`, the params of the methods acting on one lvol.
@@ -219,22 +218,18 @@ impl Lvol {
                 .set("old_name", old_name.as_str())
                 .set("new_name", new_name.as_str())
                 .call("bdev_lvol_rename_lvstore"),
-            L::GrowLvstore { uuid, lvs_name } => {
-                store("uuid", uuid, lvs_name).call("bdev_lvol_grow_lvstore")
-            }
+            L::GrowLvstore { store } => store.params().call("bdev_lvol_grow_lvstore"),
             L::Create {
-                uuid,
-                lvs_name,
+                store,
                 thin_provision,
                 clear_method,
                 lvol_name,
                 size_in_mib,
-            } => Params::new()
+            } => store
+                .params()
                 .set("lvol_name", lvol_name.as_str())
                 .set("size_in_mib", *size_in_mib)
                 .flag("thin_provision", *thin_provision)
-                .opt("uuid", uuid.as_deref())
-                .opt("lvs_name", lvs_name.as_deref())
                 .opt("clear_method", clear_method.as_deref())
                 .call("bdev_lvol_create"),
             L::Snapshot {
@@ -263,9 +258,7 @@ impl Lvol {
                 .call("bdev_lvol_resize"),
             L::SetReadOnly { name } => named(name, "bdev_lvol_set_read_only"),
             L::Delete { name } => named(name, "bdev_lvol_delete"),
-            L::DeleteLvstore { uuid, lvs_name } => {
-                store("uuid", uuid, lvs_name).call("bdev_lvol_delete_lvstore")
-            }
+            L::DeleteLvstore { store } => store.params().call("bdev_lvol_delete_lvstore"),
             L::GetLvstores { uuid, lvs_name } => {
                 store("uuid", uuid, lvs_name).call("bdev_lvol_get_lvstores")
             }
