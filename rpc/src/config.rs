@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 
+use ballast_engine::backend::lvol;
 use ballast_nvme::target::SubsystemKind;
 use serde_json::{json, Value};
 
@@ -100,19 +101,16 @@ pub(crate) fn dependency_order(entries: Vec<BdevEntry>) -> Vec<Value> {
     out
 }
 
-/// The product name of lvol bdevs.
-const LVOL_PRODUCT: &str = "Logical Volume";
-
 /// Every name an lvol bdev answers to (bdev name, UUID, `lvs/lvol` alias), each mapped to the
 /// base bdev of its store: no entry creates an lvol, examine brings it back with that base.
 fn lvol_bases(bdevs: &[std::sync::Arc<ballast_engine::Bdev>]) -> HashMap<String, String> {
     let mut stands_on = HashMap::new();
-    for b in bdevs.iter().filter(|b| b.product_name() == LVOL_PRODUCT) {
-        let Some(l) = ballast_engine::backend::lvol::lvol_info(b.name()) else {
+    for b in bdevs.iter().filter(|b| b.product_name() == lvol::PRODUCT) {
+        let Some(l) = lvol::lvol_info(b.name()) else {
             continue;
         };
         let names = [b.name().to_string(), l.alias, l.uuid.to_string()];
-        for n in names.into_iter().chain(b.info().aliases.iter().cloned()) {
+        for n in names.into_iter().chain(b.aliases()) {
             stands_on.insert(n, l.base_bdev.clone());
         }
     }
@@ -180,7 +178,7 @@ fn bdev_config() -> Vec<Value> {
             }
             // Saved below: as their controller's attach, or as stages over their base. Lvols
             // are not saved: examine brings them back when their store's base is created.
-            "NVMe disk" | "crypto" | "compress" | "error" | "raid" | LVOL_PRODUCT => continue,
+            "NVMe disk" | "crypto" | "compress" | "error" | "raid" | lvol::PRODUCT => continue,
             other => {
                 tracing::warn!(bdev = %i.name, product = other, "save_config: bdev type not saved");
                 continue;
@@ -417,6 +415,10 @@ pub fn load(ctx: &Context, doc: &Value) -> Result<(), RpcError> {
                 ));
             }
             let params = e.get("params").cloned();
+            // What an entry stands on may be an lvol that examine is still bringing back
+            // (a store on a namespace attached just before): wait for it, as SPDK's stages
+            // wait for their base. Free when nothing is being examined.
+            methods::wait_for_examine()?;
             methods::call(ctx, method, params).map_err(|err| {
                 RpcError::new(err.code, format!("load_config: {method}: {}", err.message))
             })?;

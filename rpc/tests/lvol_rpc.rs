@@ -381,6 +381,71 @@ fn save_config_puts_what_stands_on_an_lvol_after_its_stores_base() {
     c.ok("bdev_error_delete", json!({"name": ee}));
 }
 
+#[test]
+fn a_saved_config_brings_a_store_on_a_file_back_by_examine() {
+    use ballast_engine::backend::lvol;
+    let d = Daemon::new();
+    let mut c = d.client();
+    let file = format!("/var/tmp/{}.img", d.name("lvkeep"));
+    std::fs::File::create(&file)
+        .and_then(|f| f.set_len(32 * MIB))
+        .unwrap();
+    let u = d.name("U");
+    c.ok(
+        "bdev_uring_create",
+        json!({"name": u, "filename": file, "block_size": 512}),
+    );
+    let lvs = d.name("keep");
+    c.ok(
+        "bdev_lvol_create_lvstore",
+        json!({"bdev_name": u, "lvs_name": lvs, "cluster_sz": MIB}),
+    );
+    let v = c.ok(
+        "bdev_lvol_create",
+        json!({"lvol_name": "v", "size_in_mib": 4, "lvs_name": lvs, "thin_provision": true}),
+    );
+    let top = c.ok("bdev_error_create", json!({"base_name": v}));
+    // This test's part of the saved bdev config: the base, the stage on the lvol, the wait.
+    let cfg = c.ok("save_config", Value::Null);
+    let mine: Vec<Value> = sub(&cfg, "bdev")["config"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            let p = &e["params"];
+            p["name"] == json!(u) || p["base_name"] == v || p.is_null()
+        })
+        .cloned()
+        .collect();
+    assert_eq!(mine.len(), 3, "{mine:?}");
+    // Down: the stage deleted, the store unloaded (it stays on the file), the base deleted.
+    c.ok("bdev_error_delete", json!({"name": top}));
+    lvol::unload_lvstore(None, Some(&lvs)).unwrap();
+    c.ok("bdev_uring_delete", json!({"name": u}));
+    no_device(
+        &mut c,
+        "bdev_lvol_get_lvstores",
+        json!({"lvs_name": lvs}),
+        "not found",
+    );
+    // Replayed with examine on (as ballastd runs): the store and its lvol come back with the
+    // base, so the stage on the lvol can be made again.
+    lvol::enable_examine(Some(&d.ctx.rt));
+    let doc = json!({"subsystems": [{"subsystem": "bdev", "config": mine}]});
+    let replay = c.call("load_config", doc);
+    lvol::wait_for_examine(std::time::Duration::from_secs(30));
+    lvol::enable_examine(None);
+    replay.unwrap();
+    let l = c.ok("bdev_lvol_get_lvols", json!({"lvs_name": lvs}));
+    assert_eq!(l[0]["uuid"], v, "{l}");
+    assert_eq!(l[0]["is_thin_provisioned"], json!(true));
+    assert_eq!(c.ok("bdev_get_bdevs", json!({"name": top}))[0]["name"], top);
+    c.ok("bdev_error_delete", json!({"name": top}));
+    c.ok("bdev_lvol_delete_lvstore", json!({"lvs_name": lvs}));
+    c.ok("bdev_uring_delete", json!({"name": u}));
+    let _ = std::fs::remove_file(&file);
+}
+
 /// `base` with the members of `extra` added (or replaced).
 fn with(base: &Value, extra: Value) -> Value {
     let mut v = base.clone();

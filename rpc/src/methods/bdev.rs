@@ -104,9 +104,8 @@ pub(crate) fn bdev_get_bdevs(_: &Context, params: Option<Value>) -> Result<Value
             }
             let mut v = json!({
                 "name": i.name,
-                // TODO(lvol-alias): b.aliases(), once Bdev has it (an lvol's `lvs/lvol`
-                // alias follows renames of the lvol and of its store).
-                "aliases": i.aliases,
+                // Now: an lvol's `lvs/lvol` alias follows renames of the lvol and its store.
+                "aliases": b.aliases(),
                 "product_name": b.product_name(),
                 "block_size": i.block_size,
                 // The live size: an lvol's changes with bdev_lvol_resize.
@@ -298,7 +297,7 @@ pub(crate) const CRYPTO: (&str, &str) = ("crypto", "crypto");
 pub(crate) const COMPRESS: (&str, &str) = ("compress", "compress");
 pub(crate) const ERROR: (&str, &str) = ("error", "error");
 pub(crate) const RAID: (&str, &str) = ("raid", "raid");
-pub(crate) const LVOL: (&str, &str) = ("Logical Volume", "lvol");
+pub(crate) const LVOL: (&str, &str) = (ballast_engine::backend::lvol::PRODUCT, "lvol");
 
 /// Deletes bdev `params.name` if it is of `kind` (a product name and its short name). A
 /// delete aimed at a bdev of another kind is refused as SPDK refuses it (-19, "No such

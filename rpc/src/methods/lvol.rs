@@ -182,7 +182,7 @@ pub(crate) fn lvol_driver_json(l: &LvolInfo) -> Value {
 /// SPDK's `num_md_pages_per_cluster_ratio` and `md_page_size` tune blobstore's metadata
 /// layout, which ballast's store does not share: accepted and ignored (methods/compat.rs).
 pub(crate) fn bdev_lvol_create_lvstore(
-    _: &Context,
+    ctx: &Context,
     params: Option<Value>,
 ) -> Result<Value, RpcError> {
     #[derive(Deserialize)]
@@ -206,12 +206,15 @@ pub(crate) fn bdev_lvol_create_lvstore(
         )));
     }
     existing(&p.bdev_name)?;
-    let s = lvol::create_lvstore(&LvsOpts {
-        bdev_name: p.bdev_name,
-        lvs_name: p.lvs_name,
-        cluster_sz,
-        clear_method,
-    })?;
+    let s = lvol::create_lvstore(
+        &ctx.rt,
+        &LvsOpts {
+            bdev_name: p.bdev_name,
+            lvs_name: p.lvs_name,
+            cluster_sz,
+            clear_method,
+        },
+    )?;
     Ok(json!(s.uuid.to_string()))
 }
 
@@ -462,7 +465,7 @@ pub(crate) fn bdev_lvol_rename(_: &Context, params: Option<Value>) -> Result<Val
 /// `bdev_lvol_check_lvstore` (ballast's): the metadata checker's report on the store kept on
 /// `bdev_name`, open or not. Problems are the report's `errors`, not an error response.
 pub(crate) fn bdev_lvol_check_lvstore(
-    _: &Context,
+    ctx: &Context,
     params: Option<Value>,
 ) -> Result<Value, RpcError> {
     #[derive(Deserialize)]
@@ -472,7 +475,7 @@ pub(crate) fn bdev_lvol_check_lvstore(
     }
     let p: P = parse(params)?;
     let b = existing(&p.bdev_name)?;
-    let r = lvol::check(b.name())?;
+    let r = lvol::check(&ctx.rt, b.name())?;
     Ok(json!({
         "bdev_name": b.name(),
         "consistent": r.errors.is_empty(),

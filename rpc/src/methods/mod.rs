@@ -44,6 +44,7 @@ use mirror::*;
 use nvmf::*;
 pub(crate) use nvmf::{addr_json, hex, listen_json};
 pub use nvmf::{transport_json, DEFAULT_MODEL, DEFAULT_SERIAL};
+pub(crate) use ops::wait_for_examine;
 use ops::*;
 pub(crate) use remote::remote_json;
 use remote::*;

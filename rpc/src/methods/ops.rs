@@ -3,11 +3,32 @@
 
 use super::*;
 
-/// `bdev_wait_for_examine`: every bdev ballast creates is ready when its create method
-/// returns (no asynchronous examine), so there is never anything to wait for.
+/// How long `bdev_wait_for_examine` (and config replay, before each method) waits for
+/// lvol stores being brought back from newly registered bdevs.
+pub(crate) const EXAMINE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `bdev_wait_for_examine`: returns when the lvol stores on newly registered bdevs (and their
+/// lvols) are back; a bdev registered on a reactor (an NVMe namespace) is examined in the
+/// background. Every other bdev is ready when its create method returns.
 pub(crate) fn bdev_wait_for_examine(_: &Context, params: Option<Value>) -> Result<Value, RpcError> {
     no_params(params)?;
+    wait_for_examine()?;
     Ok(json!(true))
+}
+
+/// Waits for running examines, at most [`EXAMINE_WAIT`] (then SPDK's -110, ETIMEDOUT).
+pub(crate) fn wait_for_examine() -> Result<(), RpcError> {
+    if ballast_engine::backend::lvol::wait_for_examine(EXAMINE_WAIT) {
+        Ok(())
+    } else {
+        Err(RpcError::new(
+            -110,
+            format!(
+                "bdev examine still running after {} s",
+                EXAMINE_WAIT.as_secs()
+            ),
+        ))
+    }
 }
 
 /// `framework_get_subsystems`: ballast's configurable subsystems, each after those it depends
