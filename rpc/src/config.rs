@@ -13,6 +13,12 @@
 //! SPDK's does: `ballast-rpc save_config` writes it with mode 0600. `load`
 //! replays a document method by method, skipping methods of SPDK subsystems ballast does not
 //! have (logged), and stops at the first failing method with an error naming it.
+//!
+//! Lvol stores and lvols are not saved, as SPDK's are not: when the bdev holding a store is
+//! created at replay, examine brings the store and its lvols back. A stage or mirror on an lvol
+//! is ordered after the entry creating the store's base; the bdev config ends with
+//! `bdev_wait_for_examine`, as SPDK's does, so namespaces on lvols (in the nvmf config, later)
+//! find them; and replay waits for running examines before each method.
 
 use std::collections::HashMap;
 

@@ -33,7 +33,7 @@ pub enum Bdev {
         #[arg(short = 'b', long)]
         name: Option<String>,
     },
-    /// Wait until every bdev has been examined (ballast's bdevs are ready when created).
+    /// Wait until every new bdev has been examined (lvol stores on it are back).
     #[command(name = "bdev_wait_for_examine")]
     WaitForExamine,
     /// Create a RAM-backed bdev; prints its name.
