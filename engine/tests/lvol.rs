@@ -502,3 +502,50 @@ fn damaged_metadata_is_reported_not_trusted() {
     assert!(!rep.errors.is_empty());
     assert!(lvol::get_lvstores(None, Some("lvs_b")).is_err());
 }
+
+#[test]
+fn lvols_under_stages_and_as_mirror_children() {
+    use ballast_engine::backend::{crypto, mirror};
+    let h = Harness::new(2);
+    malloc_named("lv_stg_a", 512, 32 * 1024);
+    malloc_named("lv_stg_b", 512, 32 * 1024);
+    store(&h, "lv_stg_a", "lvs_sa", CL);
+    store(&h, "lv_stg_b", "lvs_sb", CL);
+    // A mirror over a thin lvol of each store (two "nodes"), passing the body.
+    let a = mk("lvs_sa", "m0", 4 << 20, true);
+    let b = mk("lvs_sb", "m1", 4 << 20, true);
+    mirror::create(
+        &h.rt.handle(),
+        mirror::MirrorOpts {
+            name: "lv_mirror".into(),
+            children: vec![a.clone(), b.clone()],
+            uuid: None,
+            region_bytes: None,
+        },
+    )
+    .unwrap();
+    conformance(&h, "lv_mirror", Model::Persistent, 31);
+    // An encrypted volume (crypto over a thin lvol), snapshotted and cloned: the clone,
+    // under the same key, starts with the volume's data and passes the body.
+    let c = mk("lvs_sa", "plain", 1 << 20, true);
+    let k1: Vec<u8> = (0..32u8).collect();
+    let k2: Vec<u8> = (0..32u8).map(|x| x ^ 0x5A).collect();
+    crypto::key_create("lv_stg_key", "AES_XTS", &k1, &k2).unwrap();
+    crypto::create("lv_crypt0", &c, "lv_stg_key").unwrap();
+    let mut m = vec![0u8; 1 << 20];
+    scribble(&h, "lv_crypt0", &mut m, 32, 20);
+    h.close_channels();
+    bdev::delete("lv_crypt0").unwrap();
+    lvol::snapshot(&c, "ps").unwrap();
+    let cl = lvol::clone("lvs_sa/ps", "pc").unwrap().uuid.to_string();
+    crypto::create("lv_crypt", &cl, "lv_stg_key").unwrap();
+    conformance_from(&h, "lv_crypt", Model::Persistent, 33, Some(m));
+    // The stages claim their lvols: deleting them is refused.
+    assert!(lvol::delete_lvol(&a).is_err());
+    assert!(lvol::delete_lvol(&cl).is_err());
+    for s in ["lv_stg_a", "lv_stg_b"] {
+        let rep = lvol::check(&h.rt.handle(), s).unwrap();
+        assert!(rep.errors.is_empty(), "{s}: {:?}", rep.errors);
+    }
+    h.close_channels();
+}

@@ -45,9 +45,9 @@ use channel::{LvolChannel, LvolCtl};
 use store::Store;
 
 pub use ops::{
-    check, clone, close_all, create_lvol, create_lvstore, decouple_parent, delete_lvol, delete_lvstore,
-    examine, get_lvols, get_lvstores, grow_lvstore, inflate, lvol_info, lvstore_mem_bytes, rename,
-    rename_lvstore, resize, set_read_only, snapshot, unload_lvstore,
+    check, clone, close_all, create_lvol, create_lvstore, decouple_parent, delete_lvol,
+    delete_lvstore, examine, get_lvols, get_lvstores, grow_lvstore, inflate, lvol_info,
+    lvstore_mem_bytes, rename, rename_lvstore, resize, set_read_only, snapshot, unload_lvstore,
 };
 
 /// What is done to clusters (and, at store creation, the data area) when they are freed.
