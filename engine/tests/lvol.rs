@@ -417,7 +417,7 @@ fn names_renames_and_bad_requests() {
     lvol::delete_lvstore(None, Some("lvs_m")).unwrap();
     assert!(bdev::lookup(&a).is_none());
     assert!(
-        lvol::examine(&h.rt.handle(), "lv_nm_base").unwrap() == false,
+        !lvol::examine(&h.rt.handle(), "lv_nm_base").unwrap(),
         "erased"
     );
     bdev::delete("lv_nm_base").unwrap();
