@@ -43,6 +43,9 @@
 //! write covered it or a write-zeroes/unmap is such a candidate. A read error is a map entry
 //! pointing at garbage (a lost write, or data of another chunk).
 //!
+//! The lossy base and the stamped blocks live in `common/lossy.rs` (shared with the lvol
+//! power-loss test).
+//!
 //! `POWER_LOSS_SEED=n` replays a run's random choices (exactly with one storm reactor; with
 //! two, interleavings still vary); `POWER_LOSS_ROUNDS=n` runs more rounds.
 
@@ -51,22 +54,21 @@ mod common;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ballast_engine::backend::compress;
 use ballast_engine::{
-    bdev, BackendChannel, BdevBackend, BdevInfo, BdevIo, Completions, IoBuf, IoCallback, IoChannel,
-    IoSink, IoStatus, IoType, SgList,
+    bdev, BdevIo, IoBuf, IoCallback, IoChannel, IoSink, IoStatus, IoType, SgList,
 };
 use ballast_reactor::{PollStatus, PollerHandle};
-use common::{text_like, Harness};
+use common::lossy::{
+    decode, delete, lossy_create, run_rounds, stamp_blocks, Cut, Got, Loss, Media, BS,
+};
+use common::Harness;
 use rand::rngs::SmallRng;
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-const BS: usize = 512;
 /// A small base (a ~5 MiB volume) that the prefill nearly fills: the unit allocator finds
 /// few free units, so units freed by copy-on-write are rewritten soon after.
 const BASE_BYTES: usize = 6 << 20;
@@ -82,257 +84,6 @@ const CUT_AFTER: std::ops::RangeInclusive<u64> = 100..=900;
 const LIMIT: Duration = Duration::from_secs(30);
 /// Problems reported per failed round.
 const REPORT: usize = 8;
-
-// ------------------------------------------------------------------ the lossy base ----
-
-/// How much of the volatile cache reaches the media at a power cut.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Loss {
-    /// A prefix in completion order (the write at the cut torn at block granularity).
-    Ordered,
-    /// Any subset: each cached write kept or dropped independently.
-    Unordered,
-}
-
-/// A completed write not yet flushed.
-struct Cached {
-    off: usize,
-    data: Vec<u8>,
-}
-
-/// The lossy base's state: what is on the media, and the volatile cache above it.
-struct Media {
-    /// What survives any power cut.
-    durable: Vec<u8>,
-    /// What reads see: `durable` with every cached write applied.
-    current: Vec<u8>,
-    /// Completed, unflushed writes in completion order (the order is the sequence).
-    cache: Vec<Cached>,
-}
-
-/// What a power cut left on the media.
-struct Cut {
-    image: Vec<u8>,
-    cached: usize,
-    kept: usize,
-    /// Storm operations issued before the cut.
-    issued: u64,
-    /// The model's clock at the cut.
-    clock: u64,
-}
-
-impl Media {
-    fn new(image: Vec<u8>) -> Media {
-        Media {
-            current: image.clone(),
-            durable: image,
-            cache: Vec::new(),
-        }
-    }
-
-    fn write(&mut self, off: usize, data: Vec<u8>) {
-        self.current[off..off + data.len()].copy_from_slice(&data);
-        self.cache.push(Cached { off, data });
-    }
-
-    /// Runs `io` (it completed now).
-    fn execute(&mut self, io: &mut BdevIo) {
-        let at = io.offset_blocks as usize * BS;
-        let len = io.num_blocks as usize * BS;
-        match io.op {
-            IoType::Read => {
-                let mut o = at;
-                for b in io.bufs.iter_mut() {
-                    let n = b.len();
-                    b.copy_from_slice(&self.current[o..o + n]);
-                    o += n;
-                }
-            }
-            IoType::Write => {
-                let mut data = Vec::with_capacity(len);
-                for b in io.bufs.iter() {
-                    data.extend_from_slice(b);
-                }
-                self.write(at, data);
-            }
-            IoType::WriteZeroes | IoType::Unmap => self.write(at, vec![0; len]),
-            // Every write completed so far (a superset of those completed before the flush
-            // was submitted, which is all a flush promises).
-            IoType::Flush => {
-                for w in self.cache.drain(..) {
-                    self.durable[w.off..w.off + w.data.len()].copy_from_slice(&w.data);
-                }
-            }
-        }
-    }
-
-    /// The media after a power cut now: durable data plus what `loss` lets survive.
-    fn power_cut(&self, loss: Loss, rng: &mut SmallRng, issued: u64, clock: u64) -> Cut {
-        let mut image = self.durable.clone();
-        let apply = |image: &mut Vec<u8>, w: &Cached| {
-            image[w.off..w.off + w.data.len()].copy_from_slice(&w.data)
-        };
-        let kept = match loss {
-            Loss::Unordered => self
-                .cache
-                .iter()
-                .filter(|_| rng.gen_bool(0.5))
-                .map(|w| apply(&mut image, w))
-                .count(),
-            Loss::Ordered => {
-                let k = rng.gen_range(0..=self.cache.len());
-                for w in &self.cache[..k] {
-                    apply(&mut image, w);
-                }
-                if let Some(w) = self.cache.get(k) {
-                    for (i, blk) in w.data.chunks(BS).enumerate() {
-                        if rng.gen_bool(0.5) {
-                            let o = w.off + i * BS;
-                            image[o..o + BS].copy_from_slice(blk);
-                        }
-                    }
-                }
-                k
-            }
-        };
-        Cut {
-            image,
-            cached: self.cache.len(),
-            kept,
-            issued,
-            clock,
-        }
-    }
-}
-
-/// A RAM disk with a volatile write cache that completes I/O asynchronously, out of order.
-struct Lossy {
-    media: Arc<Mutex<Media>>,
-    seed: u64,
-    channels: AtomicU64,
-}
-
-impl BdevBackend for Lossy {
-    fn product_name(&self) -> &'static str {
-        "Lossy write-back disk (test)"
-    }
-    fn supports(&self, _op: IoType) -> bool {
-        true
-    }
-    fn create_channel(&self) -> ballast_engine::Result<Box<dyn BackendChannel>> {
-        let n = self.channels.fetch_add(1, Ordering::Relaxed);
-        Ok(Box::new(LossyChannel {
-            media: self.media.clone(),
-            rng: SmallRng::seed_from_u64(self.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
-            queue: Vec::new(),
-        }))
-    }
-}
-
-struct LossyChannel {
-    media: Arc<Mutex<Media>>,
-    rng: SmallRng,
-    /// Submitted I/O and its chance to complete at each poll.
-    queue: Vec<(BdevIo, f64)>,
-}
-
-impl BackendChannel for LossyChannel {
-    fn submit(&mut self, io: BdevIo, _done: &mut Completions) {
-        // Most I/O completes within a few polls; one in ten takes tens of polls.
-        let p = if self.rng.gen_bool(0.1) { 0.05 } else { 0.5 };
-        self.queue.push((io, p));
-    }
-
-    fn poll(&mut self, done: &mut Completions) -> bool {
-        if self.queue.is_empty() {
-            return false;
-        }
-        let mut ready = Vec::new();
-        let mut i = 0;
-        while i < self.queue.len() {
-            if self.rng.gen_bool(self.queue[i].1) {
-                ready.push(self.queue.swap_remove(i).0);
-            } else {
-                i += 1;
-            }
-        }
-        ready.shuffle(&mut self.rng);
-        let mut m = self.media.lock().unwrap();
-        for mut io in ready {
-            m.execute(&mut io);
-            done.complete(io, IoStatus::Success);
-        }
-        // Pending I/O has no wake fd: keep the reactor polling.
-        true
-    }
-}
-
-/// Registers lossy bdev `name` whose media holds `image` (cache empty).
-fn lossy_create(name: &str, image: Vec<u8>, seed: u64) -> Arc<Mutex<Media>> {
-    let media = Arc::new(Mutex::new(Media::new(image)));
-    let blocks = media.lock().unwrap().durable.len() / BS;
-    let mut info = BdevInfo::new(name, BS as u32, blocks as u64);
-    info.write_cache = true;
-    let backend = Lossy {
-        media: media.clone(),
-        seed,
-        channels: AtomicU64::new(0),
-    };
-    bdev::register(info, Box::new(backend)).unwrap();
-    media
-}
-
-// ------------------------------------------------------------------------ the data ----
-
-const MAGIC: &[u8; 3] = b"PL1";
-
-/// Fills `buf` (one block) with the content write `id` gives block `block`: a header naming
-/// both, then text-like (compressible) or random bytes derived from them.
-fn stamp(buf: &mut [u8], block: u64, id: u32, text: bool) {
-    buf[..8].copy_from_slice(&block.to_le_bytes());
-    buf[8..12].copy_from_slice(&id.to_le_bytes());
-    buf[12..15].copy_from_slice(MAGIC);
-    buf[15] = text as u8;
-    let mut rng = SmallRng::seed_from_u64(block << 32 ^ id as u64);
-    if text {
-        text_like(&mut rng, &mut buf[16..]);
-    } else {
-        rng.fill(&mut buf[16..]);
-    }
-}
-
-/// Fills `data` with what write `id` gives the blocks from `first` on.
-fn stamp_blocks(data: &mut [u8], first: u64, id: u32, text: bool) {
-    for (i, blk) in data.chunks_mut(BS).enumerate() {
-        stamp(blk, first + i as u64, id, text);
-    }
-}
-
-/// What a block read back holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Got {
-    Zeros,
-    Write(u32),
-    /// Neither zeros nor exactly what some write gave this block.
-    Garbage,
-}
-
-fn decode(buf: &[u8], block: u64) -> Got {
-    if buf.iter().all(|&x| x == 0) {
-        return Got::Zeros;
-    }
-    let id = u32::from_le_bytes(buf[8..12].try_into().unwrap());
-    if buf[..8] != block.to_le_bytes() || &buf[12..15] != MAGIC || buf[15] > 1 || id == 0 {
-        return Got::Garbage;
-    }
-    let mut want = [0u8; BS];
-    stamp(&mut want, block, id, buf[15] == 1);
-    if buf == want {
-        Got::Write(id)
-    } else {
-        Got::Garbage
-    }
-}
 
 // ----------------------------------------------------------------------- the model ----
 
@@ -737,21 +488,6 @@ struct Params {
     tag: String,
 }
 
-/// Deletes `name`, retrying while it is still claimed (its user goes with its last channel).
-fn delete(name: &str) {
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        match bdev::delete(name) {
-            Ok(()) => return,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(e) => panic!("delete {name}: {e}"),
-        }
-    }
-}
-
 /// Creates (or re-opens, with `None`s) compress bdev `name` over `base`; returns its blocks.
 fn compress_open(
     h: &Harness,
@@ -924,46 +660,26 @@ fn round(h: &Harness, p: &Params) -> Vec<String> {
 /// Runs the rounds (lz4 and zstd, one and two storm reactors); panics with every failed
 /// round's problems.
 fn power_loss(loss: Loss, tag: &str, rounds: u64) {
-    let seed = std::env::var("POWER_LOSS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::thread_rng().gen::<u64>());
-    let rounds = std::env::var("POWER_LOSS_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(rounds);
     let h = Harness::new(2);
-    let mut failed = Vec::new();
-    for i in 0..rounds {
+    run_rounds("POWER_LOSS", rounds, |i, seed| {
         let p = Params {
             loss,
-            seed: seed.wrapping_add(i),
+            seed,
             algorithm: if i % 2 == 0 { "lz4" } else { "zstd" },
             storm_reactors: 1 + (i as usize / 2) % 2,
             // 16 KiB (2 KiB units), and the default on 512-byte blocks (4 KiB, 512-byte units).
             chunk: if (i / 4) % 2 == 0 { 32 } else { 8 },
             tag: format!("pl_{tag}_{i}"),
         };
-        let problems = round(&h, &p);
-        if !problems.is_empty() {
-            failed.push(format!(
-                "round {i} ({:?} loss, {}, {}-byte chunks, {} storm reactor(s); replay: \
-                 POWER_LOSS_SEED={seed} POWER_LOSS_ROUNDS={}):\n  {}",
-                p.loss,
-                p.algorithm,
-                p.chunk * BS as u64,
-                p.storm_reactors,
-                i + 1,
-                problems.join("\n  ")
-            ));
-        }
-    }
-    assert!(
-        failed.is_empty(),
-        "{} of {rounds} rounds failed (first seed {seed}):\n{}",
-        failed.len(),
-        failed.join("\n")
-    );
+        let what = format!(
+            "{:?} loss, {}, {}-byte chunks, {} storm reactor(s)",
+            p.loss,
+            p.algorithm,
+            p.chunk * BS as u64,
+            p.storm_reactors
+        );
+        (what, round(&h, &p))
+    });
 }
 
 /// Completion order is what the stage relies on: every committed write survives.

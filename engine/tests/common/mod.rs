@@ -2,6 +2,8 @@
 //! one conformance body every bdev implementation must pass.
 #![allow(dead_code)]
 
+pub mod lossy;
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::mpsc;
