@@ -11,6 +11,8 @@
 //! and the first log block after it (`ckpt_seq`). Log block `s` lives at ring position
 //! `s % log_blocks`; replay reads blocks `ckpt_seq, ckpt_seq+1, …` and stops at the first whose
 //! CRC fails or whose sequence number is not the one expected (a stale block of an earlier lap).
+//! A commit's blocks count the blocks after them in the same commit, and replay applies a
+//! commit only whole: the records of one operation may straddle blocks.
 
 use crate::error::{Error, Result};
 
@@ -455,40 +457,44 @@ impl Record {
     }
 }
 
-/// Packs encoded records (each whole) into log blocks numbered from `seq`.
-pub(crate) fn log_blocks(records: &[Vec<u8>], mut seq: u64) -> Vec<u8> {
+/// Packs encoded records (each whole) into log blocks numbered from `seq`: one commit. Each
+/// block's header counts the blocks of the commit after it, so that replay applies a commit
+/// only whole (its records may straddle blocks: a thick create's Create and Map records; the
+/// blocks go in one write, which a power cut may tear).
+pub(crate) fn log_blocks(records: &[Vec<u8>], seq: u64) -> Vec<u8> {
     let cap = MD_BLOCK as usize - LOG_HDR;
-    let mut out = Vec::new();
+    let mut payloads: Vec<Vec<u8>> = Vec::new();
     let mut cur: Vec<u8> = Vec::with_capacity(cap);
-    let flush = |cur: &mut Vec<u8>, seq: &mut u64, out: &mut Vec<u8>| {
-        let start = out.len();
-        out.extend_from_slice(&LOG_MAGIC.to_le_bytes());
-        out.extend_from_slice(&seq.to_le_bytes());
-        out.extend_from_slice(&(cur.len() as u32).to_le_bytes());
-        out.extend_from_slice(&[0u8; 4]); // crc
-        out.extend_from_slice(&[0u8; 4]);
-        out.extend_from_slice(cur);
-        out.resize(start + MD_BLOCK as usize, 0);
-        let crc = crc32c::crc32c(&out[start..start + MD_BLOCK as usize]);
-        out[start + 16..start + 20].copy_from_slice(&crc.to_le_bytes());
-        *seq += 1;
-        cur.clear();
-    };
     for r in records {
         debug_assert!(r.len() <= cap);
         if cur.len() + r.len() > cap {
-            flush(&mut cur, &mut seq, &mut out);
+            payloads.push(std::mem::take(&mut cur));
         }
         cur.extend_from_slice(r);
     }
     if !cur.is_empty() {
-        flush(&mut cur, &mut seq, &mut out);
+        payloads.push(cur);
+    }
+    let mut out = Vec::with_capacity(payloads.len() * MD_BLOCK as usize);
+    for (k, p) in payloads.iter().enumerate() {
+        let start = out.len();
+        let more = (payloads.len() - 1 - k) as u32;
+        out.extend_from_slice(&LOG_MAGIC.to_le_bytes());
+        out.extend_from_slice(&(seq + k as u64).to_le_bytes());
+        out.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        out.extend_from_slice(&[0u8; 4]); // crc
+        out.extend_from_slice(&more.to_le_bytes());
+        out.extend_from_slice(p);
+        out.resize(start + MD_BLOCK as usize, 0);
+        let crc = crc32c::crc32c(&out[start..start + MD_BLOCK as usize]);
+        out[start + 16..start + 20].copy_from_slice(&crc.to_le_bytes());
     }
     out
 }
 
-/// The records of log block `b` if it is a good block numbered `seq` (None: the log ends).
-pub(crate) fn read_log_block(b: &[u8], seq: u64) -> Option<Result<Vec<Record>>> {
+/// The records of log block `b` if it is a good block numbered `seq`, and how many blocks of
+/// its commit follow it (None: the log ends).
+pub(crate) fn read_log_block(b: &[u8], seq: u64) -> Option<Result<(Vec<Record>, u32)>> {
     if b.len() < MD_BLOCK as usize || u32::from_le_bytes(b[0..4].try_into().unwrap()) != LOG_MAGIC {
         return None;
     }
@@ -497,6 +503,7 @@ pub(crate) fn read_log_block(b: &[u8], seq: u64) -> Option<Result<Vec<Record>>> 
     }
     let used = u32::from_le_bytes(b[12..16].try_into().unwrap()) as usize;
     let crc = u32::from_le_bytes(b[16..20].try_into().unwrap());
+    let more = u32::from_le_bytes(b[20..24].try_into().unwrap());
     let mut copy = b[..MD_BLOCK as usize].to_vec();
     copy[16..20].fill(0);
     if crc32c::crc32c(&copy) != crc || used > MD_BLOCK as usize - LOG_HDR {
@@ -511,7 +518,7 @@ pub(crate) fn read_log_block(b: &[u8], seq: u64) -> Option<Result<Vec<Record>>> 
             Err(e) => return Some(Err(e)),
         }
     }
-    Some(Ok(v))
+    Some(Ok((v, more)))
 }
 
 /// An lvol as a checkpoint holds it.
@@ -652,10 +659,14 @@ mod tests {
             }
         }
         let blocks = log_blocks(&enc, 41);
-        assert!(blocks.len() > MD_BLOCK as usize);
+        let n = blocks.len() / MD_BLOCK as usize;
+        assert!(n > 1);
         let mut got = Vec::new();
         for (k, b) in blocks.chunks(MD_BLOCK as usize).enumerate() {
-            got.extend(read_log_block(b, 41 + k as u64).unwrap().unwrap());
+            let (recs, more) = read_log_block(b, 41 + k as u64).unwrap().unwrap();
+            // Each block counts the blocks of its commit after it.
+            assert_eq!(more as usize, n - 1 - k);
+            got.extend(recs);
         }
         assert_eq!(got.len(), 300);
         assert_eq!(&got[..3], &recs[..]);

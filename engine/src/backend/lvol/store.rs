@@ -228,27 +228,39 @@ pub(crate) fn load(rt: &RuntimeHandle, desc: &SharedDesc) -> Result<Option<Loade
         ));
     }
     let log = read(rt, desc, l.log_off(), l.log_blocks as u64 * MD_BLOCK)?;
-    let mut seq = sb.ckpt_seq;
+    // Blocks of whole commits applied, and the records of the commit being read (with
+    // their blocks): a commit cut short by the power is not applied at all.
     let mut n = 0;
-    while n < l.log_blocks as u64 {
+    let mut commit: Vec<(u64, Record)> = Vec::new();
+    let mut more = None;
+    for k in 0..l.log_blocks as u64 {
+        let seq = sb.ckpt_seq + k;
         let off = (l.log_block_off(seq) - l.log_off()) as usize;
         match format::read_log_block(&log[off..off + MD_BLOCK as usize], seq) {
             None => break,
             Some(Err(e)) => return Err(e),
-            Some(Ok(recs)) => {
-                for r in &recs {
-                    st.apply(r)
-                        .map_err(|e| Error::Corrupt(format!("log block {seq}: {e}")))?;
+            // Not the block the commit's previous one announced: the commit ends short.
+            Some(Ok((_, m))) if more.is_some_and(|left: u32| left.checked_sub(1) != Some(m)) => {
+                break
+            }
+            Some(Ok((recs, m))) => {
+                commit.extend(recs.into_iter().map(|r| (seq, r)));
+                more = Some(m);
+                if m == 0 {
+                    for (s, r) in commit.drain(..) {
+                        st.apply(&r)
+                            .map_err(|e| Error::Corrupt(format!("log block {s}: {e}")))?;
+                    }
+                    more = None;
+                    n = k + 1;
                 }
             }
         }
-        seq += 1;
-        n += 1;
     }
     Ok(Some(Loaded {
+        next_block: sb.ckpt_seq + n,
         sb,
         st,
-        next_block: seq,
         log_blocks: n,
     }))
 }
