@@ -549,3 +549,55 @@ fn lvols_under_stages_and_as_mirror_children() {
     }
     h.close_channels();
 }
+
+/// A uring bdev `name` with 512-byte blocks over `path`.
+fn uring_on(name: &str, path: &std::path::Path) {
+    uring::create(uring::UringOpts {
+        name: name.into(),
+        filename: path.to_string_lossy().into_owned(),
+        block_size: 512,
+        uuid: None,
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_second_path_to_an_open_store_is_refused_untouched() {
+    // Two bdevs over one file (as two controllers to one namespace): examining the second
+    // must not write the live store's metadata (it once checkpointed into it, and what the
+    // live store committed afterwards was lost at the next crash).
+    let h = Harness::new(1);
+    let dir = std::env::temp_dir();
+    let path = dir.join(format!("ballast-lv-2path-{}.img", std::process::id()));
+    let copy = dir.join(format!("ballast-lv-2path-{}-crash.img", std::process::id()));
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    uring_on("lv_2p_a", &path);
+    store(&h, "lv_2p_a", "lvs_2p", 64 * 1024);
+    let v1 = mk("lvs_2p", "v1", 1 << 20, true);
+    let before = std::fs::read(&path).unwrap();
+    uring_on("lv_2p_b", &path);
+    let e = lvol::examine(&h.rt.handle(), "lv_2p_b").unwrap_err();
+    assert!(e.to_string().contains("is open on lv_2p_a"), "{e}");
+    let after = std::fs::read(&path).unwrap();
+    assert!(
+        before == after,
+        "the second path's examine wrote the live store"
+    );
+    // The live store goes on; a crash image then holds all of it.
+    mk("lvs_2p", "v2", 1 << 20, true);
+    let (st, _) = h.io(0, &v1, IoType::Write, 0, 8, Some(vec![0x5a; 4096]), 0, None);
+    assert_eq!(st, IoStatus::Success);
+    let (st, _) = h.io(0, &v1, IoType::Flush, 0, 0, None, 0, None);
+    assert_eq!(st, IoStatus::Success);
+    std::fs::copy(&path, &copy).unwrap();
+    uring_on("lv_2p_c", &copy);
+    let rep = lvol::check(&h.rt.handle(), "lv_2p_c").unwrap();
+    assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+    assert_eq!((rep.lvols, rep.used_clusters), (2, 1));
+    h.close_channels();
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(&copy);
+}

@@ -30,6 +30,16 @@ const CKPT_LVOL: usize = 4 + 16 + 1 + 1 + 4 + 8 + 1 + 4;
 const CKPT_RUN: usize = 16;
 /// No parent / no cluster.
 pub(crate) const NONE: u32 = u32::MAX;
+/// Largest cluster.
+pub(crate) const MAX_CLUSTER: u64 = 1 << 30;
+/// Most data clusters a store has (cluster numbers are u32; [`NONE`] is not one).
+pub(crate) const MAX_CLUSTERS: u64 = u32::MAX as u64 - 1;
+/// Most lvols a store holds.
+pub(crate) const MAX_LVOLS: u32 = 16384;
+/// Most metadata log blocks.
+const MAX_LOG_BLOCKS: u32 = 1 << 16;
+/// Largest checkpoint area.
+const MAX_CKPT_BYTES: u64 = 1 << 36;
 
 /// Where the parts of a store are on its base, and its fixed parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,8 +59,8 @@ impl Layout {
     /// The layout of a new store on `base_bytes` of a base with `block_size`.
     pub(crate) fn new(base_bytes: u64, block_size: u32, cluster_sz: u64) -> Result<Layout> {
         let raw = base_bytes / cluster_sz;
-        let max_clusters = raw.saturating_mul(4).max(64);
-        let max_lvols = raw.clamp(1024, 16384) as u32;
+        let max_clusters = raw.saturating_mul(4).clamp(64, MAX_CLUSTERS);
+        let max_lvols = raw.clamp(1024, MAX_LVOLS as u64) as u32;
         let ckpt =
             4096 + max_lvols as u64 * (CKPT_LVOL as u64 + 64) + max_clusters * CKPT_RUN as u64;
         let ckpt_bytes = ckpt.div_ceil(MD_BLOCK) * MD_BLOCK;
@@ -76,7 +86,7 @@ impl Layout {
 
     /// Data clusters on a base of `base_bytes`.
     pub(crate) fn clusters(&self, base_bytes: u64) -> u64 {
-        ((base_bytes - self.data_start) / self.cluster_sz).min(self.max_clusters)
+        (base_bytes.saturating_sub(self.data_start) / self.cluster_sz).min(self.max_clusters)
     }
 
     pub(crate) fn ckpt_off(&self, which: u8) -> u64 {
@@ -254,15 +264,21 @@ impl Superblock {
             ckpt_crc: r.u32()?,
             ckpt_seq: r.u64()?,
         };
+        // Every field within what Layout::new makes (so no arithmetic on them overflows and
+        // no read they size is huge) before any is used.
         let ok = (block_size == 512 || block_size == 4096)
             && cluster_sz.is_power_of_two()
-            && cluster_sz >= MD_BLOCK
+            && (MD_BLOCK..=MAX_CLUSTER).contains(&cluster_sz)
             && cluster_sz % block_size as u64 == 0
-            && log_blocks >= 8
+            && (8..=MAX_LOG_BLOCKS).contains(&log_blocks)
+            && max_clusters <= MAX_CLUSTERS
+            && (1..=MAX_LVOLS).contains(&max_lvols)
             && ckpt_bytes % MD_BLOCK == 0
+            && ckpt_bytes <= MAX_CKPT_BYTES
             && sb.ckpt <= 1
             && sb.ckpt_len <= ckpt_bytes
             && data_start >= layout.log_off() + log_blocks as u64 * MD_BLOCK
+            && data_start <= layout.log_off() + log_blocks as u64 * MD_BLOCK + cluster_sz
             && data_start % cluster_sz == 0;
         if !ok {
             return Err(corrupt("superblock fields out of range"));

@@ -725,6 +725,9 @@ fn copy_in(
                     },
                     false,
                 )?;
+                // A write to the cluster waits until its Map is durable (as the data path's
+                // own first writes do).
+                g.pending_map.insert((id, idx), seq);
                 drop(g);
                 s.wait(seq)?;
                 break;
@@ -757,6 +760,7 @@ fn copy_in(
                     true,
                 )?;
                 g.cow_busy.remove(&(id, idx));
+                g.pending_map.insert((id, idx), seq);
                 drop(g);
                 s.wait(seq)
             })();
@@ -881,6 +885,10 @@ pub fn rename(lvol: &str, new_name: &str) -> Result<()> {
 /// Opens the store on `bdev_name`, if it holds one, and registers its lvols (true). A store
 /// whose metadata fails its checks is an error ([`Error::Corrupt`]), and is left alone.
 pub fn examine(rt: &RuntimeHandle, bdev_name: &str) -> Result<bool> {
+    // One store opens at a time: the check for a second path to an open store and the
+    // store's entry in the list are not raced by another examine.
+    static OPENING: Mutex<()> = Mutex::new(());
+    let _one = OPENING.lock().unwrap_or_else(|p| p.into_inner());
     if stores()
         .lock()
         .unwrap()
@@ -889,22 +897,24 @@ pub fn examine(rt: &RuntimeHandle, bdev_name: &str) -> Result<bool> {
     {
         return Ok(false);
     }
-    let Some(s) = store::open_existing(rt, bdev_name)? else {
+    let in_use = |uuid: uuid::Uuid, name: &str| {
+        stores()
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|x| x.uuid == uuid || x.name() == name)
+            .map(|x| {
+                format!(
+                    "lvol store {name} on {bdev_name}: a store with its {} is open on {}",
+                    if x.uuid == uuid { "UUID" } else { "name" },
+                    x.base_bdev.name()
+                )
+            })
+    };
+    let Some(s) = store::open_existing(rt, bdev_name, &in_use)? else {
         return Ok(false);
     };
     let name = s.name();
-    if stores()
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|x| x.name() == name || x.uuid == s.uuid)
-    {
-        s.close();
-        s.base.lock().unwrap().take();
-        return Err(Error::Exists(format!(
-            "lvol store {name} (found again on {bdev_name})"
-        )));
-    }
     stores().lock().unwrap().push(s.clone());
     let ids: Vec<u32> = s.inner.lock().unwrap().st.lvols.keys().copied().collect();
     for id in &ids {

@@ -6,31 +6,46 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::format::{Checkpoint, CkptLvol, Record, F_RO, F_SNAP, F_THIN, NONE};
 
-/// Entries per map leaf.
+/// Entries per map leaf, and leaves per middle node.
 const LEAF: usize = 256;
+const MID: usize = 1024;
+/// Logical clusters one middle node covers.
+const SPAN: u64 = (LEAF * MID) as u64;
 
-/// A sparse map from logical cluster to data cluster: leaves of [`LEAF`] entries made on
-/// first use, so a 250 TB thin volume costs a pointer per 256 clusters until written.
+type Leaf = Box<[u32; LEAF]>;
+
+/// A sparse map from logical cluster to data cluster: a top vector of middle nodes, each
+/// 1024 leaves of 256 entries, made on first use. A thin volume costs a pointer per 256 Ki
+/// clusters until written (a 16 PiB one, 2^32 clusters: 128 KiB), and a leaf per 256
+/// clusters it has written.
 #[derive(Default)]
 pub(crate) struct ClusterMap {
-    leaves: Vec<Option<Box<[u32; LEAF]>>>,
+    top: Vec<Option<Box<[Option<Leaf>]>>>,
     count: u64,
 }
 
 impl ClusterMap {
+    #[inline]
     pub(crate) fn get(&self, idx: u64) -> Option<u32> {
-        let l = self.leaves.get((idx / LEAF as u64) as usize)?.as_ref()?;
-        let p = l[(idx % LEAF as u64) as usize];
+        let mid = self.top.get((idx / SPAN) as usize)?.as_ref()?;
+        let leaf = mid[((idx % SPAN) / LEAF as u64) as usize].as_ref()?;
+        let p = leaf[(idx % LEAF as u64) as usize];
         (p != NONE).then_some(p)
     }
 
-    fn set(&mut self, idx: u64, phys: u32) -> Option<u32> {
-        let li = (idx / LEAF as u64) as usize;
-        if self.leaves.len() <= li {
-            self.leaves.resize_with(li + 1, || None);
+    fn slot(&mut self, idx: u64) -> &mut u32 {
+        let ti = (idx / SPAN) as usize;
+        if self.top.len() <= ti {
+            self.top.resize_with(ti + 1, || None);
         }
-        let leaf = self.leaves[li].get_or_insert_with(|| Box::new([NONE; LEAF]));
-        let old = std::mem::replace(&mut leaf[(idx % LEAF as u64) as usize], phys);
+        let mid = self.top[ti].get_or_insert_with(|| (0..MID).map(|_| None).collect());
+        let leaf = mid[((idx % SPAN) / LEAF as u64) as usize]
+            .get_or_insert_with(|| Box::new([NONE; LEAF]));
+        &mut leaf[(idx % LEAF as u64) as usize]
+    }
+
+    fn set(&mut self, idx: u64, phys: u32) -> Option<u32> {
+        let old = std::mem::replace(self.slot(idx), phys);
         if old == NONE {
             self.count += 1;
             None
@@ -40,13 +55,10 @@ impl ClusterMap {
     }
 
     fn remove(&mut self, idx: u64) -> Option<u32> {
-        let li = (idx / LEAF as u64) as usize;
-        let leaf = self.leaves.get_mut(li)?.as_mut()?;
-        let old = std::mem::replace(&mut leaf[(idx % LEAF as u64) as usize], NONE);
-        (old != NONE).then(|| {
-            self.count -= 1;
-            old
-        })
+        self.get(idx)?;
+        let old = std::mem::replace(self.slot(idx), NONE);
+        self.count -= 1;
+        Some(old)
     }
 
     /// Allocated clusters.
@@ -56,12 +68,16 @@ impl ClusterMap {
 
     /// (logical, data) pairs in logical order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
-        self.leaves.iter().enumerate().flat_map(|(li, l)| {
-            l.iter().flat_map(move |l| {
-                l.iter()
-                    .enumerate()
-                    .filter(|(_, &p)| p != NONE)
-                    .map(move |(i, &p)| ((li * LEAF + i) as u64, p))
+        self.top.iter().enumerate().flat_map(|(ti, m)| {
+            m.iter().flat_map(move |m| {
+                m.iter().enumerate().flat_map(move |(li, l)| {
+                    l.iter().flat_map(move |l| {
+                        l.iter()
+                            .enumerate()
+                            .filter(|(_, &p)| p != NONE)
+                            .map(move |(i, &p)| (ti as u64 * SPAN + (li * LEAF + i) as u64, p))
+                    })
+                })
             })
         })
     }
@@ -80,7 +96,13 @@ impl ClusterMap {
 
     /// Bytes of memory the map holds.
     pub(crate) fn mem_bytes(&self) -> usize {
-        self.leaves.capacity() * 8 + self.leaves.iter().flatten().count() * LEAF * 4
+        self.top.capacity() * 8
+            + self
+                .top
+                .iter()
+                .flatten()
+                .map(|m| MID * 8 + m.iter().flatten().count() * LEAF * 4)
+                .sum::<usize>()
     }
 }
 
@@ -119,7 +141,12 @@ pub(crate) struct State {
     pub(crate) free: u64,
     pub(crate) reserved: BTreeSet<u32>,
     hint: u64,
+    /// Most clusters the store may grow to (the base's size, at load).
+    pub(crate) limit: u64,
 }
+
+/// Most clusters an lvol has (sizes beyond are refused: 16 PiB at 4 MiB clusters).
+pub(crate) const MAX_LVOL_CLUSTERS: u64 = u32::MAX as u64 - 1;
 
 fn bad(why: String) -> String {
     why
@@ -127,6 +154,7 @@ fn bad(why: String) -> String {
 
 impl State {
     pub(crate) fn new(name: &str, total: u64) -> State {
+        let total = total.min(super::format::MAX_CLUSTERS);
         State {
             name: name.to_string(),
             total,
@@ -136,6 +164,7 @@ impl State {
             free: total,
             reserved: BTreeSet::new(),
             hint: 0,
+            limit: super::format::MAX_CLUSTERS,
         }
     }
 
@@ -271,8 +300,11 @@ impl State {
                 parent,
                 size,
             } => {
-                if self.lvols.contains_key(id) {
-                    return Err(bad(format!("lvol id {id} created twice")));
+                if self.lvols.contains_key(id) || *id >= NONE - 1 {
+                    return Err(bad(format!("lvol id {id} created twice or out of range")));
+                }
+                if *size > MAX_LVOL_CLUSTERS {
+                    return Err(bad(format!("lvol size {size} clusters out of range")));
                 }
                 let parent = (*parent != NONE).then_some(*parent);
                 if let Some(p) = parent {
@@ -324,8 +356,8 @@ impl State {
                 uuid,
                 name,
             } => {
-                if self.lvols.contains_key(id) {
-                    return Err(bad(format!("lvol id {id} created twice")));
+                if self.lvols.contains_key(id) || *id >= NONE - 1 {
+                    return Err(bad(format!("lvol id {id} created twice or out of range")));
                 }
                 let o = self.lvol_mut(*origin)?;
                 let map = std::mem::take(&mut o.map);
@@ -351,7 +383,10 @@ impl State {
                         clones.len()
                     )));
                 }
-                let gone = self.lvols.remove(id).expect("checked");
+                let gone = self
+                    .lvols
+                    .remove(id)
+                    .ok_or_else(|| bad(format!("lvol id {id} deleted but does not exist")))?;
                 match clones.first() {
                     Some(&c) => {
                         // Merge: the clone takes the clusters it does not have of its own.
@@ -377,6 +412,9 @@ impl State {
                 }
             }
             Record::Resize { id, size } => {
+                if *size > MAX_LVOL_CLUSTERS {
+                    return Err(bad(format!("lvol size {size} clusters out of range")));
+                }
                 let l = self.lvol_mut(*id)?;
                 let old = l.size;
                 l.size = *size;
@@ -408,8 +446,11 @@ impl State {
                 self.lvol_mut(*id)?.parent = parent;
             }
             Record::Grow { total } => {
-                if *total < self.total {
-                    return Err(bad("the store shrank".into()));
+                if *total < self.total || *total > self.limit {
+                    return Err(bad(format!(
+                        "the store grows to {total} clusters (has {}, room for {})",
+                        self.total, self.limit
+                    )));
                 }
                 self.free += total - self.total;
                 self.total = *total;

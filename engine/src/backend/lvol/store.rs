@@ -31,8 +31,6 @@ use crate::error::{Error, Result};
 
 /// How long a control-path metadata I/O or commit may take.
 pub(crate) const CONTROL_TIMEOUT: Duration = Duration::from_secs(60);
-/// Most log blocks one commit writes (a quarter of the smallest ring).
-const MAX_BATCH_BLOCKS: usize = 32;
 
 /// The metadata and what the committer needs of it (one mutex; held for microseconds).
 pub(crate) struct Inner {
@@ -50,8 +48,8 @@ pub(crate) struct Inner {
     pub(crate) pending_map: HashMap<(u32, u64), u64>,
     /// Clusters being copied (copy-on-write) for a write: others wait.
     pub(crate) cow_busy: HashSet<(u32, u64)>,
-    /// The committer takes no new batch (the checker reads the metadata).
-    paused: bool,
+    /// The committer takes no new batch while > 0 (checkers read the metadata).
+    paused: u32,
     busy: bool,
 }
 
@@ -221,12 +219,18 @@ pub(crate) fn load(rt: &RuntimeHandle, desc: &SharedDesc) -> Result<Option<Loade
     if ck.seq != sb.ckpt_seq {
         return Err(Error::Corrupt("checkpoint and superblock disagree".into()));
     }
-    let mut st = State::from_checkpoint(&ck).map_err(Error::Corrupt)?;
-    if st.total > l.clusters(bytes).max(st.total) || st.lvols.len() > l.max_lvols as usize {
-        return Err(Error::Corrupt(
-            "checkpoint beyond the store's limits".into(),
-        ));
+    let room = l.clusters(bytes);
+    if ck.total > room || ck.lvols.len() > l.max_lvols as usize {
+        return Err(Error::Corrupt(format!(
+            "checkpoint beyond the store's limits ({} clusters, {} lvols; room for {room} \
+             and {})",
+            ck.total,
+            ck.lvols.len(),
+            l.max_lvols
+        )));
     }
+    let mut st = State::from_checkpoint(&ck).map_err(Error::Corrupt)?;
+    st.limit = room;
     let log = read(rt, desc, l.log_off(), l.log_blocks as u64 * MD_BLOCK)?;
     // Blocks of whole commits applied, and the records of the commit being read (with
     // their blocks): a commit cut short by the power is not applied at all.
@@ -328,7 +332,9 @@ impl Store {
         let store = Arc::new(Store {
             uuid: sb.uuid,
             layout: sb.layout,
-            write_cache: base_bdev.info().write_cache && base_bdev.supports(IoType::Flush),
+            // A remote namespace may sit on a volatile cache whatever it says: flushed too.
+            write_cache: (base_bdev.info().write_cache || base_bdev.product_name() == "NVMe disk")
+                && base_bdev.supports(IoType::Flush),
             base_bdev,
             base: desc,
             rt: rt.clone(),
@@ -343,7 +349,7 @@ impl Store {
                 active_ckpt: sb.ckpt,
                 pending_map: HashMap::new(),
                 cow_busy: HashSet::new(),
-                paused: false,
+                paused: 0,
                 busy: false,
             }),
             committed: AtomicU64::new(0),
@@ -428,15 +434,20 @@ impl Store {
 
     /// Stops taking new commits and waits for the one in flight (the checker reads then).
     pub(crate) fn pause(&self, on: bool) {
-        self.inner.lock().unwrap().paused = on;
+        {
+            let mut g = self.inner.lock().unwrap();
+            if on {
+                g.paused += 1;
+            } else {
+                g.paused = g.paused.saturating_sub(1);
+            }
+        }
+        self.kick();
         if on {
-            self.kick();
             let t0 = Instant::now();
             while self.inner.lock().unwrap().busy && t0.elapsed() < CONTROL_TIMEOUT {
                 std::thread::sleep(Duration::from_micros(50));
             }
-        } else {
-            self.kick();
         }
     }
 
@@ -564,23 +575,23 @@ impl Committer {
         let s = &self.store;
         let l = s.layout;
         let mut g = s.inner.lock().unwrap();
-        if g.queue.is_empty() || g.paused {
+        if g.queue.is_empty() || g.paused > 0 {
             return PollStatus::Idle;
         }
         let cap = MD_BLOCK as usize - format::LOG_HDR;
-        // How many records fit MAX_BATCH_BLOCKS blocks (packing as log_blocks does).
-        let (mut blocks, mut fill, mut take) = (1usize, 0usize, 0usize);
+        // Everything queued goes in one commit (packed as log_blocks does), so a change of
+        // several records (a thick create and its runs) is never split between two commits;
+        // replay applies a commit whole or not at all. A commit that would take the log past
+        // half its ring becomes a checkpoint instead (which holds every change made so far).
+        let (mut blocks, mut fill) = (1usize, 0usize);
         for r in &g.queue {
             if fill + r.len() > cap {
-                if blocks == MAX_BATCH_BLOCKS {
-                    break;
-                }
                 blocks += 1;
                 fill = 0;
             }
             fill += r.len();
-            take += 1;
         }
+        let take = g.queue.len();
         let preflush = std::mem::take(&mut g.queue_preflush) && s.write_cache;
         let used = g.next_block + blocks as u64 - g.ckpt_seq;
         if used > l.log_blocks as u64 / 2 {
@@ -665,12 +676,27 @@ impl Committer {
 }
 
 /// Opens the store on `bdev_name` if it holds one (examine): `Ok(None)` if not.
-pub(crate) fn open_existing(rt: &RuntimeHandle, bdev_name: &str) -> Result<Option<Arc<Store>>> {
-    let d = bdev::open(bdev_name, None)?;
+pub(crate) fn open_existing(
+    rt: &RuntimeHandle,
+    bdev_name: &str,
+    in_use: &dyn Fn(uuid::Uuid, &str) -> Option<String>,
+) -> Result<Option<Arc<Store>>> {
+    let mut d = bdev::open(bdev_name, None)?;
+    // Claimed first, so nothing else writes the bdev while the store is looked at (a bdev
+    // claimed already — exported, a stage's base, a store being created — is not examined).
+    if d.claim("lvol store (examine)").is_err() {
+        return Ok(None);
+    }
     let desc: SharedDesc = Arc::new(Mutex::new(Some(d)));
     let Some(mut ld) = load(rt, &desc)? else {
         return Ok(None);
     };
+    // A second path to a store that is open already (two bdevs on one file or namespace):
+    // refused before anything is written, or this one would rewrite the live store's
+    // superblock under it.
+    if let Some(why) = in_use(ld.sb.uuid, &ld.st.name) {
+        return Err(Error::Exists(why));
+    }
     // Copies that never finished: their clusters are zeroed and freed; then a checkpoint of
     // the recovered state (also resets the log).
     let reserved: Vec<u32> = ld.st.reserved.iter().copied().collect();
@@ -700,6 +726,13 @@ pub(crate) fn open_existing(rt: &RuntimeHandle, bdev_name: &str) -> Result<Optio
         let mut g = desc.lock().unwrap();
         let name = ld.st.name.clone();
         g.as_mut().unwrap().claim(&format!("lvol store {name}"))?;
+    }
+    let errs = ld.st.check();
+    if !errs.is_empty() {
+        return Err(Error::Corrupt(format!(
+            "the store's metadata fails its checks: {}",
+            errs.join("; ")
+        )));
     }
     let store = Store::start(rt, desc, &ld.sb, ld.st, ld.next_block)?;
     // A checkpoint now: the log restarts, the recovered state is on disk.
