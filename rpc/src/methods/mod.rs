@@ -177,6 +177,12 @@ pub fn call(ctx: &Context, method: &str, params: Option<Value>) -> Result<Value,
     };
     let mut params = params;
     compat::screen(method, &mut params)?;
+    // A bdev registered a moment ago may be being examined for an lvol store (its claim is
+    // held meanwhile, and its lvols are not there yet): every method sees the outcome, as
+    // scripts expect (one atomic load when nothing is examined).
+    if method != "bdev_wait_for_examine" {
+        wait_for_examine()?;
+    }
     f(ctx, params)
 }
 
