@@ -524,6 +524,10 @@ pub fn delete_lvol(name: &str) -> Result<()> {
             clones.len()
         )));
     }
+    if let Some(&c) = clones.first() {
+        let g = s.inner.lock().unwrap();
+        reparent_ok(&g.st, c, id)?;
+    }
     if let Some(b) = bdev_of(&s, id) {
         bdev::delete(b.name())?;
     }
@@ -803,16 +807,34 @@ pub fn decouple_parent(lvol: &str) -> Result<()> {
     copy_in(&s, id, |st, idx| {
         st.lvols.get(&parent).and_then(|p| p.map.get(idx)).map(Some)
     })?;
-    let grand = s
-        .inner
-        .lock()
-        .unwrap()
-        .st
-        .lvol(parent)
-        .map_err(Error::Corrupt)?
-        .parent
-        .unwrap_or(NONE);
+    let grand = {
+        let g = s.inner.lock().unwrap();
+        reparent_ok(&g.st, id, parent)?;
+        g.st.lvol(parent)
+            .map_err(Error::Corrupt)?
+            .parent
+            .unwrap_or(NONE)
+    };
     commit(&s, &[Record::SetParent { id, parent: grand }], false)
+}
+
+/// Refuses to hand `child` from `parent` to the grandparent when the child reaches beyond
+/// the parent and the grandparent has data there: what read as zeros would read the
+/// grandparent's data (the map has no per-parent limit).
+fn reparent_ok(st: &super::state::State, child: u32, parent: u32) -> Result<()> {
+    let (c, p) = (
+        st.lvol(child).map_err(Error::Corrupt)?,
+        st.lvol(parent).map_err(Error::Corrupt)?,
+    );
+    if let Some(g) = p.parent.and_then(|g| st.lvols.get(&g)) {
+        if c.size > p.size && g.size > p.size {
+            return Err(Error::Busy(format!(
+                "{} is larger than {} and {} has data beyond it: inflate {} first",
+                c.name, p.name, g.name, c.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The parent of writable lvol `id` (inflate and decouple refuse read-only ones).
