@@ -32,7 +32,7 @@ cd "$(dirname "$0")/.."
 t0=$SECONDS
 
 SPDK_VERSIONS=${SPDK_VERSIONS:-"25.9 26.9"}
-VENV_ROOT=${SPDK_VENV_ROOT:-/var/tmp/ballast-spdk-venvs}
+VENV_ROOT=$SPDK_VENV_ROOT   # ensure_venv (ci/lib-interop.sh) makes the clients there
 LOGDIR=$INTEROP_LOG_DIR/interop-spdk-rpc
 REPLAY=$PWD/ci/spdk-rpc-replay.py
 NQN=nqn.2026-11.io.ballast:spdk
@@ -53,30 +53,6 @@ cleanup() {
     rm -f "$LOGDIR"/*/*.sock
 }
 trap cleanup EXIT
-
-# ------------------------------------------------------------ client venvs ----
-# ensure_venv VERSION: prints the venv dir with bin/spdk-rpc of spdk==VERSION; reuses it if
-# a previous run completed it (marker file), else (re)creates it.
-ensure_venv() {
-    local v=$1 dir=$VENV_ROOT/$1 log=$LOGDIR/venv-$1.log
-    mkdir -p "$VENV_ROOT"
-    (
-        flock 9 2>/dev/null || true
-        if [[ -x $dir/bin/spdk-rpc && $(cat "$dir/.ballast-spdk-version" 2>/dev/null) == "$v" ]]; then
-            exit 0
-        fi
-        rm -rf "$dir"
-        if ! python3 -m venv "$dir" >>"$log" 2>&1; then
-            # Debian splits ensurepip out of python3
-            apt-get install -y -q python3-venv >>"$log" 2>&1 || true
-            rm -rf "$dir"
-            python3 -m venv "$dir" >>"$log" 2>&1 || exit 1
-        fi
-        timeout 300 "$dir/bin/pip" install -q --disable-pip-version-check "spdk==$v" >>"$log" 2>&1 || exit 1
-        "$dir/bin/spdk-rpc" --help >/dev/null 2>>"$log" || exit 1
-        echo "$v" >"$dir/.ballast-spdk-version"
-    ) 9>"$VENV_ROOT/.lock"
-}
 
 # --------------------------------------------------------------- helpers ------
 # spdk-rpc as typed by a user; stdout -> $OUT, stdout+stderr -> $ALL, status -> $RC.
@@ -458,7 +434,7 @@ run_version() {
     mkdir -p "$VLOG"
     : >"$VLOG/rpc.log"
     local t1=$SECONDS
-    if ! ensure_venv "$V"; then
+    if ! ensure_venv "$V" "$LOGDIR/venv-$V.log"; then
         notok "[$V] pip install spdk==$V" "see $LOGDIR/venv-$V.log"$'\n'"$(tail -n 10 "$LOGDIR/venv-$V.log" 2>/dev/null)"
         return
     fi

@@ -19,11 +19,11 @@
 #     extracted to an ELF vmlinux so QEMU can boot it through the PVH entry
 #     point (skips BIOS real-mode setup and in-guest decompression: ~4 s faster
 #     under TCG);
-#   * a minimal initramfs: busybox-static, nvme-cli, fio, iperf3 (+ their shared
-#     libraries, found with ldd) and the kernel modules nvme-tcp/nvme-fabrics/
-#     nvme-core, nvmet/nvmet-tcp, null_blk, brd, virtio-net (+ dependencies,
-#     resolved with modprobe --show-depends, then depmod'ed so the guest's
-#     busybox modprobe works).
+#   * a minimal initramfs: busybox-static, nvme-cli, fio, iperf3, e2fsprogs'
+#     mkfs.ext4/fsck.ext4/resize2fs (+ their shared libraries, found with ldd)
+#     and the kernel modules nvme-tcp/nvme-fabrics/nvme-core, nvmet/nvmet-tcp,
+#     null_blk, brd, ext4, virtio-net (+ dependencies, resolved with modprobe
+#     --show-depends, then depmod'ed so the guest's busybox modprobe works).
 #
 # Networking: QEMU user-mode networking (slirp). The guest is 10.0.2.15/24 and
 # reaches the HOST's 127.0.0.1 as 10.0.2.2 (slirp opens the host-side socket
@@ -118,10 +118,13 @@ FIO_RUNTIME=${FIO_RUNTIME:-15}
 
 # Host packages. busybox-static is only downloaded and unpacked (installing it
 # would replace the host's busybox); the kernel likewise.
-HOST_PKGS=(qemu-system-x86 nvme-cli fio iperf3 cpio kmod xz-utils)
-GUEST_BINS=(/usr/sbin/nvme /usr/bin/fio /usr/bin/iperf3)
+HOST_PKGS=(qemu-system-x86 nvme-cli fio iperf3 cpio kmod xz-utils e2fsprogs)
+# ext4 on a namespace (ci/interop-lvol.sh): e2fsprogs' tools under the names they are
+# called by (busybox's own applets, e.g. fsfreeze --freeze, win over PATH in the guest).
+GUEST_BINS=(/usr/sbin/nvme /usr/bin/fio /usr/bin/iperf3
+            /usr/sbin/mkfs.ext4 /usr/sbin/fsck.ext4 /usr/sbin/resize2fs)
 GUEST_MODS=(virtio_pci virtio_net nvme-tcp nvmet-tcp null_blk brd configfs
-            crc32c_generic crc32c-intel)
+            crc32c_generic crc32c-intel ext4)
 
 log() { printf '[kernel-initiator-vm] %s\n' "$*" >&2; }
 TMPS=()
@@ -179,7 +182,7 @@ build_stamp() {
         declare -f build_cache copy_with_libs download_deb
         printf '%s\n' "$GUEST_INIT" "$GUEST_LIB" "${GUEST_BINS[*]}" "${GUEST_MODS[*]}"
         kernel_pkg
-        dpkg-query -W -f='${Package} ${Version}\n' nvme-cli fio iperf3 libc6 2>/dev/null
+        dpkg-query -W -f='${Package} ${Version}\n' nvme-cli fio iperf3 e2fsprogs libc6 2>/dev/null
     } | sha256sum | cut -d' ' -f1
 }
 
@@ -273,6 +276,7 @@ build_cache() {
     chmod 755 "$stage/init"
     echo 'root:x:0:0:root:/root:/bin/sh' > "$stage/etc/passwd"
     echo 'root:x:0:' > "$stage/etc/group"
+    ln -s /proc/self/mounts "$stage/etc/mtab"   # e2fsck/resize2fs look for mounts there
 
     # Uncompressed: unpacking ~100 MiB of cpio is faster than any decompressor
     # under TCG, and QEMU's fw_cfg DMA loads it in well under a second.

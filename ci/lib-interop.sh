@@ -35,6 +35,11 @@
 #   interop_pass NAME, interop_fail NAME [WHY]   count a host-side check.
 #   interop_summary             prints "N passed, M failed" (the list of failed
 #                               names first), returns 1 if anything failed.
+#   ensure_venv VERSION LOG     SPDK's rpc.py as $SPDK_VENV_ROOT/VERSION/bin/spdk-rpc
+#                               (PyPI's spdk==VERSION in a venv; default root
+#                               /var/tmp/ballast-spdk-venvs): reused if complete,
+#                               else made (~10 s; pip's output to LOG). Non-zero
+#                               if it cannot be made.
 # After guest_run: GUEST_RC (status), GUEST_LOG (log file), GUEST_SECS (wall s).
 #
 # Do not pipe into assert_* / guest_run (`cat x | assert_guest_ok ...`): the
@@ -98,9 +103,12 @@
 # Guest environment: NVMF_ADDR=10.0.2.2 (= host 127.0.0.1), NVMF_PORT, NVMF_NQN,
 # FIO_RUNTIME, NVMF_GUEST_*, KT_*, NVMF_HOSTNQN if set. Host NQN/ID: a random
 # uuid per boot in /etc/nvme/hostnqn, /etc/nvme/hostid (or NVMF_HOSTNQN).
-# Tools: nvme (nvme-cli 2.3), fio 3.33 (libaio), iperf3, busybox applets (wget,
-# ip, timeout, ...). Kernel modules: nvme-tcp, nvmet-tcp, null_blk, brd,
-# crc32c (nothing else: no rdma, no nvme-loop). VM_CPUS vCPUs (2) -> that many
+# Tools: nvme (nvme-cli 2.3), fio 3.33 (libaio), iperf3, mkfs.ext4, fsck.ext4,
+# resize2fs (e2fsprogs 1.47), busybox applets (wget, ip, timeout, dd, sha256sum,
+# df, fsfreeze --freeze/--unfreeze, ...; an applet wins over a binary of the same
+# name on PATH). Kernel modules: nvme-tcp, nvmet-tcp, null_blk, brd, ext4,
+# crc32c (nothing else: no rdma, no nvme-loop). /etc/mtab is /proc/self/mounts.
+# VM_CPUS vCPUs (2) -> that many
 # nvme-tcp I/O queues (+ the admin queue, one TCP connection each). No NVMe/TCP
 # TLS in 6.1. The target sees the guest as 127.0.0.1 (slirp's host socket);
 # the guest's controller sysfs address is "traddr=10.0.2.2,trsvcid=P,src_addr=10.0.2.15".
@@ -355,4 +363,28 @@ interop_summary() {
     ((INTEROP_FAILED == 0)) || echo "failed: ${INTEROP_FAILED_NAMES[*]}"
     echo "$INTEROP_PASSED passed, $INTEROP_FAILED failed"
     ((INTEROP_FAILED == 0))
+}
+
+# ensure_venv VERSION LOG: see the header. A marker file says a venv is complete; a lock
+# keeps concurrent scripts from making the same one twice.
+SPDK_VENV_ROOT=${SPDK_VENV_ROOT:-/var/tmp/ballast-spdk-venvs}
+ensure_venv() {
+    local v=$1 dir=$SPDK_VENV_ROOT/$1 log=$2
+    mkdir -p "$SPDK_VENV_ROOT"
+    (
+        flock 9 2>/dev/null || true
+        if [[ -x $dir/bin/spdk-rpc && $(cat "$dir/.ballast-spdk-version" 2>/dev/null) == "$v" ]]; then
+            exit 0
+        fi
+        rm -rf "$dir"
+        if ! python3 -m venv "$dir" >>"$log" 2>&1; then
+            # Debian splits ensurepip out of python3
+            apt-get install -y -q python3-venv >>"$log" 2>&1 || true
+            rm -rf "$dir"
+            python3 -m venv "$dir" >>"$log" 2>&1 || exit 1
+        fi
+        timeout 300 "$dir/bin/pip" install -q --disable-pip-version-check "spdk==$v" >>"$log" 2>&1 || exit 1
+        "$dir/bin/spdk-rpc" --help >/dev/null 2>>"$log" || exit 1
+        echo "$v" >"$dir/.ballast-spdk-version"
+    ) 9>"$SPDK_VENV_ROOT/.lock"
 }
