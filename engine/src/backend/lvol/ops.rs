@@ -202,11 +202,7 @@ fn clear_clusters(s: &Store, phys: &[u32]) -> Result<()> {
 fn commit(s: &Store, recs: &[Record], preflush: bool) -> Result<()> {
     let seq = {
         let mut g = s.inner.lock().unwrap();
-        let mut seq = 0;
-        for r in recs {
-            seq = s.change(&mut g, r, preflush)?;
-        }
-        seq
+        s.change_all(&mut g, recs, preflush)?
     };
     if seq > 0 {
         s.wait(seq)?;
@@ -447,21 +443,24 @@ pub fn create_lvol(
             parent: NONE,
             size,
         }];
-        let mut idx = 0;
-        for (phys, len) in runs {
-            recs.push(Record::Map { id, idx, phys, len });
-            idx += len as u64;
-        }
-        let mut seq = 0;
-        for r in &recs {
-            seq = s.change(&mut g, r, false)?;
-        }
+        push_maps(&mut recs, id, 0, runs);
+        let seq = s.change_all(&mut g, &recs, false)?;
         drop(g);
         s.wait(seq)?;
         id
     };
     register_lvol(&s, id)?;
     info_of(&s, id).ok_or_else(|| no_lvol(name))
+}
+
+/// Appends the Map records giving lvol `id` the free `runs` (first, len) from logical
+/// cluster `from` on.
+fn push_maps(recs: &mut Vec<Record>, id: u32, from: u64, runs: Vec<(u32, u32)>) {
+    let mut idx = from;
+    for (phys, len) in runs {
+        recs.push(Record::Map { id, idx, phys, len });
+        idx += len as u64;
+    }
 }
 
 /// Refuses a new lvol `name` that clashes, or one lvol too many.
@@ -653,16 +652,9 @@ pub fn resize(lvol: &str, size_bytes: u64) -> Result<()> {
                     size - old
                 ))
             })?;
-            let mut idx = old;
-            for (phys, len) in runs {
-                recs.push(Record::Map { id, idx, phys, len });
-                idx += len as u64;
-            }
+            push_maps(&mut recs, id, old, runs);
         }
-        let mut seq = 0;
-        for r in &recs {
-            seq = s.change(&mut g, r, false)?;
-        }
+        let seq = s.change_all(&mut g, &recs, false)?;
         drop(g);
         s.wait(seq)?;
     } else {

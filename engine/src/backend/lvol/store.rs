@@ -387,6 +387,21 @@ impl Store {
         Ok(inner.queued_seq)
     }
 
+    /// [`Store::change`] for each of `recs` in order; returns the last one's sequence number
+    /// (0 for none).
+    pub(crate) fn change_all(
+        &self,
+        inner: &mut Inner,
+        recs: &[Record],
+        preflush: bool,
+    ) -> Result<u64> {
+        let mut seq = 0;
+        for r in recs {
+            seq = self.change(inner, r, preflush)?;
+        }
+        Ok(seq)
+    }
+
     /// Wakes the committer if it may be asleep on another thread.
     pub(crate) fn kick(&self) {
         if ballast_reactor::current_core() != Some(self.rt.main_core()) {
