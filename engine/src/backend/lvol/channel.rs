@@ -91,6 +91,8 @@ pub(crate) struct LvolChannel {
     ctl: Arc<LvolCtl>,
     base: IoChannel,
     sink: Rc<Collect>,
+    /// The sink's completions being processed (swapped in, so its capacity is kept).
+    batch: Vec<BdevIo>,
     ops: Slab<Op>,
     frozen_q: VecDeque<BdevIo>,
     waiting: Vec<(usize, usize)>,
@@ -161,6 +163,7 @@ impl LvolChannel {
             ctl,
             base,
             sink: Rc::new(Collect::default()),
+            batch: Vec::new(),
             ops: Slab::default(),
             frozen_q: VecDeque::new(),
             waiting: Vec::new(),
@@ -243,7 +246,7 @@ impl LvolChannel {
         let io_op = op.io.op;
         let cidx = op.pieces[k].cidx;
         let id = self.id;
-        let store = self.store.clone();
+        let store = &self.store;
         let mut g = store.inner.lock().unwrap();
         let next: Result<PState, IoStatus> = match io_op {
             IoType::Flush => Ok(PState::Wait(g.queued_seq, After::Submit(0))),
@@ -538,14 +541,16 @@ impl BackendChannel for LvolChannel {
     fn poll(&mut self, done: &mut Completions) -> bool {
         let mut busy = false;
         loop {
-            let batch = std::mem::take(&mut *self.sink.0.borrow_mut());
-            if batch.is_empty() {
+            std::mem::swap(&mut *self.sink.0.borrow_mut(), &mut self.batch);
+            if self.batch.is_empty() {
                 break;
             }
             busy = true;
-            for io in batch {
+            let mut batch = std::mem::take(&mut self.batch);
+            for io in batch.drain(..) {
                 self.base_done(io, done);
             }
+            self.batch = batch;
         }
         if !self.waiting.is_empty() {
             let list = std::mem::take(&mut self.waiting);

@@ -64,6 +64,9 @@ pub(crate) struct Store {
     pub(crate) inner: Mutex<Inner>,
     /// Sequence number of the newest durable change.
     pub(crate) committed: AtomicU64,
+    /// `Inner::queued_seq` mirrored outside the mutex: an idle committer (it polls on every
+    /// loop of the main reactor) sees that nothing was queued without locking the metadata.
+    queued: AtomicU64,
     /// The committer met an I/O error: nothing more becomes durable.
     pub(crate) failed: AtomicBool,
     closed: AtomicBool,
@@ -353,6 +356,7 @@ impl Store {
                 busy: false,
             }),
             committed: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
             failed: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             ctl: Mutex::new(()),
@@ -384,6 +388,7 @@ impl Store {
         inner.queue.push(v);
         inner.queue_preflush |= preflush;
         inner.queued_seq += 1;
+        self.queued.store(inner.queued_seq, Ordering::Release);
         Ok(inner.queued_seq)
     }
 
@@ -497,6 +502,8 @@ struct Batch {
 /// The committer: one batch of steps at a time, on the main reactor.
 struct Committer {
     store: Arc<Store>,
+    /// The newest change taken into a commit (all up to it are out of the queue).
+    taken: u64,
     ch: crate::bdev::IoChannel,
     steps: std::collections::VecDeque<Step>,
     batch: Option<Batch>,
@@ -511,6 +518,7 @@ impl Committer {
         let ch = crate::bdev::channel_for(&store.base_bdev)?;
         let shared = Rc::new(RefCell::new(Committer {
             store: store.clone(),
+            taken: 0,
             ch,
             steps: Default::default(),
             batch: None,
@@ -589,8 +597,17 @@ impl Committer {
     fn next_batch(&mut self) -> PollStatus {
         let s = &self.store;
         let l = s.layout;
+        // Nothing queued since the last commit was taken: no need to lock. A change made
+        // on another thread is seen here after its kick (a message to this reactor).
+        if s.queued.load(Ordering::Acquire) == self.taken {
+            return PollStatus::Idle;
+        }
         let mut g = s.inner.lock().unwrap();
-        if g.queue.is_empty() || g.paused > 0 {
+        if g.queue.is_empty() {
+            self.taken = g.queued_seq;
+            return PollStatus::Idle;
+        }
+        if g.paused > 0 {
             return PollStatus::Idle;
         }
         let cap = MD_BLOCK as usize - format::LOG_HDR;
@@ -615,6 +632,7 @@ impl Committer {
             let start = g.next_block;
             let ck = g.st.checkpoint(start).encode();
             g.queue.clear();
+            self.taken = seq;
             if ck.len() as u64 > l.ckpt_bytes {
                 tracing::error!(store = %s.uuid, bytes = ck.len(), "checkpoint too large");
                 s.failed.store(true, Ordering::Release);
@@ -660,6 +678,7 @@ impl Committer {
             g.queue_preflush |= preflush;
         }
         let seq = g.queued_seq - g.queue.len() as u64;
+        self.taken = seq;
         let first = g.next_block;
         g.busy = true;
         drop(g);
