@@ -11,7 +11,8 @@
 //!  bdev:  poller on one reactor ─ submit QD I/Os ─► IoChannel ─► IoSink ─► resubmit
 //!  floors (baseline.rs): the same exchanges between plain pinned threads, no reactor
 //!  binaries: ballast-perf (NVMe/TCP or bdev load), ballast-loopback-limit, ballast-idle-cpu,
-//!            ballast-bdev-iops, ballast-lz4-accel; bench/run.sh assembles the NVMe/TCP table
+//!            ballast-bdev-iops, ballast-lz4-accel, ballast-lvol-meta (lvol metadata latency);
+//!            bench/run.sh assembles the NVMe/TCP table
 //!  ballast-perf's pieces: perf_opts (option checks), perf_meter (per-core accounting),
 //!            status_words (NVMe / bdev statuses in words)
 //! ```

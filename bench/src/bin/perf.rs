@@ -68,8 +68,9 @@ struct Args {
     /// Target: 'trtype:tcp traddr:A trsvcid:P subnqn:N [hostnqn:H] [ns:1]'.
     #[arg(short = 'r', long)]
     target: Option<String>,
-    /// In-process bdev instead of a target: null, malloc, crypto (AES-XTS over malloc), or
-    /// mirror2/mirror3 (a 2- or 3-way mirror over malloc children).
+    /// In-process bdev instead of a target: null, malloc, crypto (AES-XTS over malloc),
+    /// mirror2/mirror3 (a 2- or 3-way mirror over malloc children), or lvol/lvol-thin (a
+    /// thick or thin lvol, 4 MiB clusters, in a store on a malloc base).
     #[arg(long)]
     bdev: Option<String>,
     /// Size of the in-process bdev in MiB (≥ 1; 512-byte blocks).
@@ -204,9 +205,18 @@ fn run(args: Args) -> Result<(), Fail> {
         return Err(Fail::Usage(ONE_OF.into()));
     }
     if let Some(k) = args.bdev.as_deref() {
-        if !["null", "malloc", "crypto", "mirror2", "mirror3"].contains(&k) {
+        let kinds = [
+            "null",
+            "malloc",
+            "crypto",
+            "mirror2",
+            "mirror3",
+            "lvol",
+            "lvol-thin",
+        ];
+        if !kinds.contains(&k) {
             return Err(Fail::Usage(format!(
-                "--bdev {k:?}: want null, malloc, crypto, mirror2 or mirror3"
+                "--bdev {k:?}: want null, malloc, crypto, mirror2, mirror3, lvol or lvol-thin"
             )));
         }
     }
@@ -366,7 +376,7 @@ fn start_bdev(
         perf_opts::physical_memory(),
     )
     .map_err(Fail::Usage)?;
-    create_bdev(kind, &name, nb, bs, &rt.handle())?;
+    let name = create_bdev(kind, &name, nb, bs, &rt.handle())?;
     let desc = Arc::new(ballast_engine::bdev::open(&name, None).map_err(|e| e.to_string())?);
     for &core in cores {
         let (cfg, sh, desc) = (CoreCfg::new(plan, core), sh.clone(), desc.clone());
@@ -454,14 +464,15 @@ fn clock(
     }
 }
 
-/// Creates the in-process bdev `name` of kind null, malloc, crypto or mirror2/3.
+/// Creates the in-process bdev `name` of kind null, malloc, crypto, mirror2/3 or lvol(-thin);
+/// returns the name to open (an lvol's is its UUID).
 fn create_bdev(
     kind: &str,
     name: &str,
     nb: u64,
     bs: u32,
     rt: &ballast_reactor::RuntimeHandle,
-) -> Result<(), String> {
+) -> Result<String, String> {
     use ballast_engine::backend::{crypto, malloc, mirror, null};
     let mk_malloc = |name: String| {
         malloc::create(malloc::MallocOpts {
@@ -510,13 +521,39 @@ fn create_bdev(
                 },
             )
         }
+        "lvol" | "lvol-thin" => {
+            // An lvol in a store (4 MiB clusters) on a malloc base with room for the store's
+            // metadata: thick (every cluster allocated: the overwrite and read path) or thin
+            // (clusters allocated by first writes).
+            use ballast_engine::backend::lvol;
+            let base = format!("{name}_base");
+            malloc::create(malloc::MallocOpts {
+                name: base.clone(),
+                num_blocks: nb + (64 << 20) / bs as u64,
+                block_size: bs,
+                uuid: None,
+            })
+            .map_err(|e| e.to_string())?;
+            let opts = lvol::LvsOpts {
+                bdev_name: base,
+                lvs_name: format!("{name}_lvs"),
+                cluster_sz: None,
+                clear_method: lvol::ClearMethod::Unmap,
+            };
+            lvol::create_lvstore(rt, &opts).map_err(|e| e.to_string())?;
+            let thin = kind == "lvol-thin";
+            let c = lvol::ClearMethod::Unmap;
+            let l = lvol::create_lvol(None, Some(&opts.lvs_name), "v", nb * bs as u64, thin, c)
+                .map_err(|e| e.to_string())?;
+            return Ok(l.uuid.to_string());
+        }
         k => {
             return Err(format!(
-                "--bdev {k:?}: want null, malloc, crypto, mirror2 or mirror3"
+                "--bdev {k:?}: want null, malloc, crypto, mirror2, mirror3, lvol or lvol-thin"
             ))
         }
     };
-    r.map(|_| ()).map_err(|e| e.to_string())
+    r.map(|_| name.to_string()).map_err(|e| e.to_string())
 }
 
 /// A heap buffer of `len` bytes holding `data` for queue slot `slot`.
