@@ -82,6 +82,13 @@ impl Lender {
     }
 }
 
+impl Lender {
+    /// True if both are the same lender (clones of one).
+    pub fn same(&self, other: &Lender) -> bool {
+        Rc::ptr_eq(&self.0, &other.0)
+    }
+}
+
 impl std::fmt::Debug for Lender {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Lender")
@@ -149,6 +156,15 @@ impl IoBuf {
     /// Whether this buffer is lent memory of a bdev (see [`IoBuf::lent`]).
     pub fn is_lent(&self) -> bool {
         matches!(self.home, Home::Lent(_))
+    }
+
+    /// What keeps this lent buffer's memory alive (None if it is not lent). A stage passing
+    /// a base's window on holds it in the [`Lender`] it lends the window under.
+    pub fn lender(&self) -> Option<&Lender> {
+        match &self.home {
+            Home::Lent(l) => Some(l),
+            _ => None,
+        }
     }
 
     /// If this buffer is lent memory that is likely out of the caches (a RAM namespace, not

@@ -4,7 +4,7 @@ mod common;
 
 use ballast_engine::backend::{malloc, null, uring};
 use ballast_engine::{IoStatus, IoType};
-use common::{conformance, malloc_named, Harness, Model};
+use common::{conformance, lend_read, malloc_named, submit_one, Harness, Model};
 
 #[test]
 fn malloc_512() {
@@ -136,33 +136,6 @@ impl ballast_engine::bdev::CopyTransform for Invert {
     }
 }
 
-/// Opens `name` on the harness's first reactor, submits the I/O `make` builds from the bdev's
-/// block size and the completion callback, and returns what `report` reads off the completed
-/// I/O (there, while its buffers are still the bdev's to lend).
-fn submit_one<R: Send + 'static>(
-    h: &Harness,
-    name: &str,
-    make: impl FnOnce(u32, ballast_engine::IoCallback) -> ballast_engine::BdevIo + Send + 'static,
-    report: impl FnOnce(&ballast_engine::BdevIo) -> R + Send + 'static,
-) -> R {
-    use ballast_engine::bdev::{self, BdevIo, IoCallback};
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    let name = name.to_string();
-    h.rt.send(h.rt.cores()[0], move || {
-        let desc = bdev::open(&name, None).unwrap();
-        let ch = desc.channel().unwrap();
-        let bs = desc.bdev().block_size();
-        let keep = (desc, ch.clone());
-        let cb = IoCallback::Fn(Box::new(move |io: BdevIo| {
-            drop(keep);
-            let _ = tx.send(report(&io));
-        }));
-        ch.submit(make(bs, cb));
-    })
-    .unwrap();
-    rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap()
-}
-
 /// Submits one I/O carrying [`Invert`] on `name` (on the harness's first reactor).
 fn io_with_xform(h: &Harness, name: &str, op: IoType, data: Vec<u8>) -> (IoStatus, Vec<u8>) {
     use ballast_engine::bdev::{BdevIo, SgList};
@@ -204,43 +177,6 @@ fn copy_transforms_are_fused_by_malloc_and_refused_elsewhere() {
     assert_eq!(st, IoStatus::NotSupported);
     let (st, _) = io_with_xform(&h, "conf_xf_n", IoType::Read, vec![0; 1024]);
     assert_eq!(st, IoStatus::NotSupported);
-}
-
-/// A zero-copy read of `nb` blocks at `off`: (status, buffers, first buffer lent?, its
-/// address, the data).
-fn lend_read(
-    h: &Harness,
-    name: &str,
-    op: IoType,
-    off: u64,
-    nb: u64,
-    with_buf: bool,
-) -> (IoStatus, usize, bool, usize, Vec<u8>) {
-    use ballast_engine::bdev::{BdevIo, SgList};
-    use ballast_engine::buf::IoBuf;
-    submit_one(
-        h,
-        name,
-        move |bs, cb| {
-            let mut bufs = SgList::new();
-            if with_buf {
-                bufs.push(IoBuf::heap(nb as usize * bs as usize));
-            }
-            let mut io = BdevIo::new(op, off, nb, bufs, 0, cb);
-            io.lend = true;
-            io
-        },
-        |io| {
-            let first = io.bufs.first();
-            (
-                io.status,
-                io.bufs.len(),
-                first.is_some_and(|b| b.is_lent()),
-                first.map_or(0, |b| b.as_ptr() as usize),
-                first.map_or(Vec::new(), |b| b.to_vec()),
-            )
-        },
-    )
 }
 
 #[test]

@@ -7,8 +7,11 @@ mod common;
 
 use ballast_engine::backend::lvol::{self, ClearMethod, LvsOpts};
 use ballast_engine::backend::uring;
-use ballast_engine::{bdev, IoStatus, IoType};
-use common::{conformance, conformance_from, malloc_named, Harness, Model};
+use ballast_engine::{bdev, Error, IoStatus, IoType};
+use common::{
+    conformance, conformance_from, lend_read, lend_read_keep, malloc_named, release_kept, Harness,
+    Model,
+};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -316,6 +319,15 @@ fn a_full_pool_fails_writes_with_enospc_and_neighbours_carry_on() {
     assert_eq!(st, IoStatus::Success);
     let (_, got) = h.io(0, &big, IoType::Read, 0, 8, None, 8 * 512, None);
     assert!(got.iter().all(|&b| b == 3));
+    // Inflating a clone that needs more than is free is refused before anything is copied.
+    lvol::resize(&big, (total - 6) * 64 * 1024).unwrap();
+    let free = || lvol::get_lvstores(None, Some("lvs_f")).unwrap()[0].free_clusters;
+    assert_eq!(free(), 2);
+    lvol::snapshot(&thick, "ts").unwrap();
+    let e = lvol::inflate(&thick).unwrap_err();
+    assert!(matches!(e, Error::NoSpace(_)), "{e}");
+    assert_eq!(lvol::lvol_info(&thick).unwrap().num_allocated_clusters, 0);
+    assert_eq!(free(), 2);
     // Deleting the thin volume gives its clusters back, cleared.
     h.close_channels();
     lvol::delete_lvol(&big).unwrap();
@@ -361,6 +373,54 @@ fn resize_grows_and_shrinks_the_bdev() {
         lvol::resize(&s.uuid.to_string(), 2 << 20).is_err(),
         "snapshots are read-only"
     );
+    // Beyond what an lvol can hold: refused as a bad size, nothing changes.
+    for e in [
+        lvol::resize(&a, u64::MAX).unwrap_err(),
+        lvol::create_lvol(
+            None,
+            Some("lvs_r"),
+            "huge",
+            u64::MAX,
+            true,
+            ClearMethod::Unmap,
+        )
+        .unwrap_err(),
+    ] {
+        assert!(matches!(e, Error::InvalidParam { .. }), "{e}");
+    }
+    assert_eq!(b.num_blocks(), 2048);
+    h.close_channels();
+}
+
+#[test]
+fn a_shrink_is_refused_under_a_stage_and_io_beyond_the_new_end_fails() {
+    use ballast_engine::backend::crypto;
+    let h = Harness::new(1);
+    malloc_named("lv_sh_base", 512, 16 * 1024);
+    store(&h, "lv_sh_base", "lvs_sh", CL);
+    let a = mk("lvs_sh", "a", 1 << 20, true);
+    let k1: Vec<u8> = (0..32u8).collect();
+    let k2: Vec<u8> = (0..32u8).map(|x| x ^ 0x33).collect();
+    crypto::key_create("lv_sh_key", "AES_XTS", &k1, &k2).unwrap();
+    crypto::create("lv_sh_crypt", &a, "lv_sh_key").unwrap();
+    // The stage sized itself by the lvol: shrinking under it is refused, growing is not.
+    let e = lvol::resize(&a, 512 << 10).unwrap_err();
+    assert!(matches!(e, Error::Claimed { .. }), "{e}");
+    assert_eq!(bdev::lookup(&a).unwrap().num_blocks(), 2048);
+    lvol::resize(&a, 2 << 20).unwrap();
+    assert_eq!(bdev::lookup(&a).unwrap().num_blocks(), 4096);
+    h.close_channels();
+    bdev::delete("lv_sh_crypt").unwrap();
+    // Unclaimed: the shrink holds at the channel too (I/O there past the new end fails).
+    lvol::resize(&a, 512 << 10).unwrap();
+    let b = bdev::lookup(&a).unwrap();
+    assert_eq!(b.num_blocks(), 1024);
+    let (st, _) = h.io(0, &a, IoType::Write, 1020, 8, Some(vec![1; 4096]), 0, None);
+    assert_eq!(st, IoStatus::OutOfRange);
+    let (st, _) = h.io(0, &a, IoType::Write, 1016, 8, Some(vec![1; 4096]), 0, None);
+    assert_eq!(st, IoStatus::Success);
+    let rep = lvol::check(&h.rt.handle(), "lv_sh_base").unwrap();
+    assert!(rep.errors.is_empty(), "{:?}", rep.errors);
     h.close_channels();
 }
 
@@ -371,6 +431,9 @@ fn names_renames_and_bad_requests() {
     malloc_named("lv_nm_other", 512, 1024);
     store(&h, "lv_nm_base", "lvs_n", CL);
     let a = mk("lvs_n", "a", 64 << 10, true);
+    let w = mk("lvs_n", "w", 64 << 10, true);
+    // A snapshot of a snapshot is refused (clone it instead).
+    let snap = lvol::snapshot(&w, "snap").unwrap().uuid.to_string();
     assert!(bdev::lookup("lvs_n/a").is_some());
     lvol::rename("lvs_n/a", "b").unwrap();
     assert!(bdev::lookup("lvs_n/a").is_none());
@@ -389,6 +452,7 @@ fn names_renames_and_bad_requests() {
         lvol::delete_lvol("nope").err(),
         lvol::clone(&a, "c").err(),
         lvol::snapshot(&a, "b").err(),
+        lvol::snapshot(&snap, "snap2").err(),
         lvol::get_lvstores(None, Some("nope")).err(),
     ];
     for (i, e) in bad.iter().enumerate() {
@@ -600,4 +664,64 @@ fn a_second_path_to_an_open_store_is_refused_untouched() {
     h.close_channels();
     let _ = std::fs::remove_file(&path);
     let _ = std::fs::remove_file(&copy);
+}
+
+#[test]
+fn reads_lend_the_base_memory_and_no_cluster_is_freed_under_a_window() {
+    let h = Harness::new(1);
+    malloc_named("lv_lend_base", 512, 16 * 1024);
+    store(&h, "lv_lend_base", "lvs_l", CL);
+    let a = mk("lvs_l", "a", 4 * CL, true);
+    let bpc = CL / 512;
+    let data: Vec<u8> = (0..2 * CL).map(|i| (i % 251) as u8).collect();
+    let (st, _) = h.io(
+        0,
+        &a,
+        IoType::Write,
+        0,
+        2 * bpc,
+        Some(data.clone()),
+        0,
+        None,
+    );
+    assert_eq!(st, IoStatus::Success);
+    // One allocated cluster: a window on the base (lent, no copy), same address each time.
+    let (st, n, lent, addr, got) = lend_read(&h, &a, IoType::Read, 8, 8, false);
+    assert_eq!((st, n, lent), (IoStatus::Success, 1, true));
+    same(&got, &data[8 * 512..16 * 512], "lent read");
+    assert_eq!(lend_read(&h, &a, IoType::Read, 8, 8, false).3, addr);
+    // Unallocated: lent zeros; across clusters: one buffer with both pieces.
+    let (st, n, lent, _, z) = lend_read(&h, &a, IoType::Read, 2 * bpc, 16, false);
+    assert_eq!((st, n, lent), (IoStatus::Success, 1, true));
+    assert!(z.iter().all(|&b| b == 0));
+    let (st, n, _, _, got) = lend_read(&h, &a, IoType::Read, bpc - 4, 8, false);
+    assert_eq!((st, n), (IoStatus::Success, 1));
+    same(
+        &got,
+        &data[(bpc as usize - 4) * 512..(bpc as usize + 4) * 512],
+        "across",
+    );
+    let (st, n, _, _, got) = lend_read(&h, &a, IoType::Read, 2 * bpc - 4, 8, false);
+    assert_eq!((st, n), (IoStatus::Success, 1));
+    assert!(got[..2048] == data[2 * CL as usize - 2048..] && got[2048..].iter().all(|&b| b == 0));
+    // A window still out (a host that has not read its socket yet): the lvol's clusters are
+    // not cleared or freed under it; the delete finishes once the window is back.
+    let (st, held) = lend_read_keep(&h, &a, 0, 8);
+    assert_eq!(st, IoStatus::Success);
+    h.close_channels();
+    let del = {
+        let a = a.clone();
+        std::thread::spawn(move || lvol::delete_lvol(&a))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!del.is_finished(), "deleted under a lent window");
+    let free = lvol::get_lvstores(None, Some("lvs_l")).unwrap()[0].free_clusters;
+    release_kept(&h);
+    del.join().unwrap().unwrap();
+    assert_eq!(
+        lvol::get_lvstores(None, Some("lvs_l")).unwrap()[0].free_clusters,
+        free + 2
+    );
+    assert_eq!(held, data[..8 * 512]);
+    h.close_channels();
 }

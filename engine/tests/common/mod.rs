@@ -311,3 +311,98 @@ pub fn conformance_from(
         off += n;
     }
 }
+
+/// Opens `name` on the harness's first reactor, submits the I/O `make` builds from the bdev's
+/// block size and the completion callback, and returns what `report` reads off the completed
+/// I/O (there, while its buffers are still the bdev's to lend).
+pub fn submit_one<R: Send + 'static>(
+    h: &Harness,
+    name: &str,
+    make: impl FnOnce(u32, ballast_engine::IoCallback) -> ballast_engine::BdevIo + Send + 'static,
+    report: impl FnOnce(&mut ballast_engine::BdevIo) -> R + Send + 'static,
+) -> R {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let name = name.to_string();
+    h.rt.send(h.rt.cores()[0], move || {
+        let desc = bdev::open(&name, None).unwrap();
+        let ch = desc.channel().unwrap();
+        let bs = desc.bdev().block_size();
+        let keep = (desc, ch.clone());
+        let cb = IoCallback::Fn(Box::new(move |mut io: BdevIo| {
+            drop(keep);
+            let _ = tx.send(report(&mut io));
+        }));
+        ch.submit(make(bs, cb));
+    })
+    .unwrap();
+    rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap()
+}
+
+/// A zero-copy read of `nb` blocks at `off`: (status, buffers, first buffer lent?, its
+/// address, the data).
+pub fn lend_read(
+    h: &Harness,
+    name: &str,
+    op: IoType,
+    off: u64,
+    nb: u64,
+    with_buf: bool,
+) -> (IoStatus, usize, bool, usize, Vec<u8>) {
+    submit_one(
+        h,
+        name,
+        move |bs, cb| {
+            let mut bufs = SgList::new();
+            if with_buf {
+                bufs.push(IoBuf::heap(nb as usize * bs as usize));
+            }
+            let mut io = BdevIo::new(op, off, nb, bufs, 0, cb);
+            io.lend = true;
+            io
+        },
+        |io| {
+            let first = io.bufs.first();
+            (
+                io.status,
+                io.bufs.len(),
+                first.is_some_and(|b| b.is_lent()),
+                first.map_or(0, |b| b.as_ptr() as usize),
+                first.map_or(Vec::new(), |b| b.to_vec()),
+            )
+        },
+    )
+}
+
+thread_local! {
+    /// Lent buffers a test keeps out on a reactor (see [`lend_read_keep`]).
+    static KEPT: RefCell<Vec<SgList>> = RefCell::default();
+}
+
+/// As [`lend_read`] (no buffer given), but the buffers stay out on the reactor until
+/// [`release_kept`]: a holder that has not sent them yet. Returns (status, data).
+pub fn lend_read_keep(h: &Harness, name: &str, off: u64, nb: u64) -> (IoStatus, Vec<u8>) {
+    submit_one(
+        h,
+        name,
+        move |_, cb| {
+            let mut io = BdevIo::new(IoType::Read, off, nb, SgList::new(), 0, cb);
+            io.lend = true;
+            io
+        },
+        |io| {
+            let data = io.bufs.first().map_or(Vec::new(), |b| b.to_vec());
+            let kept = std::mem::take(&mut io.bufs);
+            KEPT.with(|k| k.borrow_mut().push(kept));
+            (io.status, data)
+        },
+    )
+}
+
+/// Drops the buffers [`lend_read_keep`] kept out (on every reactor of `h`).
+pub fn release_kept(h: &Harness) {
+    for core in h.rt.cores() {
+        h.rt.handle()
+            .call(core, || KEPT.with(|k| k.borrow_mut().clear()))
+            .unwrap();
+    }
+}

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 
 use super::format::Record;
+use super::lend::ChannelLend;
 use super::store::Store;
 use crate::backend::{Collect, Slab};
 use crate::bdev::{
@@ -39,6 +40,8 @@ use crate::buf::IoBuf;
 pub(crate) struct LvolCtl {
     pub(crate) frozen: AtomicBool,
     pub(crate) inflight: AtomicU64,
+    /// The lvol's size in blocks (a shrink lowers it before freeing what lay beyond).
+    pub(crate) blocks: AtomicU64,
 }
 
 /// Pieces one I/O may have (cluster crossings + 1).
@@ -99,6 +102,8 @@ pub(crate) struct LvolChannel {
     bs: u64,
     bpc: u64,
     zero_op: Option<IoType>,
+    /// Zero-copy reads (the base lends its memory): see [`super::lend`].
+    lend: Option<ChannelLend>,
 }
 
 fn tag(slot: usize, k: usize) -> u64 {
@@ -155,7 +160,11 @@ impl LvolChannel {
         } else {
             None
         };
+        let lend = base
+            .lends_reads()
+            .then(|| ChannelLend::new(store.lends.clone()));
         Ok(LvolChannel {
+            lend,
             bs: store.layout.block_size as u64,
             bpc: store.layout.bpc(),
             store,
@@ -172,7 +181,7 @@ impl LvolChannel {
     }
 
     /// Starts `io` unless the lvol is frozen (then it waits in `frozen_q`).
-    fn start(&mut self, io: BdevIo, done: &mut Completions) {
+    fn start(&mut self, mut io: BdevIo, done: &mut Completions) {
         if self.ctl.frozen.load(Ordering::SeqCst) {
             self.frozen_q.push_back(io);
             return;
@@ -181,6 +190,14 @@ impl LvolChannel {
         if self.ctl.frozen.load(Ordering::SeqCst) {
             self.ctl.inflight.fetch_sub(1, Ordering::SeqCst);
             self.frozen_q.push_back(io);
+            return;
+        }
+        if io.op != IoType::Flush
+            && io.offset_blocks.saturating_add(io.num_blocks)
+                > self.ctl.blocks.load(Ordering::Relaxed)
+        {
+            self.ctl.inflight.fetch_sub(1, Ordering::SeqCst);
+            done.complete(io, IoStatus::OutOfRange);
             return;
         }
         let mut pieces: SmallVec<[Piece; 1]> = SmallVec::new();
@@ -217,6 +234,11 @@ impl LvolChannel {
                 self.ctl.inflight.fetch_sub(1, Ordering::SeqCst);
                 done.complete(io, IoStatus::InvalidLength);
                 return;
+            }
+            if io.lend && pieces.len() > 1 {
+                // Lent reads come without buffers; one across clusters gets one (the
+                // pieces are copied into it as for any read).
+                io.bufs.push(IoBuf::heap(boff));
             }
             if pieces.len() > 1 && matches!(io.op, IoType::Read | IoType::Write) {
                 for p in pieces.iter_mut() {
@@ -260,7 +282,12 @@ impl LvolChannel {
                         let op = self.ops.live(slot);
                         let p = &op.pieces[k];
                         let (boff, len) = (p.boff, (p.n * self.bs) as usize);
-                        sg_write(&mut op.io.bufs, boff, None, len);
+                        match self.lend.as_mut() {
+                            Some(l) if op.io.lend && op.io.bufs.is_empty() => {
+                                op.io.bufs.push(l.zeros(len))
+                            }
+                            _ => sg_write(&mut op.io.bufs, boff, None, len),
+                        }
                         return self.piece_done(slot, k, IoStatus::Success, done);
                     }
                 }
@@ -389,6 +416,21 @@ impl LvolChannel {
             .submit(BdevIo::new(op, lba, n, bufs, tag, IoCallback::Sink(sink)));
     }
 
+    /// A zero-copy read of the base (it completes with a window on its memory).
+    fn base_read_lent(&self, lba: u64, n: u64, tag: u64) {
+        let sink: Rc<dyn crate::bdev::IoSink> = self.sink.clone();
+        let mut io = BdevIo::new(
+            IoType::Read,
+            lba,
+            n,
+            SgList::new(),
+            tag,
+            IoCallback::Sink(sink),
+        );
+        io.lend = true;
+        self.base.submit(io);
+    }
+
     /// Issues piece `k`'s own operation at data cluster `phys`.
     fn submit_piece(&mut self, slot: usize, k: usize, phys: u32, done: &mut Completions) {
         let single = self.ops.live(slot).pieces.len() == 1;
@@ -423,6 +465,11 @@ impl LvolChannel {
                         self.base_io(IoType::Write, at, n, sg, t)
                     }
                 }
+            }
+            IoType::Read if single && op.io.lend => {
+                let at = self.store.cluster_block(phys) + p.off;
+                let n = p.n;
+                self.base_read_lent(at, n, t);
             }
             _ => {
                 let at = self.store.cluster_block(phys) + p.off;
@@ -465,7 +512,11 @@ impl LvolChannel {
                 let op = self.ops.live(slot);
                 if matches!(op.io.op, IoType::Read | IoType::Write) {
                     let b = std::mem::take(&mut bio.bufs);
-                    if single {
+                    if single && op.io.lend {
+                        if let Some(l) = self.lend.as_ref() {
+                            op.io.bufs = b.into_iter().map(|x| l.wrap(x)).collect();
+                        }
+                    } else if single {
                         op.io.bufs = b;
                     } else if op.io.op == IoType::Read && st.is_ok() {
                         let boff = op.pieces[k].boff;
@@ -596,6 +647,10 @@ impl BackendChannel for LvolChannel {
             }
         }
         busy | !self.frozen_q.is_empty()
+    }
+
+    fn lends_reads(&self) -> bool {
+        self.lend.is_some()
     }
 
     fn busy(&self) -> bool {

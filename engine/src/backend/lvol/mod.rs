@@ -30,6 +30,7 @@
 
 mod channel;
 mod format;
+mod lend;
 mod ops;
 mod state;
 mod store;
@@ -264,9 +265,13 @@ pub(crate) fn examine_new(b: &Arc<Bdev>) {
         EXAMINING.fetch_sub(1, Ordering::AcqRel);
     };
     if ballast_reactor::current_core().is_some() {
-        let _ = std::thread::Builder::new()
+        if let Err(e) = std::thread::Builder::new()
             .name("lvs-examine".into())
-            .spawn(run);
+            .spawn(run)
+        {
+            EXAMINING.fetch_sub(1, Ordering::AcqRel);
+            tracing::warn!(bdev = %b.name(), "lvol store examine not started: {e}");
+        }
     } else {
         run();
     }
@@ -286,6 +291,7 @@ pub(crate) fn register_lvol(store: &Arc<Store>, id: u32) -> Result<Arc<Bdev>> {
     info.write_cache = store.base_bdev.info().write_cache;
     info.optimal_io_boundary = u32::try_from(l.bpc()).unwrap_or(0);
     let ctl = Arc::new(LvolCtl::default());
+    ctl.blocks.store(size * l.bpc(), Ordering::SeqCst);
     let b = bdev::register(
         info,
         Box::new(LvolBackend {

@@ -11,6 +11,7 @@ use ballast_reactor::RuntimeHandle;
 
 use super::channel::LvolCtl;
 use super::format::{Layout, Record, F_RO, F_THIN, NONE};
+use super::state::MAX_LVOL_CLUSTERS;
 use super::store::{self, clear_ios, op_io, Store};
 use super::{
     register_lvol, stores, CheckReport, ClearMethod, LvolInfo, LvsInfo, LvsOpts, DEFAULT_CLUSTER,
@@ -178,6 +179,8 @@ fn clear_clusters(s: &Store, phys: &[u32]) -> Result<()> {
     if phys.is_empty() {
         return Ok(());
     }
+    // No read window on them may be out when they are cleared and reused.
+    super::lend::drain(&s.lends, &s.rt, store::CONTROL_TIMEOUT)?;
     let l = s.layout;
     let mut sorted = phys.to_vec();
     sorted.sort_unstable();
@@ -311,7 +314,10 @@ fn close_store(uuid: Option<&str>, name: Option<&str>, erase: bool) -> Result<()
     let drained = Freeze::new(&s, &ids);
     s.bdevs.lock().unwrap().clear();
     s.close();
-    let mut r = drained.map(|_| ());
+    // The base is released (and maybe written by its next user): no lent window stays out.
+    let mut r = drained
+        .map(|_| ())
+        .and_then(|()| super::lend::drain(&s.lends, &s.rt, store::CONTROL_TIMEOUT));
     if erase {
         let mut ios = vec![store::write_io(0, vec![0; 8192])];
         if s.base_bdev.supports(IoType::Flush) {
@@ -419,7 +425,7 @@ pub fn create_lvol(
     }
     let s = find_store(lvs_uuid, lvs_name)?;
     let _c = s.ctl.lock().unwrap();
-    let size = size_bytes.div_ceil(s.layout.cluster_sz);
+    let size = clusters_of(&s, size_bytes)?;
     let id = {
         let mut g = s.inner.lock().unwrap();
         preflight_new(&s, &g.st, name)?;
@@ -451,6 +457,22 @@ pub fn create_lvol(
     };
     register_lvol(&s, id)?;
     info_of(&s, id).ok_or_else(|| no_lvol(name))
+}
+
+/// `size_bytes` in clusters of `s` (rounded up), refused beyond what an lvol can hold.
+fn clusters_of(s: &Store, size_bytes: u64) -> Result<u64> {
+    let size = size_bytes.div_ceil(s.layout.cluster_sz);
+    if size > MAX_LVOL_CLUSTERS {
+        return Err(Error::InvalidParam {
+            param: "size",
+            why: format!(
+                "{size_bytes} bytes is more than an lvol holds ({} bytes at a cluster size of {})",
+                MAX_LVOL_CLUSTERS * s.layout.cluster_sz,
+                s.layout.cluster_sz
+            ),
+        });
+    }
+    Ok(size)
 }
 
 /// Appends the Map records giving lvol `id` the free `runs` (first, len) from logical
@@ -560,6 +582,16 @@ pub fn snapshot(lvol: &str, snapshot_name: &str) -> Result<LvolInfo> {
     let _c = s.ctl.lock().unwrap();
     let id = {
         let g = s.inner.lock().unwrap();
+        let o = g.st.lvol(origin).map_err(Error::Corrupt)?;
+        if o.read_only() {
+            return Err(Error::InvalidParam {
+                param: "lvol_name",
+                why: format!(
+                    "{} is read-only (a snapshot already): clone it instead",
+                    o.name
+                ),
+            });
+        }
         preflight_new(&s, &g.st, snapshot_name)?;
         g.st.next_id
     };
@@ -625,7 +657,7 @@ pub fn resize(lvol: &str, size_bytes: u64) -> Result<()> {
     }
     let (s, id) = find_lvol(lvol)?;
     let _c = s.ctl.lock().unwrap();
-    let size = size_bytes.div_ceil(s.layout.cluster_sz);
+    let size = clusters_of(&s, size_bytes)?;
     let (old, thin, ro) = {
         let g = s.inner.lock().unwrap();
         let l = g.st.lvol(id).map_err(Error::Corrupt)?;
@@ -657,24 +689,57 @@ pub fn resize(lvol: &str, size_bytes: u64) -> Result<()> {
         let seq = s.change_all(&mut g, &recs, false)?;
         drop(g);
         s.wait(seq)?;
+        set_blocks(&s, id, size);
     } else {
+        let b = bdev_of(&s, id);
+        // Stages over the lvol sized themselves by it; only an NVMe-oF subsystem passes a
+        // smaller size on (its hosts get the namespace-attribute notice).
+        if let Some(by) = b.as_ref().and_then(|b| b.claimed_by()) {
+            if !by.starts_with("NVMe-oF subsystem") {
+                return Err(Error::Claimed {
+                    bdev: format!("{lvol} (shrinking it)"),
+                    by,
+                });
+            }
+        }
         let _f = Freeze::new(&s, &[id])?;
-        let freed: Vec<u32> = {
-            let g = s.inner.lock().unwrap();
-            let l = g.st.lvol(id).map_err(Error::Corrupt)?;
-            l.map
-                .iter()
-                .filter(|&(i, _)| i >= size)
-                .map(|(_, p)| p)
-                .collect()
-        };
-        clear_clusters(&s, &freed)?;
-        commit(&s, &[Record::Resize { id, size }], true)?;
-    }
-    if let Some(b) = bdev_of(&s, id) {
-        bdev::resize(&b, size * s.layout.bpc());
+        // The new end holds before anything is freed: I/O queued by the freeze beyond it is
+        // refused by the channel, new I/O by the bdev layer.
+        set_blocks(&s, id, size);
+        let res = (|| {
+            let freed: Vec<u32> = {
+                let g = s.inner.lock().unwrap();
+                let l = g.st.lvol(id).map_err(Error::Corrupt)?;
+                l.map
+                    .iter()
+                    .filter(|&(i, _)| i >= size)
+                    .map(|(_, p)| p)
+                    .collect()
+            };
+            clear_clusters(&s, &freed)?;
+            commit(&s, &[Record::Resize { id, size }], true)
+        })();
+        if res.is_err() {
+            set_blocks(&s, id, old);
+        }
+        res?;
     }
     Ok(())
+}
+
+/// Sets lvol `id`'s size in its channels and on its bdev (listeners: exported namespaces).
+fn set_blocks(s: &Store, id: u32, clusters: u64) {
+    let blocks = clusters * s.layout.bpc();
+    let h = s
+        .bdevs
+        .lock()
+        .unwrap()
+        .get(&id)
+        .map(|h| (h.bdev.clone(), h.ctl.clone()));
+    if let Some((b, ctl)) = h {
+        ctl.blocks.store(blocks, Ordering::SeqCst);
+        bdev::resize(&b, blocks);
+    }
 }
 
 /// Copies into lvol `id` every cluster it does not own that `src_of` names (a data cluster
@@ -693,6 +758,20 @@ fn copy_in(
         .lvol(id)
         .map_err(Error::Corrupt)?
         .size;
+    {
+        // Refused before anything is copied when the pool cannot hold it all.
+        let g = s.inner.lock().unwrap();
+        let l = g.st.lvol(id).map_err(Error::Corrupt)?;
+        let need = (0..size)
+            .filter(|&i| l.map.get(i).is_none() && src_of(&g.st, i).is_some())
+            .count() as u64;
+        if need > g.st.free {
+            return Err(Error::NoSpace(format!(
+                "lvol store {} has {} free clusters; {} needs {need}",
+                g.st.name, g.st.free, l.name
+            )));
+        }
+    }
     let cl = s.layout.cluster_sz;
     for idx in 0..size {
         loop {

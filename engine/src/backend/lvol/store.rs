@@ -62,6 +62,8 @@ pub(crate) struct Store {
     write_cache: bool,
     pub(crate) rt: RuntimeHandle,
     pub(crate) inner: Mutex<Inner>,
+    /// Windows on the base its lvols lent for zero-copy reads (see [`super::lend`]).
+    pub(crate) lends: Arc<super::lend::LendCounts>,
     /// Sequence number of the newest durable change.
     pub(crate) committed: AtomicU64,
     /// `Inner::queued_seq` mirrored outside the mutex: an idle committer (it polls on every
@@ -355,6 +357,7 @@ impl Store {
                 paused: 0,
                 busy: false,
             }),
+            lends: Arc::default(),
             committed: AtomicU64::new(0),
             queued: AtomicU64::new(0),
             failed: AtomicBool::new(false),
