@@ -197,6 +197,19 @@ impl BdevIo {
         self.bufs.iter().map(|b| b.len()).sum()
     }
 
+    /// Sends this I/O on to another bdev as it is (a stage that only remaps it): swaps in
+    /// the stage's own callback and tag and returns the caller's, to be put back with
+    /// [`BdevIo::restore`] before the stage completes it. No copy of the I/O is made.
+    pub(crate) fn reroute(&mut self, cb: IoCallback, tag: u64) -> (Option<IoCallback>, u64) {
+        (self.cb.replace(cb), std::mem::replace(&mut self.tag, tag))
+    }
+
+    /// Puts back what [`BdevIo::reroute`] returned.
+    pub(crate) fn restore(&mut self, (cb, tag): (Option<IoCallback>, u64)) {
+        self.cb = cb;
+        self.tag = tag;
+    }
+
     /// Delivers the completion (called by the channel poller, never by backends directly).
     pub(crate) fn finish(mut self) {
         match self.cb.take() {

@@ -81,6 +81,16 @@ struct Piece {
     st: PState,
 }
 
+/// An I/O sent on to the base as it is (one piece in a cluster whose place is settled): the
+/// caller's callback, tag and offset, put back when the base completes it.
+struct Fwd {
+    caller: (Option<IoCallback>, u64),
+    offset: u64,
+}
+
+/// Tags of forwarded I/O (pieces' tags are `slot << 16 | k`, far below).
+const FWD: u64 = 1 << 63;
+
 struct Op {
     io: BdevIo,
     pieces: SmallVec<[Piece; 1]>,
@@ -97,6 +107,7 @@ pub(crate) struct LvolChannel {
     /// The sink's completions being processed (swapped in, so its capacity is kept).
     batch: Vec<BdevIo>,
     ops: Slab<Op>,
+    fwd: Slab<Fwd>,
     frozen_q: VecDeque<BdevIo>,
     waiting: Vec<(usize, usize)>,
     bs: u64,
@@ -174,6 +185,7 @@ impl LvolChannel {
             sink: Rc::new(Collect::default()),
             batch: Vec::new(),
             ops: Slab::default(),
+            fwd: Slab::default(),
             frozen_q: VecDeque::new(),
             waiting: Vec::new(),
             zero_op,
@@ -181,7 +193,7 @@ impl LvolChannel {
     }
 
     /// Starts `io` unless the lvol is frozen (then it waits in `frozen_q`).
-    fn start(&mut self, mut io: BdevIo, done: &mut Completions) {
+    fn start(&mut self, io: BdevIo, done: &mut Completions) {
         if self.ctl.frozen.load(Ordering::SeqCst) {
             self.frozen_q.push_back(io);
             return;
@@ -200,6 +212,10 @@ impl LvolChannel {
             done.complete(io, IoStatus::OutOfRange);
             return;
         }
+        let mut io = match self.forward(io) {
+            Some(io) => io,
+            None => return,
+        };
         let mut pieces: SmallVec<[Piece; 1]> = SmallVec::new();
         if io.op == IoType::Flush {
             pieces.push(Piece {
@@ -260,6 +276,74 @@ impl LvolChannel {
         for k in 0..left {
             self.step(slot, k, done);
         }
+    }
+
+    /// The fast path: a read or write within one cluster whose data cluster is settled (a
+    /// read of an allocated cluster, a write to one the lvol owns with its Map durable) goes
+    /// to the base as it is, remapped. Anything else comes back for the piece machinery.
+    fn forward(&mut self, mut io: BdevIo) -> Option<BdevIo> {
+        if !matches!(io.op, IoType::Read | IoType::Write) || io.num_blocks == 0 {
+            return Some(io);
+        }
+        let cidx = io.offset_blocks / self.bpc;
+        let off = io.offset_blocks % self.bpc;
+        if off + io.num_blocks > self.bpc {
+            return Some(io);
+        }
+        let phys = {
+            let g = self.store.inner.lock().unwrap();
+            let Some(l) = g.st.lvols.get(&self.id) else {
+                return Some(io);
+            };
+            if io.op == IoType::Read {
+                match l.map.get(cidx).or_else(|| g.st.resolve(self.id, cidx)) {
+                    Some(p) => p,
+                    None => return Some(io),
+                }
+            } else {
+                match l.map.get(cidx) {
+                    Some(p)
+                        if !l.read_only()
+                            && (g.pending_map.is_empty()
+                                || !g.pending_map.contains_key(&(self.id, cidx)))
+                            && (g.cow_busy.is_empty()
+                                || !g.cow_busy.contains(&(self.id, cidx))) =>
+                    {
+                        p
+                    }
+                    _ => return Some(io),
+                }
+            }
+        };
+        let offset = io.offset_blocks;
+        let slot = self.fwd.insert(Fwd {
+            caller: (None, 0),
+            offset,
+        });
+        let sink: Rc<dyn crate::bdev::IoSink> = self.sink.clone();
+        self.fwd.live(slot).caller = io.reroute(IoCallback::Sink(sink), FWD | slot as u64);
+        io.offset_blocks = self.store.cluster_block(phys) + off;
+        self.base.submit(io);
+        None
+    }
+
+    /// A forwarded I/O came back from the base: the caller's again.
+    fn forward_done(&mut self, mut io: BdevIo, done: &mut Completions) {
+        let f = self
+            .fwd
+            .remove((io.tag & !FWD) as usize)
+            .expect("forwarded I/O");
+        io.restore(f.caller);
+        io.offset_blocks = f.offset;
+        if io.lend {
+            if let Some(l) = self.lend.as_ref() {
+                let b = std::mem::take(&mut io.bufs);
+                io.bufs = b.into_iter().map(|x| l.wrap(x)).collect();
+            }
+        }
+        self.ctl.inflight.fetch_sub(1, Ordering::SeqCst);
+        let st = io.status;
+        done.complete(io, st);
     }
 
     /// Decides what piece `k` of op `slot` does next (it is in state New or Retry).
@@ -599,7 +683,11 @@ impl BackendChannel for LvolChannel {
             busy = true;
             let mut batch = std::mem::take(&mut self.batch);
             for io in batch.drain(..) {
-                self.base_done(io, done);
+                if io.tag & FWD != 0 {
+                    self.forward_done(io, done);
+                } else {
+                    self.base_done(io, done);
+                }
             }
             self.batch = batch;
         }
@@ -655,6 +743,7 @@ impl BackendChannel for LvolChannel {
 
     fn busy(&self) -> bool {
         self.ops.capacity() > 0 && (0..self.ops.capacity()).any(|i| self.ops.get(i).is_some())
+            || (0..self.fwd.capacity()).any(|i| self.fwd.get(i).is_some())
             || !self.frozen_q.is_empty()
     }
 }
