@@ -38,6 +38,11 @@ pub(crate) const MAX_CLUSTERS: u64 = u32::MAX as u64 - 1;
 pub(crate) const MAX_LVOLS: u32 = 16384;
 /// Most metadata log blocks.
 const MAX_LOG_BLOCKS: u32 = 1 << 16;
+/// Log blocks of a new store: at least (every store made before the log was sized by the
+/// checkpoint has this many)...
+const MIN_NEW_LOG_BLOCKS: u64 = 256;
+/// ...and at most (16 MiB).
+const MAX_NEW_LOG_BLOCKS: u64 = 4096;
 /// Largest checkpoint area.
 const MAX_CKPT_BYTES: u64 = 1 << 36;
 
@@ -64,7 +69,14 @@ impl Layout {
         let ckpt =
             4096 + max_lvols as u64 * (CKPT_LVOL as u64 + 64) + max_clusters * CKPT_RUN as u64;
         let ckpt_bytes = ckpt.div_ceil(MD_BLOCK) * MD_BLOCK;
-        let log_blocks = 256u32;
+        // A checkpoint is written each time the log is half full: a log of four checkpoint
+        // areas keeps that under half a log block per commit even for a full store (a store
+        // with thousands of lvols would otherwise rewrite its whole state every 128 commits).
+        // The log stays within 1/64 of the base. Its size is in the superblock: stores made
+        // with another size open as they are.
+        let log_blocks = (4 * ckpt_bytes / MD_BLOCK)
+            .min(base_bytes / 64 / MD_BLOCK)
+            .clamp(MIN_NEW_LOG_BLOCKS, MAX_NEW_LOG_BLOCKS) as u32;
         let md = 2 * MD_BLOCK + 2 * ckpt_bytes + log_blocks as u64 * MD_BLOCK;
         let data_start = md.div_ceil(cluster_sz) * cluster_sz;
         if data_start + cluster_sz > base_bytes {
@@ -354,13 +366,16 @@ impl Record {
                 size,
             } => {
                 w.u8(1);
-                w.u32(*id);
-                w.uuid(uuid);
-                w.name(name);
-                w.u8(*flags);
-                w.u8(*clear);
-                w.u32(*parent);
-                w.u64(*size);
+                CkptLvolHead {
+                    id: *id,
+                    uuid,
+                    name,
+                    flags: *flags,
+                    clear: *clear,
+                    parent: *parent,
+                    size: *size,
+                }
+                .encode(&mut w);
             }
             Record::Map { id, idx, phys, len } => {
                 w.u8(2);
@@ -563,38 +578,134 @@ pub(crate) struct Checkpoint {
     pub(crate) reserved: Vec<(u32, u32)>,
 }
 
-impl Checkpoint {
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::new();
+/// An lvol's entry in a checkpoint, without its runs (see [`CkptWriter::lvol`]); a
+/// [`Record::Create`] holds the same fields, encoded alike.
+pub(crate) struct CkptLvolHead<'a> {
+    pub(crate) id: u32,
+    pub(crate) uuid: &'a uuid::Uuid,
+    pub(crate) name: &'a str,
+    pub(crate) flags: u8,
+    pub(crate) clear: u8,
+    pub(crate) parent: u32,
+    pub(crate) size: u64,
+}
+
+impl CkptLvolHead<'_> {
+    fn encode(&self, w: &mut W<'_>) {
+        w.u32(self.id);
+        w.uuid(self.uuid);
+        w.name(self.name);
+        w.u8(self.flags);
+        w.u8(self.clear);
+        w.u32(self.parent);
+        w.u64(self.size);
+    }
+}
+
+/// Encodes a checkpoint piece by piece: the header, each lvol followed by its runs, then the
+/// reservations. The committer writes the state straight into it (no [`Checkpoint`] copy of
+/// 10 000 names and run lists in between); [`Checkpoint::encode`] uses it too, so the two
+/// make the same bytes.
+pub(crate) struct CkptWriter {
+    v: Vec<u8>,
+    /// Where the lvol count is, and the count.
+    lvols_at: usize,
+    lvols: u32,
+    /// Where the current lvol's run count is, and the count.
+    runs_at: usize,
+    runs: u32,
+}
+
+impl CkptWriter {
+    /// A checkpoint of `lvols` lvols (a size hint) whose header holds the rest.
+    pub(crate) fn new(
+        seq: u64,
+        name: &str,
+        total: u64,
+        next_id: u32,
+        free: u64,
+        lvols: usize,
+    ) -> CkptWriter {
+        let mut v = Vec::with_capacity(64 + lvols * (CKPT_LVOL + 16 + CKPT_RUN));
         let mut w = W(&mut v);
         w.0.extend_from_slice(CKPT_MAGIC);
-        w.u64(self.seq);
-        w.name(&self.name);
-        w.u64(self.total);
-        w.u32(self.next_id);
-        w.u64(self.free);
-        w.u32(self.lvols.len() as u32);
-        for l in &self.lvols {
-            w.u32(l.id);
-            w.uuid(&l.uuid);
-            w.name(&l.name);
-            w.u8(l.flags);
-            w.u8(l.clear);
-            w.u32(l.parent);
-            w.u64(l.size);
-            w.u32(l.runs.len() as u32);
-            for &(i, p, n) in &l.runs {
-                w.u64(i);
-                w.u32(p);
-                w.u32(n);
-            }
+        w.u64(seq);
+        w.name(name);
+        w.u64(total);
+        w.u32(next_id);
+        w.u64(free);
+        let lvols_at = v.len();
+        W(&mut v).u32(0); // counted as they come
+        CkptWriter {
+            v,
+            lvols_at,
+            lvols: 0,
+            runs_at: 0,
+            runs: 0,
         }
-        w.u32(self.reserved.len() as u32);
-        for &(p, n) in &self.reserved {
+    }
+
+    /// Starts an lvol's entry; its runs follow ([`CkptWriter::run`]).
+    pub(crate) fn lvol(&mut self, l: &CkptLvolHead<'_>) {
+        l.encode(&mut W(&mut self.v));
+        self.runs_at = self.v.len();
+        self.runs = 0;
+        W(&mut self.v).u32(0);
+        self.lvols += 1;
+        let at = self.lvols_at;
+        self.v[at..at + 4].copy_from_slice(&self.lvols.to_le_bytes());
+    }
+
+    /// One run of the current lvol: logical clusters `idx..idx+len` on data clusters
+    /// `phys..phys+len`.
+    pub(crate) fn run(&mut self, idx: u64, phys: u32, len: u32) {
+        debug_assert!(self.lvols > 0);
+        let mut w = W(&mut self.v);
+        w.u64(idx);
+        w.u32(phys);
+        w.u32(len);
+        self.runs += 1;
+        let at = self.runs_at;
+        self.v[at..at + 4].copy_from_slice(&self.runs.to_le_bytes());
+    }
+
+    /// Ends the checkpoint with the reservations (first cluster, length).
+    pub(crate) fn finish(mut self, reserved: impl ExactSizeIterator<Item = (u32, u32)>) -> Vec<u8> {
+        let mut w = W(&mut self.v);
+        w.u32(reserved.len() as u32);
+        for (p, n) in reserved {
             w.u32(p);
             w.u32(n);
         }
-        v
+        self.v
+    }
+}
+
+impl Checkpoint {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut w = CkptWriter::new(
+            self.seq,
+            &self.name,
+            self.total,
+            self.next_id,
+            self.free,
+            self.lvols.len(),
+        );
+        for l in &self.lvols {
+            w.lvol(&CkptLvolHead {
+                id: l.id,
+                uuid: &l.uuid,
+                name: &l.name,
+                flags: l.flags,
+                clear: l.clear,
+                parent: l.parent,
+                size: l.size,
+            });
+            for &(i, p, n) in &l.runs {
+                w.run(i, p, n);
+            }
+        }
+        w.finish(self.reserved.iter().copied())
     }
 
     pub(crate) fn decode(b: &[u8]) -> Result<Checkpoint> {
@@ -691,6 +802,45 @@ mod tests {
         let mut bad = blocks[..4096].to_vec();
         bad[100] ^= 1;
         assert!(read_log_block(&bad, 41).is_none());
+    }
+
+    #[test]
+    fn the_log_grows_with_the_checkpoint_area() {
+        // Small stores (each test's, the metadata benchmark's 4 GiB one) keep 256 blocks, as
+        // every store made before the log was sized; so does one whose base is small.
+        for (bytes, cl) in [
+            (5u64 << 20, 16u64 << 10),
+            (16 << 20, 16 << 10),
+            (1 << 30, 1 << 20),
+            (4 << 30, 4 << 20),
+            (64 << 20, 4096),
+        ] {
+            let l = Layout::new(bytes, 4096, cl).unwrap();
+            assert_eq!(l.log_blocks, 256, "{bytes} bytes, {cl}-byte clusters");
+        }
+        // 16 384 clusters (as many lvols): four checkpoint areas of log, in the superblock.
+        let big = Layout::new(64 << 30, 4096, 4 << 20).unwrap();
+        assert_eq!(big.log_blocks as u64, 4 * big.ckpt_bytes / MD_BLOCK);
+        assert!(big.log_blocks > 2000);
+        let huge = Layout::new(1 << 50, 4096, 4 << 20).unwrap();
+        assert_eq!(huge.log_blocks as u64, MAX_NEW_LOG_BLOCKS);
+        let sb = Superblock {
+            gen: 2,
+            uuid: uuid::Uuid::new_v4(),
+            layout: big,
+            ckpt: 0,
+            ckpt_len: 100,
+            ckpt_crc: 7,
+            ckpt_seq: 1,
+        };
+        assert_eq!(Superblock::decode(&sb.encode()).unwrap(), sb);
+        // The same base as stores made before sized it: 256 blocks, data nearer the start.
+        let mut old = big;
+        old.log_blocks = 256;
+        let md = 2 * MD_BLOCK + 2 * old.ckpt_bytes + 256 * MD_BLOCK;
+        old.data_start = md.div_ceil(old.cluster_sz) * old.cluster_sz;
+        let sb = Superblock { layout: old, ..sb };
+        assert_eq!(Superblock::decode(&sb.encode()).unwrap(), sb);
     }
 
     #[test]

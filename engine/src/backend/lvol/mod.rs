@@ -31,6 +31,7 @@
 mod channel;
 mod format;
 mod lend;
+mod map;
 mod ops;
 mod state;
 mod store;

@@ -71,15 +71,22 @@ fn find_store(uuid: Option<&str>, name: Option<&str>) -> Result<Arc<Store>> {
     }
 }
 
-/// The lvol a bdev name, UUID or `lvs/lvol` alias names.
+/// The lvol a bdev name, UUID or `lvs/lvol` alias names: per store, one look in its UUID
+/// index (the bdev's UUID) and one in its name index (the alias split at its '/', which
+/// neither store nor lvol names contain).
 fn find_lvol(name: &str) -> Result<(Arc<Store>, u32)> {
     let uuid = bdev::lookup(name).map(|b| b.info().uuid);
+    let alias = name.split_once('/');
     for s in stores().lock().unwrap().iter() {
         let g = s.inner.lock().unwrap();
-        for (&id, l) in &g.st.lvols {
-            if Some(l.uuid) == uuid || format!("{}/{}", g.st.name, l.name) == name {
-                return Ok((s.clone(), id));
-            }
+        let by_uuid = uuid.and_then(|u| g.st.id_by_uuid(&u));
+        let by_alias = || {
+            alias
+                .filter(|&(lvs, _)| lvs == g.st.name)
+                .and_then(|(_, lvol)| g.st.id_by_name(lvol))
+        };
+        if let Some(id) = by_uuid.or_else(by_alias) {
+            return Ok((s.clone(), id));
         }
     }
     if uuid.is_some() {
@@ -487,7 +494,7 @@ fn push_maps(recs: &mut Vec<Record>, id: u32, from: u64, runs: Vec<(u32, u32)>) 
 
 /// Refuses a new lvol `name` that clashes, or one lvol too many.
 fn preflight_new(s: &Store, st: &super::state::State, name: &str) -> Result<()> {
-    if st.lvols.values().any(|l| l.name == name) {
+    if st.id_by_name(name).is_some() {
         return Err(Error::Exists(format!("lvol {}/{name}", st.name)));
     }
     let alias = format!("{}/{name}", st.name);
@@ -952,7 +959,7 @@ pub fn rename(lvol: &str, new_name: &str) -> Result<()> {
         if l.name == new_name {
             return Ok(());
         }
-        if g.st.lvols.values().any(|l| l.name == new_name) {
+        if g.st.id_by_name(new_name).is_some() {
             return Err(Error::Exists(format!("lvol {}/{new_name}", g.st.name)));
         }
         (g.st.name.clone(), l.name.clone())

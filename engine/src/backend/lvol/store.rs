@@ -630,10 +630,11 @@ impl Committer {
         let preflush = std::mem::take(&mut g.queue_preflush) && s.write_cache;
         let used = g.next_block + blocks as u64 - g.ckpt_seq;
         if used > l.log_blocks as u64 / 2 {
-            // Checkpoint: the whole state (every change applied so far) replaces the log.
+            // Checkpoint: the whole state (every change applied so far) replaces the log,
+            // encoded straight from the state (under the lock: no copy of it in between).
             let seq = g.queued_seq;
             let start = g.next_block;
-            let ck = g.st.checkpoint(start).encode();
+            let ck = g.st.encode_checkpoint(start);
             g.queue.clear();
             self.taken = seq;
             if ck.len() as u64 > l.ckpt_bytes {
