@@ -231,6 +231,11 @@ impl RuntimeHandle {
         rx.recv().map_err(|_| Error::ShutDown)
     }
 
+    /// True if both handles reach the same runtime.
+    pub fn same(&self, other: &RuntimeHandle) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
     fn is_current_runtime(&self) -> bool {
         LOCAL.with(|l| {
             l.borrow()

@@ -15,7 +15,7 @@ use crate::buf::{IoBuf, Lender};
 use crate::error::Result;
 
 /// Bytes of zeros one lent buffer covers; longer reads get several.
-const ZERO_WINDOW: usize = 1 << 20;
+pub(crate) const ZERO_WINDOW: usize = 1 << 20;
 
 /// The process-wide read-only window of zeros lent by every null channel.
 struct Zeros(NonNull<u8>);
@@ -26,7 +26,7 @@ unsafe impl Send for Zeros {}
 unsafe impl Sync for Zeros {}
 
 /// The zero window, mapped on first use (`None` if the mapping failed: reads then fill).
-fn zeros() -> Option<NonNull<u8>> {
+pub(crate) fn zeros() -> Option<NonNull<u8>> {
     static ZEROS: OnceLock<Option<Zeros>> = OnceLock::new();
     ZEROS
         .get_or_init(|| {

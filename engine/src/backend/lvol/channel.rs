@@ -366,7 +366,7 @@ impl LvolChannel {
                         let op = self.ops.live(slot);
                         let p = &op.pieces[k];
                         let (boff, len) = (p.boff, (p.n * self.bs) as usize);
-                        match self.lend.as_mut() {
+                        match self.lend.as_ref() {
                             Some(l) if op.io.lend && op.io.bufs.is_empty() => {
                                 op.io.bufs.push(l.zeros(len))
                             }

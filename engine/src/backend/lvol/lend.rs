@@ -18,14 +18,16 @@
 //!           ─► clear the clusters, record the free
 //! ```
 //!
-//! Windows of zeros (unallocated clusters) come from a per-channel zeroed buffer nobody
-//! writes; they need no counting.
+//! Windows of zeros (unallocated clusters) come from the process's read-only zero mapping
+//! (the null bdev's); they need no counting.
 
 use std::cell::RefCell;
 use std::ptr::NonNull;
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use ballast_reactor::RuntimeHandle;
 use std::time::{Duration, Instant};
 
 use crate::buf::{IoBuf, Lender};
@@ -37,6 +39,8 @@ pub(crate) struct LendCounts {
     epoch: AtomicU64,
     /// Channel lenders alive per epoch parity (each counts until its last window drops).
     live: [AtomicU64; 2],
+    /// The reactors (of whichever runtime) where the store's lvol channels lend.
+    reactors: Mutex<Vec<(RuntimeHandle, usize)>>,
 }
 
 /// Owner of a channel's epoch lender: keeps the base's memory mapped and counts in its epoch.
@@ -61,17 +65,17 @@ thread_local! {
     static CELLS: RefCell<Vec<Weak<Cell>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Bytes of zeros a channel lends for reads of unallocated clusters (larger: a heap buffer).
-const ZEROS: usize = 128 * 1024;
-
 /// The lending side of an lvol channel (lives on its reactor).
 pub(crate) struct ChannelLend {
     counts: Arc<LendCounts>,
     cell: Rc<Cell>,
+    /// The process's read-only window of zeros (the null bdev's), lent for reads of
+    /// unallocated clusters; it keeps nothing alive.
     zeros: Option<(Lender, NonNull<u8>)>,
 }
 
 impl ChannelLend {
+    /// On the channel's reactor.
     pub(crate) fn new(counts: Arc<LendCounts>) -> ChannelLend {
         let cell: Rc<Cell> = Rc::default();
         CELLS.with(|c| {
@@ -79,10 +83,17 @@ impl ChannelLend {
             c.retain(|w| w.strong_count() > 0);
             c.push(Rc::downgrade(&cell));
         });
+        if let (Some(rt), Some(core)) = (ballast_reactor::handle(), ballast_reactor::current_core())
+        {
+            let mut r = counts.reactors.lock().unwrap();
+            if !r.iter().any(|(h, c)| *c == core && h.same(&rt)) {
+                r.push((rt, core));
+            }
+        }
         ChannelLend {
             counts,
             cell,
-            zeros: None,
+            zeros: crate::backend::null::zeros().map(|z| (Lender::cached(()), z)),
         }
     }
 
@@ -112,20 +123,16 @@ impl ChannelLend {
         unsafe { IoBuf::lent(ptr, b.len(), l) }
     }
 
-    /// A window of `len` zeros (a heap buffer beyond [`ZEROS`]).
-    pub(crate) fn zeros(&mut self, len: usize) -> IoBuf {
-        if len > ZEROS {
-            return IoBuf::heap(len);
+    /// A window of `len` zeros (a heap buffer beyond the zero window, or without one).
+    pub(crate) fn zeros(&self, len: usize) -> IoBuf {
+        match &self.zeros {
+            Some((l, ptr)) if len <= crate::backend::null::ZERO_WINDOW => {
+                // SAFETY: `ptr` maps ZERO_WINDOW >= len readable bytes of zeros for the whole
+                // process (read-only, never unmapped).
+                unsafe { IoBuf::lent(*ptr, len, l.clone()) }
+            }
+            _ => IoBuf::heap(len),
         }
-        let (l, ptr) = self.zeros.get_or_insert_with(|| {
-            let mut z = IoBuf::heap(ZEROS);
-            let ptr = NonNull::new(z.as_mut_ptr()).expect("heap buffer");
-            (Lender::cached(z), ptr)
-        });
-        // SAFETY: `ptr` is the start of the zeroed ZEROS-byte heap buffer owned by `l` (moved
-        // into it: a heap buffer's memory does not move with it), never written after, and
-        // `len <= ZEROS`.
-        unsafe { IoBuf::lent(*ptr, len, l.clone()) }
     }
 }
 
@@ -135,8 +142,11 @@ fn drop_old() {
     CELLS.with(|c| {
         for w in c.borrow().iter() {
             if let Some(cell) = w.upgrade() {
-                if let Ok(mut g) = cell.try_borrow_mut() {
-                    *g = None;
+                match cell.try_borrow_mut() {
+                    Ok(mut g) => *g = None,
+                    // Not reachable (a channel borrows its cell only inside `wrap`): the
+                    // drain would wait for this lender until its timeout.
+                    Err(_) => tracing::warn!("lvol lent reads: a channel's lender is in use"),
                 }
             }
         }
@@ -145,20 +155,24 @@ fn drop_old() {
 
 /// Waits until every window `s`'s lvols lent so far is returned (call before clusters are
 /// cleared or freed). Busy if they are not back within `timeout`.
-pub(crate) fn drain(
-    counts: &LendCounts,
-    rt: &ballast_reactor::RuntimeHandle,
-    timeout: Duration,
-) -> Result<()> {
+pub(crate) fn drain(counts: &LendCounts, timeout: Duration) -> Result<()> {
+    if counts.live.iter().all(|n| n.load(Ordering::Acquire) == 0) {
+        // No channel holds a lender: nothing is out (a read being looked up is covered by
+        // the freeze of the lvols the caller changes).
+        return Ok(());
+    }
     let t0 = Instant::now();
     // Windows left over from an earlier drain that timed out are in the other slot (nothing
     // new goes there until the flip): they go first.
     let e = counts.epoch.load(Ordering::Acquire);
     wait_zero(&counts.live[((e + 1) & 1) as usize], t0, timeout)?;
     let old = counts.epoch.fetch_add(1, Ordering::AcqRel);
-    for core in rt.cores() {
-        rt.call(core, drop_old)
-            .map_err(|e| Error::Busy(format!("lvol lent reads: reactor {core}: {e}")))?;
+    let reactors = counts.reactors.lock().unwrap().clone();
+    for (rt, core) in reactors {
+        // A runtime that has stopped has dropped its channels (and their lenders).
+        if let Err(e) = rt.call(core, drop_old) {
+            tracing::debug!(core, "lvol lent reads: reactor gone: {e}");
+        }
     }
     // A timeout here leaves them for the next drain's first wait.
     wait_zero(&counts.live[(old & 1) as usize], t0, timeout)

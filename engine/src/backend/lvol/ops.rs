@@ -183,11 +183,12 @@ impl Drop for Freeze {
 
 /// Clears clusters (they are about to be freed) and flushes, so they read zeros for good.
 fn clear_clusters(s: &Store, phys: &[u32]) -> Result<()> {
+    // No read window on them (or on clusters changing owner: a merge) may be out when they
+    // are cleared and reused.
+    super::lend::drain(&s.lends, store::CONTROL_TIMEOUT)?;
     if phys.is_empty() {
         return Ok(());
     }
-    // No read window on them may be out when they are cleared and reused.
-    super::lend::drain(&s.lends, &s.rt, store::CONTROL_TIMEOUT)?;
     let l = s.layout;
     let mut sorted = phys.to_vec();
     sorted.sort_unstable();
@@ -314,6 +315,9 @@ fn close_store(uuid: Option<&str>, name: Option<&str>, erase: bool) -> Result<()
             by: b.claimed_by().unwrap_or_default(),
         });
     }
+    // The base is released (and maybe written by its next user): no lent read window may
+    // stay out. Refused with nothing changed if one does.
+    super::lend::drain(&s.lends, store::CONTROL_TIMEOUT)?;
     for b in &handles {
         let _ = bdev::delete(b.name());
     }
@@ -321,10 +325,7 @@ fn close_store(uuid: Option<&str>, name: Option<&str>, erase: bool) -> Result<()
     let drained = Freeze::new(&s, &ids);
     s.bdevs.lock().unwrap().clear();
     s.close();
-    // The base is released (and maybe written by its next user): no lent window stays out.
-    let mut r = drained
-        .map(|_| ())
-        .and_then(|()| super::lend::drain(&s.lends, &s.rt, store::CONTROL_TIMEOUT));
+    let mut r = drained.map(|_| ());
     if erase {
         let mut ios = vec![store::write_io(0, vec![0; 8192])];
         if s.base_bdev.supports(IoType::Flush) {
@@ -752,9 +753,12 @@ fn set_blocks(s: &Store, id: u32, clusters: u64) {
 /// Copies into lvol `id` every cluster it does not own that `src_of` names (a data cluster
 /// to copy, or `Some(None)`: a fresh zeroed one), a cluster at a time under the data path's
 /// copy lock.
+/// `need` counts the clusters it will take (from the maps: it runs under the metadata mutex,
+/// which every lvol's I/O takes, so not cluster by cluster).
 fn copy_in(
     s: &Store,
     id: u32,
+    need: impl Fn(&super::state::State) -> u64,
     src_of: impl Fn(&super::state::State, u64) -> Option<Option<u32>>,
 ) -> Result<()> {
     let size = s
@@ -769,9 +773,7 @@ fn copy_in(
         // Refused before anything is copied when the pool cannot hold it all.
         let g = s.inner.lock().unwrap();
         let l = g.st.lvol(id).map_err(Error::Corrupt)?;
-        let need = (0..size)
-            .filter(|&i| l.map.get(i).is_none() && src_of(&g.st, i).is_some())
-            .count() as u64;
+        let need = need(&g.st);
         if need > g.st.free {
             return Err(Error::NoSpace(format!(
                 "lvol store {} has {} free clusters; {} needs {need}",
@@ -861,9 +863,16 @@ pub fn inflate(lvol: &str) -> Result<()> {
     let (s, id) = find_lvol(lvol)?;
     let _c = s.ctl.lock().unwrap();
     let parent = writable_clone(&s, id)?;
-    copy_in(&s, id, |st, idx| {
-        Some(parent.and_then(|p| st.resolve(p, idx)))
-    })?;
+    copy_in(
+        &s,
+        id,
+        // Every cluster it does not own is allocated (copied or zeroed).
+        |st| st.lvol(id).map_or(0, |l| l.size - l.map.count()),
+        |st, idx| Some(parent.and_then(|p| st.resolve(p, idx))),
+    )?;
+    // Frozen for the switch: a read that found a parent's cluster is done (and its lent
+    // window counted) before the parent can be deleted.
+    let _f = Freeze::new(&s, &[id])?;
     commit(
         &s,
         &[Record::SetParent { id, parent: NONE }, Record::Thick { id }],
@@ -882,9 +891,19 @@ pub fn decouple_parent(lvol: &str) -> Result<()> {
             why: "the lvol has no parent to decouple from".into(),
         });
     };
-    copy_in(&s, id, |st, idx| {
-        st.lvols.get(&parent).and_then(|p| p.map.get(idx)).map(Some)
-    })?;
+    copy_in(
+        &s,
+        id,
+        |st| match (st.lvols.get(&id), st.lvols.get(&parent)) {
+            (Some(l), Some(p)) => p
+                .map
+                .iter()
+                .filter(|&(i, _)| i < l.size && l.map.get(i).is_none())
+                .count() as u64,
+            _ => 0,
+        },
+        |st, idx| st.lvols.get(&parent).and_then(|p| p.map.get(idx)).map(Some),
+    )?;
     let grand = {
         let g = s.inner.lock().unwrap();
         reparent_ok(&g.st, id, parent)?;
@@ -893,6 +912,7 @@ pub fn decouple_parent(lvol: &str) -> Result<()> {
             .parent
             .unwrap_or(NONE)
     };
+    let _f = Freeze::new(&s, &[id])?;
     commit(&s, &[Record::SetParent { id, parent: grand }], false)
 }
 
