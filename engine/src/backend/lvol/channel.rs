@@ -117,6 +117,19 @@ pub(crate) struct LvolChannel {
     lend: Option<ChannelLend>,
 }
 
+/// Re-lends a base's lent windows under the channel's lender, in place (one, as a rule).
+fn rewrap(l: &ChannelLend, bufs: &mut SgList) {
+    if bufs.len() == 1 {
+        let b = bufs.pop().expect("one buffer");
+        bufs.push(l.wrap(b));
+    } else {
+        *bufs = std::mem::take(bufs)
+            .into_iter()
+            .map(|x| l.wrap(x))
+            .collect();
+    }
+}
+
 fn tag(slot: usize, k: usize) -> u64 {
     ((slot as u64) << 16) | k as u64
 }
@@ -337,8 +350,7 @@ impl LvolChannel {
         io.offset_blocks = f.offset;
         if io.lend {
             if let Some(l) = self.lend.as_ref() {
-                let b = std::mem::take(&mut io.bufs);
-                io.bufs = b.into_iter().map(|x| l.wrap(x)).collect();
+                rewrap(l, &mut io.bufs);
             }
         }
         self.ctl.inflight.fetch_sub(1, Ordering::SeqCst);
@@ -598,7 +610,8 @@ impl LvolChannel {
                     let b = std::mem::take(&mut bio.bufs);
                     if single && op.io.lend {
                         if let Some(l) = self.lend.as_ref() {
-                            op.io.bufs = b.into_iter().map(|x| l.wrap(x)).collect();
+                            op.io.bufs = b;
+                            rewrap(l, &mut op.io.bufs);
                         }
                     } else if single {
                         op.io.bufs = b;
