@@ -1,0 +1,485 @@
+//! The CSI Controller service, first slice: CreateVolume, DeleteVolume,
+//! ValidateVolumeCapabilities, ListVolumes, GetCapacity, ControllerGetCapabilities and
+//! ControllerExpandVolume, over the nodes' lvol stores.
+//!
+//! Every call asks the nodes; nothing is cached. Mutating calls (create, delete, expand)
+//! run one at a time under one lock, so two CreateVolume calls with the same name cannot
+//! both miss the lvol and make two (the CO may send them concurrently after a restart).
+//! CreateVolume looks for the name on every node before it places a new volume, and fails
+//! with UNAVAILABLE if a node cannot be asked: making the volume elsewhere could duplicate
+//! one that node holds.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
+use tonic::{Request, Response, Status};
+
+use crate::error::{Error, Result};
+use crate::nodes::{Lvol, NodeHandle, Nodes, Store};
+use crate::pb;
+use crate::pb::controller_server::Controller;
+use crate::pb::controller_service_capability::{rpc, Rpc, Type as CapType};
+use crate::pb::volume_capability::AccessType;
+use crate::volume::{
+    check_capabilities, in_topology, is_managed, lvol_name, size_fits, volume_size, CapError,
+    Params, VolumeId,
+};
+
+pub struct ControllerService {
+    nodes: Arc<Nodes>,
+    mutate: Mutex<()>,
+}
+
+/// What a volume id names.
+enum Lookup<'a> {
+    Found(&'a NodeHandle, Lvol),
+    /// No such volume of ours (the reason, for logs and NOT_FOUND messages).
+    Missing(String),
+    /// A well-formed id on a node the configuration does not have.
+    UnknownNode(String),
+}
+
+impl ControllerService {
+    pub fn new(nodes: Arc<Nodes>) -> Self {
+        ControllerService {
+            nodes,
+            mutate: Mutex::new(()),
+        }
+    }
+
+    async fn lookup(&self, volume_id: &str) -> Result<Lookup<'_>> {
+        let Some(id) = VolumeId::parse(volume_id) else {
+            return Ok(Lookup::Missing(format!(
+                "volume id {volume_id:?} is not a ballast-csi volume id"
+            )));
+        };
+        let Some(n) = self.nodes.get(&id.node) else {
+            return Ok(Lookup::UnknownNode(id.node));
+        };
+        Ok(match n.lvol(&id.lvol_uuid).await? {
+            Some(l) if l.lvs_uuid == id.lvs_uuid && is_managed(&l.name) => Lookup::Found(n, l),
+            _ => Lookup::Missing(format!("volume {volume_id} does not exist")),
+        })
+    }
+
+    /// The lvol `name` on whichever node has it in its store.
+    async fn find_by_name(&self, name: &str) -> Result<Option<(&NodeHandle, Store, Lvol)>> {
+        for n in self.nodes.iter() {
+            let store = match n.store().await {
+                Ok(s) => s,
+                // A node without its store holds no volume.
+                Err(Error::FailedPrecondition(why)) => {
+                    tracing::warn!(node = n.id(), "{why}");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let alias = format!("{}/{name}", n.cfg.lvs);
+            if let Some(l) = n.lvol(&alias).await? {
+                if l.lvs_uuid == store.uuid {
+                    return Ok(Some((n, store, l)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Chooses the node for a new volume: within the requisite topologies (any node if
+    /// none), the first preferred topology that has a node with room, then the node with
+    /// the most free space. A thick volume needs its whole size free; a thin one does not.
+    async fn place(
+        &self,
+        topo: Option<&pb::TopologyRequirement>,
+        range: Option<&pb::CapacityRange>,
+        thin: bool,
+    ) -> Result<(&NodeHandle, Store, u64)> {
+        let (requisite, preferred) =
+            topo.map_or((&[][..], &[][..]), |t| (&t.requisite[..], &t.preferred[..]));
+        // (rank: preferred-topology index, then most free first; node; store; size)
+        type Candidate<'a> = ((usize, std::cmp::Reverse<u64>), &'a NodeHandle, Store, u64);
+        let mut best: Option<Candidate<'_>> = None;
+        let mut why = Vec::new();
+        for n in self.nodes.iter() {
+            if !requisite.is_empty() && !requisite.iter().any(|t| in_topology(&n.cfg.topology, t)) {
+                continue;
+            }
+            let store = match n.store().await {
+                Ok(s) => s,
+                Err(e) => {
+                    why.push(e.to_string());
+                    continue;
+                }
+            };
+            let size = volume_size(range, store.cluster_size)?;
+            if !thin && size > store.free_bytes() {
+                why.push(format!(
+                    "node {}: {} bytes free, {size} needed",
+                    n.id(),
+                    store.free_bytes()
+                ));
+                continue;
+            }
+            let pref = preferred
+                .iter()
+                .position(|t| in_topology(&n.cfg.topology, t))
+                .unwrap_or(usize::MAX);
+            let rank = (pref, std::cmp::Reverse(store.free_bytes()));
+            if best.as_ref().is_none_or(|b| rank < b.0) {
+                best = Some((rank, n, store, size));
+            }
+        }
+        match best {
+            Some((_, n, s, size)) => Ok((n, s, size)),
+            None if why.is_empty() => Err(Error::ResourceExhausted(
+                "no configured node lies in the requisite topology".into(),
+            )),
+            None => Err(Error::ResourceExhausted(format!(
+                "no node can take the volume: {}",
+                why.join("; ")
+            ))),
+        }
+    }
+}
+
+/// The CSI volume of lvol `l` in store `lvs_uuid` on node `n`.
+fn volume(n: &NodeHandle, lvs_uuid: &str, l: &Lvol) -> pb::Volume {
+    let id = VolumeId {
+        node: n.cfg.id.clone(),
+        lvs_uuid: lvs_uuid.to_string(),
+        lvol_uuid: l.uuid.clone(),
+    };
+    pb::Volume {
+        capacity_bytes: l.size as i64,
+        volume_id: id.to_string(),
+        volume_context: HashMap::new(),
+        content_source: None,
+        accessible_topology: vec![pb::Topology {
+            segments: n.cfg.topology.clone().into_iter().collect(),
+        }],
+    }
+}
+
+fn invalid(e: CapError) -> Error {
+    match e {
+        CapError::Malformed(m) | CapError::Unsupported(m) => Error::InvalidArgument(m),
+    }
+}
+
+#[tonic::async_trait]
+impl Controller for ControllerService {
+    async fn create_volume(
+        &self,
+        req: Request<pb::CreateVolumeRequest>,
+    ) -> Result<Response<pb::CreateVolumeResponse>, Status> {
+        let r = req.into_inner();
+        if r.name.is_empty() {
+            return Err(Error::InvalidArgument("name is required".into()).into());
+        }
+        check_capabilities(&r.volume_capabilities).map_err(invalid)?;
+        let params = Params::parse(&r.parameters)?;
+        if r.volume_content_source.is_some() {
+            return Err(Error::InvalidArgument(
+                "volume_content_source (from a snapshot or a volume) is not built yet".into(),
+            )
+            .into());
+        }
+        if !r.mutable_parameters.is_empty() {
+            return Err(
+                Error::InvalidArgument("mutable_parameters are not supported".into()).into(),
+            );
+        }
+        // A bad range is the caller's error whatever the store's cluster size.
+        volume_size(r.capacity_range.as_ref(), 1)?;
+        let lname = lvol_name(&r.name);
+        let range = r.capacity_range.as_ref();
+        let _g = self.mutate.lock().await;
+
+        if let Some((n, store, l)) = self.find_by_name(&lname).await? {
+            let requisite = r
+                .accessibility_requirements
+                .as_ref()
+                .map_or(&[][..], |t| &t.requisite[..]);
+            let conflict = if !size_fits(l.size, range) {
+                Some(format!(
+                    "{} bytes, outside the capacity range asked",
+                    l.size
+                ))
+            } else if l.thin != params.thin {
+                Some(format!("thin={}", l.thin))
+            } else if !requisite.is_empty()
+                && !requisite.iter().any(|t| in_topology(&n.cfg.topology, t))
+            {
+                Some(format!(
+                    "on node {}, outside the requisite topology",
+                    n.id()
+                ))
+            } else {
+                None
+            };
+            if let Some(c) = conflict {
+                return Err(Error::AlreadyExists(format!(
+                    "volume {:?} exists with {c} (lvol {}/{})",
+                    r.name, n.cfg.lvs, l.name
+                ))
+                .into());
+            }
+            tracing::info!(name = %r.name, node = n.id(), lvol = %l.uuid, "CreateVolume: exists");
+            return Ok(Response::new(pb::CreateVolumeResponse {
+                volume: Some(volume(n, &store.uuid, &l)),
+            }));
+        }
+
+        let (n, store, size) = self
+            .place(r.accessibility_requirements.as_ref(), range, params.thin)
+            .await?;
+        let uuid = n.create_lvol(&lname, size, params.thin).await?;
+        let l = n.lvol(&uuid).await?.ok_or_else(|| Error::Protocol {
+            node: n.id().into(),
+            method: "bdev_get_bdevs".into(),
+            detail: format!("lvol {uuid} missing right after bdev_lvol_create"),
+        })?;
+        tracing::info!(name = %r.name, node = n.id(), lvol = %uuid, size, thin = params.thin, "CreateVolume: created");
+        Ok(Response::new(pb::CreateVolumeResponse {
+            volume: Some(volume(n, &store.uuid, &l)),
+        }))
+    }
+
+    async fn delete_volume(
+        &self,
+        req: Request<pb::DeleteVolumeRequest>,
+    ) -> Result<Response<pb::DeleteVolumeResponse>, Status> {
+        let id = req.into_inner().volume_id;
+        if id.is_empty() {
+            return Err(Error::InvalidArgument("volume_id is required".into()).into());
+        }
+        let _g = self.mutate.lock().await;
+        match self.lookup(&id).await? {
+            Lookup::Missing(why) => {
+                tracing::info!(volume = %id, "DeleteVolume: nothing to delete ({why})")
+            }
+            Lookup::UnknownNode(node) => {
+                return Err(Error::FailedPrecondition(format!(
+                    "volume {id} is on node {node}, which is not in the configuration"
+                ))
+                .into())
+            }
+            Lookup::Found(n, l) => {
+                let deleted = n.delete_lvol(&l.uuid).await?;
+                tracing::info!(volume = %id, node = n.id(), deleted, "DeleteVolume");
+            }
+        }
+        Ok(Response::new(pb::DeleteVolumeResponse {}))
+    }
+
+    async fn validate_volume_capabilities(
+        &self,
+        req: Request<pb::ValidateVolumeCapabilitiesRequest>,
+    ) -> Result<Response<pb::ValidateVolumeCapabilitiesResponse>, Status> {
+        let r = req.into_inner();
+        if r.volume_id.is_empty() {
+            return Err(Error::InvalidArgument("volume_id is required".into()).into());
+        }
+        let caps = check_capabilities(&r.volume_capabilities);
+        if let Err(CapError::Malformed(m)) = caps {
+            return Err(Error::InvalidArgument(m).into());
+        }
+        let l = match self.lookup(&r.volume_id).await? {
+            Lookup::Found(_, l) => l,
+            Lookup::Missing(why) => return Err(Error::NotFound(why).into()),
+            Lookup::UnknownNode(node) => {
+                return Err(Error::NotFound(format!("no node {node} in the configuration")).into())
+            }
+        };
+        let refusal = match (caps, Params::parse(&r.parameters)) {
+            (Err(CapError::Unsupported(m)), _) => Some(m),
+            (_, Err(e)) => Some(e.to_string()),
+            (_, Ok(p)) if p.thin != l.thin => Some(format!("the volume has thin={}", l.thin)),
+            _ => None,
+        };
+        let out = match refusal {
+            Some(message) => pb::ValidateVolumeCapabilitiesResponse {
+                confirmed: None,
+                message,
+            },
+            None => pb::ValidateVolumeCapabilitiesResponse {
+                confirmed: Some(pb::validate_volume_capabilities_response::Confirmed {
+                    volume_context: r.volume_context,
+                    volume_capabilities: r.volume_capabilities,
+                    parameters: r.parameters,
+                }),
+                message: String::new(),
+            },
+        };
+        Ok(Response::new(out))
+    }
+
+    /// Volumes in volume-id order; `next_token` is the id of the last one returned, and a
+    /// page starts after it, so deleting or adding volumes between pages neither repeats nor
+    /// skips the others. A token that is not a volume id is ABORTED.
+    async fn list_volumes(
+        &self,
+        req: Request<pb::ListVolumesRequest>,
+    ) -> Result<Response<pb::ListVolumesResponse>, Status> {
+        let r = req.into_inner();
+        if r.max_entries < 0 {
+            return Err(Error::InvalidArgument("max_entries must not be negative".into()).into());
+        }
+        if !r.starting_token.is_empty() && VolumeId::parse(&r.starting_token).is_none() {
+            return Err(Error::Aborted(format!(
+                "starting_token {:?} was not handed out by ballast-csi",
+                r.starting_token.chars().take(128).collect::<String>()
+            ))
+            .into());
+        }
+        let mut all = Vec::new();
+        for n in self.nodes.iter() {
+            let store = match n.store().await {
+                Ok(s) => s,
+                Err(Error::FailedPrecondition(why)) => {
+                    tracing::warn!(node = n.id(), "{why}");
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            for l in n.lvols(&store.uuid).await? {
+                if is_managed(&l.name) {
+                    all.push(volume(n, &store.uuid, &l));
+                }
+            }
+        }
+        all.sort_by(|a, b| a.volume_id.cmp(&b.volume_id));
+        let rest: Vec<_> = all
+            .into_iter()
+            .filter(|v| r.starting_token.is_empty() || v.volume_id > r.starting_token)
+            .collect();
+        let max = if r.max_entries == 0 {
+            usize::MAX
+        } else {
+            r.max_entries as usize
+        };
+        let next_token = if rest.len() > max {
+            rest[max - 1].volume_id.clone()
+        } else {
+            String::new()
+        };
+        let entries = rest
+            .into_iter()
+            .take(max)
+            .map(|v| pb::list_volumes_response::Entry {
+                volume: Some(v),
+                status: None,
+            })
+            .collect();
+        Ok(Response::new(pb::ListVolumesResponse {
+            entries,
+            next_token,
+        }))
+    }
+
+    /// Free bytes (free clusters × cluster size) of the stores of the nodes in the given
+    /// topology (all nodes without one). Thin volumes take space only as they are written.
+    async fn get_capacity(
+        &self,
+        req: Request<pb::GetCapacityRequest>,
+    ) -> Result<Response<pb::GetCapacityResponse>, Status> {
+        let r = req.into_inner();
+        Params::parse(&r.parameters)?;
+        let mut available: u64 = 0;
+        let supported = r.volume_capabilities.is_empty()
+            || match check_capabilities(&r.volume_capabilities) {
+                Ok(()) => true,
+                Err(CapError::Unsupported(_)) => false,
+                Err(CapError::Malformed(m)) => return Err(Error::InvalidArgument(m).into()),
+            };
+        if supported {
+            for n in self.nodes.iter() {
+                if let Some(t) = &r.accessible_topology {
+                    if !in_topology(&n.cfg.topology, t) {
+                        continue;
+                    }
+                }
+                match n.store().await {
+                    Ok(s) => available = available.saturating_add(s.free_bytes()),
+                    Err(Error::FailedPrecondition(why)) => tracing::warn!(node = n.id(), "{why}"),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(Response::new(pb::GetCapacityResponse {
+            available_capacity: available.min(i64::MAX as u64) as i64,
+            maximum_volume_size: None,
+            minimum_volume_size: None,
+        }))
+    }
+
+    async fn controller_get_capabilities(
+        &self,
+        _: Request<pb::ControllerGetCapabilitiesRequest>,
+    ) -> Result<Response<pb::ControllerGetCapabilitiesResponse>, Status> {
+        let cap = |t: rpc::Type| pb::ControllerServiceCapability {
+            r#type: Some(CapType::Rpc(Rpc { r#type: t as i32 })),
+        };
+        Ok(Response::new(pb::ControllerGetCapabilitiesResponse {
+            capabilities: vec![
+                cap(rpc::Type::CreateDeleteVolume),
+                cap(rpc::Type::ListVolumes),
+                cap(rpc::Type::GetCapacity),
+                cap(rpc::Type::ExpandVolume),
+            ],
+        }))
+    }
+
+    /// Grows the lvol to the required size rounded up to clusters (online: connected hosts
+    /// see the new size). Never shrinks: a volume already as large is answered as it is.
+    async fn controller_expand_volume(
+        &self,
+        req: Request<pb::ControllerExpandVolumeRequest>,
+    ) -> Result<Response<pb::ControllerExpandVolumeResponse>, Status> {
+        let r = req.into_inner();
+        if r.volume_id.is_empty() {
+            return Err(Error::InvalidArgument("volume_id is required".into()).into());
+        }
+        let Some(range) = r.capacity_range.as_ref() else {
+            return Err(Error::InvalidArgument("capacity_range is required".into()).into());
+        };
+        if let Some(c) = &r.volume_capability {
+            check_capabilities(std::slice::from_ref(c)).map_err(invalid)?;
+        }
+        volume_size(Some(range), 1)?;
+        let _g = self.mutate.lock().await;
+        let (n, l) = match self.lookup(&r.volume_id).await? {
+            Lookup::Found(n, l) => (n, l),
+            Lookup::Missing(why) => return Err(Error::NotFound(why).into()),
+            Lookup::UnknownNode(node) => {
+                return Err(Error::NotFound(format!("no node {node} in the configuration")).into())
+            }
+        };
+        let store = n.store().await?;
+        let want = volume_size(Some(range), store.cluster_size)?;
+        let size = if l.size >= want {
+            if range.limit_bytes > 0 && l.size > range.limit_bytes as u64 {
+                return Err(Error::OutOfRange(format!(
+                    "the volume has {} bytes, above limit_bytes {}: shrinking is not supported",
+                    l.size, range.limit_bytes
+                ))
+                .into());
+            }
+            l.size
+        } else {
+            n.resize_lvol(&l.uuid, want).await?;
+            tracing::info!(volume = %r.volume_id, from = l.size, to = want, "ControllerExpandVolume");
+            want
+        };
+        let block = matches!(
+            r.volume_capability
+                .as_ref()
+                .and_then(|c| c.access_type.as_ref()),
+            Some(AccessType::Block(_))
+        );
+        Ok(Response::new(pb::ControllerExpandVolumeResponse {
+            capacity_bytes: size as i64,
+            node_expansion_required: !block,
+        }))
+    }
+}
