@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ci/test.sh — every test of ballast, from a fresh Debian 12 machine (run as root).
 #
-#   1. installs what the tests need (Debian packages; the QEMU guest cache for interop);
+#   1. installs what the tests need (Debian packages: protobuf-compiler for ballast-csi's
+#      build, always; the QEMU guest cache for interop);
 #   2. cargo fmt --check, cargo clippy -D warnings;
 #   3. cargo test for the whole workspace (unit, conformance, protocol tests);
 #   4. interop: the Linux kernel NVMe/TCP initiator, nvme-cli and fio in a QEMU guest
@@ -18,6 +19,17 @@ log() { printf '\n=== %s\n' "$*"; }
 if [[ ${SKIP_INTEROP:-0} != 1 ]]; then
     log "installing interop dependencies (Debian packages, guest kernel cache)"
     bash ci/kernel-initiator-vm.sh setup
+fi
+
+# ballast-csi's build runs protoc on csi/proto/csi.proto (csi/build.rs).
+if ! command -v protoc >/dev/null; then
+    log "installing protobuf-compiler (protoc, for ballast-csi's build)"
+    [[ $EUID == 0 ]] || { echo "protoc missing: apt-get install protobuf-compiler (as root)"; exit 1; }
+    export DEBIAN_FRONTEND=noninteractive
+    # A fresh machine may have empty package lists: update once on failure.
+    apt-get install -y --no-install-recommends protobuf-compiler >/dev/null \
+        || { apt-get update >/dev/null
+             apt-get install -y --no-install-recommends protobuf-compiler >/dev/null; }
 fi
 
 log "cargo fmt --check"

@@ -868,3 +868,37 @@ async fn an_unreachable_node_fails_create_instead_of_risking_a_duplicate() {
     assert_eq!(p.ready.map(|b| b.value), Some(true));
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_mode_serves_identity_only_for_now() {
+    let d = Daemon::start();
+    let mut c = Csi::start_mode(
+        ballast_csi::server::Mode::Node,
+        vec![node("n1", &d.sock, &[])],
+    )
+    .await;
+    let caps = c
+        .identity
+        .get_plugin_capabilities(pb::GetPluginCapabilitiesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .capabilities;
+    assert!(!caps.iter().any(|c| matches!(&c.r#type,
+        Some(Type::Service(s)) if s.r#type == service::Type::ControllerService as i32)));
+    let p = c
+        .identity
+        .probe(pb::ProbeRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(p.ready.map(|b| b.value), Some(true));
+    // The Controller service is not served in node mode.
+    let (k, _) = code(
+        c.ctrl
+            .controller_get_capabilities(pb::ControllerGetCapabilitiesRequest {})
+            .await,
+    );
+    assert_eq!(k, Code::Unimplemented);
+    c.stop().await;
+}
