@@ -341,6 +341,31 @@ async fn delete_volume_is_idempotent_and_touches_only_its_own_lvols() {
         .expect("OK: not ours");
     assert!(d.lvol("lvs0/vol0").is_some(), "a foreign lvol was deleted");
 
+    // A volume in use (a namespace of a subsystem holds its lvol): FAILED_PRECONDITION,
+    // and the lvol stays.
+    let busy = vol(c
+        .ctrl
+        .create_volume(create_req("pvc-busy", 4 * MIB, &[]))
+        .await);
+    let nqn = "nqn.2026-11.io.ballast:csi-test";
+    d.ok(
+        "nvmf_create_subsystem",
+        json!({"nqn": nqn, "allow_any_host": false}),
+    );
+    d.ok(
+        "nvmf_subsystem_add_ns",
+        json!({"nqn": nqn, "namespace": {"bdev_name": "lvs0/csi-pvc-busy"}}),
+    );
+    let (k, m) = code(c.ctrl.delete_volume(del(&busy.volume_id)).await);
+    assert_eq!(k, Code::FailedPrecondition, "{m}");
+    assert!(d.lvol("lvs0/csi-pvc-busy").is_some());
+    d.ok("nvmf_delete_subsystem", json!({"nqn": nqn}));
+    c.ctrl
+        .delete_volume(del(&busy.volume_id))
+        .await
+        .expect("deleted once free");
+    assert!(d.lvol("lvs0/csi-pvc-busy").is_none());
+
     // A volume on a node the configuration does not have: refused, not silently dropped.
     let elsewhere = VolumeId {
         node: "n9".into(),
