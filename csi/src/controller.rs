@@ -66,14 +66,8 @@ impl ControllerService {
     /// The lvol `name` on whichever node has it in its store.
     async fn find_by_name(&self, name: &str) -> Result<Option<(&NodeHandle, Store, Lvol)>> {
         for n in self.nodes.iter() {
-            let store = match n.store().await {
-                Ok(s) => s,
-                // A node without its store holds no volume.
-                Err(Error::FailedPrecondition(why)) => {
-                    tracing::warn!(node = n.id(), "{why}");
-                    continue;
-                }
-                Err(e) => return Err(e),
+            let Some(store) = n.store_if_any().await? else {
+                continue;
             };
             let alias = format!("{}/{name}", n.cfg.lvs);
             if let Some(l) = n.lvol(&alias).await? {
@@ -334,13 +328,8 @@ impl Controller for ControllerService {
         }
         let mut all = Vec::new();
         for n in self.nodes.iter() {
-            let store = match n.store().await {
-                Ok(s) => s,
-                Err(Error::FailedPrecondition(why)) => {
-                    tracing::warn!(node = n.id(), "{why}");
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
+            let Some(store) = n.store_if_any().await? else {
+                continue;
             };
             for l in n.lvols(&store.uuid).await? {
                 if is_managed(&l.name) {
@@ -399,10 +388,8 @@ impl Controller for ControllerService {
                         continue;
                     }
                 }
-                match n.store().await {
-                    Ok(s) => available = available.saturating_add(s.free_bytes()),
-                    Err(Error::FailedPrecondition(why)) => tracing::warn!(node = n.id(), "{why}"),
-                    Err(e) => return Err(e.into()),
+                if let Some(s) = n.store_if_any().await? {
+                    available = available.saturating_add(s.free_bytes());
                 }
             }
         }

@@ -104,6 +104,19 @@ impl NodeHandle {
             .to_string())
     }
 
+    /// The node's store, or None (logged) when it has none: such a node holds no volume and
+    /// has no room; other errors stay errors.
+    pub async fn store_if_any(&self) -> Result<Option<Store>> {
+        match self.store().await {
+            Ok(s) => Ok(Some(s)),
+            Err(Error::FailedPrecondition(why)) => {
+                tracing::warn!(node = self.id(), "{why}");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// The node's lvol store (the config's `lvs`); a missing store is FAILED_PRECONDITION.
     pub async fn store(&self) -> Result<Store> {
         let r: Result<Vec<Store>> = self

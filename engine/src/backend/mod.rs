@@ -145,6 +145,11 @@ impl<T> Slab<T> {
         self.items.len()
     }
 
+    /// True if any slot holds an entry.
+    pub(crate) fn has_live(&self) -> bool {
+        self.items.iter().any(Option::is_some)
+    }
+
     /// The entry in slot `i`, if any.
     pub(crate) fn get(&self, i: usize) -> Option<&T> {
         self.items.get(i)?.as_ref()

@@ -309,7 +309,7 @@ impl LvolChannel {
                 return Some(io);
             };
             if io.op == IoType::Read {
-                match l.map.get(cidx).or_else(|| g.st.resolve(self.id, cidx)) {
+                match g.st.resolve(self.id, cidx) {
                     Some(p) => p,
                     None => return Some(io),
                 }
@@ -507,24 +507,20 @@ impl LvolChannel {
     }
 
     fn base_io(&self, op: IoType, lba: u64, n: u64, bufs: SgList, tag: u64) {
-        let sink: Rc<dyn crate::bdev::IoSink> = self.sink.clone();
-        self.base
-            .submit(BdevIo::new(op, lba, n, bufs, tag, IoCallback::Sink(sink)));
+        self.base.submit(self.base_bdev_io(op, lba, n, bufs, tag));
     }
 
     /// A zero-copy read of the base (it completes with a window on its memory).
     fn base_read_lent(&self, lba: u64, n: u64, tag: u64) {
-        let sink: Rc<dyn crate::bdev::IoSink> = self.sink.clone();
-        let mut io = BdevIo::new(
-            IoType::Read,
-            lba,
-            n,
-            SgList::new(),
-            tag,
-            IoCallback::Sink(sink),
-        );
+        let mut io = self.base_bdev_io(IoType::Read, lba, n, SgList::new(), tag);
         io.lend = true;
         self.base.submit(io);
+    }
+
+    /// An I/O of the base that completes into this channel's sink.
+    fn base_bdev_io(&self, op: IoType, lba: u64, n: u64, bufs: SgList, tag: u64) -> BdevIo {
+        let sink: Rc<dyn crate::bdev::IoSink> = self.sink.clone();
+        BdevIo::new(op, lba, n, bufs, tag, IoCallback::Sink(sink))
     }
 
     /// Issues piece `k`'s own operation at data cluster `phys`.
@@ -755,8 +751,6 @@ impl BackendChannel for LvolChannel {
     }
 
     fn busy(&self) -> bool {
-        self.ops.capacity() > 0 && (0..self.ops.capacity()).any(|i| self.ops.get(i).is_some())
-            || (0..self.fwd.capacity()).any(|i| self.fwd.get(i).is_some())
-            || !self.frozen_q.is_empty()
+        self.ops.has_live() || self.fwd.has_live() || !self.frozen_q.is_empty()
     }
 }
