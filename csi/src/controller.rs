@@ -417,6 +417,48 @@ impl Controller for ControllerService {
         }))
     }
 
+    async fn controller_publish_volume(
+        &self,
+        _: Request<pb::ControllerPublishVolumeRequest>,
+    ) -> Result<Response<pb::ControllerPublishVolumeResponse>, Status> {
+        Err(Status::unimplemented("ControllerPublishVolume: not built yet"))
+    }
+
+    async fn controller_unpublish_volume(
+        &self,
+        _: Request<pb::ControllerUnpublishVolumeRequest>,
+    ) -> Result<Response<pb::ControllerUnpublishVolumeResponse>, Status> {
+        Err(Status::unimplemented("ControllerUnpublishVolume: not built yet"))
+    }
+
+    async fn create_snapshot(
+        &self,
+        _: Request<pb::CreateSnapshotRequest>,
+    ) -> Result<Response<pb::CreateSnapshotResponse>, Status> {
+        Err(Status::unimplemented("CreateSnapshot: not built yet"))
+    }
+
+    async fn delete_snapshot(
+        &self,
+        _: Request<pb::DeleteSnapshotRequest>,
+    ) -> Result<Response<pb::DeleteSnapshotResponse>, Status> {
+        Err(Status::unimplemented("DeleteSnapshot: not built yet"))
+    }
+
+    async fn list_snapshots(
+        &self,
+        _: Request<pb::ListSnapshotsRequest>,
+    ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
+        Err(Status::unimplemented("ListSnapshots: not built yet"))
+    }
+
+    async fn controller_get_volume(
+        &self,
+        _: Request<pb::ControllerGetVolumeRequest>,
+    ) -> Result<Response<pb::ControllerGetVolumeResponse>, Status> {
+        Err(Status::unimplemented("ControllerGetVolume: not built yet"))
+    }
+
     /// Grows the lvol to the required size rounded up to clusters (online: connected hosts
     /// see the new size). Never shrinks: a volume already as large is answered as it is.
     async fn controller_expand_volume(
