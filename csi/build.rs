@@ -8,6 +8,7 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=proto/csi.proto");
+    println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=PROTOC");
     let protoc = std::env::var_os("PROTOC")
         .map(PathBuf::from)
@@ -23,6 +24,16 @@ fn main() {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // JSON for `ballast-csi call` (requests in, answers out): every field optional as
+        // in protobuf, oneofs as {"mount": {...}}, enum fields as their numbers.
+        .message_attribute(
+            ".",
+            "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]",
+        )
+        .enum_attribute(
+            ".",
+            "#[derive(serde::Serialize, serde::Deserialize)] #[serde(rename_all = \"snake_case\")]",
+        )
         .compile_protos(&["proto/csi.proto"], &["proto"])
         .unwrap_or_else(|e| panic!("protoc on proto/csi.proto: {e}"));
 }

@@ -53,7 +53,12 @@ pub struct Node {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Nvmf {
+    /// The address the volume subsystems listen on.
     pub addr: String,
+    /// The address hosts are told to connect to (publish_context), when it differs from
+    /// `addr` (NAT, port forwarding); default `addr`.
+    #[serde(default)]
+    pub advertise: Option<String>,
     #[serde(default = "default_port")]
     pub port: u16,
 }

@@ -21,6 +21,7 @@ use crate::pb;
 use crate::pb::controller_server::Controller;
 use crate::pb::controller_service_capability::{rpc, Rpc, Type as CapType};
 use crate::pb::volume_capability::AccessType;
+use crate::publish;
 use crate::volume::{
     check_capabilities, in_topology, is_managed, lvol_name, size_fits, volume_size, CapError,
     Params, VolumeId,
@@ -64,6 +65,17 @@ impl ControllerService {
     }
 
     /// The lvol `name` on whichever node has it in its store.
+    /// The volume `volume_id` names, or NOT_FOUND.
+    async fn found(&self, volume_id: &str) -> Result<(&NodeHandle, Lvol)> {
+        match self.lookup(volume_id).await? {
+            Lookup::Found(n, l) => Ok((n, l)),
+            Lookup::Missing(why) => Err(Error::NotFound(why)),
+            Lookup::UnknownNode(node) => Err(Error::NotFound(format!(
+                "no node {node} in the configuration"
+            ))),
+        }
+    }
+
     async fn find_by_name(&self, name: &str) -> Result<Option<(&NodeHandle, Store, Lvol)>> {
         for n in self.nodes.iter() {
             let Some(store) = n.store_if_any().await? else {
@@ -155,9 +167,7 @@ fn volume(n: &NodeHandle, lvs_uuid: &str, l: &Lvol) -> pb::Volume {
 }
 
 fn invalid(e: CapError) -> Error {
-    match e {
-        CapError::Malformed(m) | CapError::Unsupported(m) => Error::InvalidArgument(m),
-    }
+    e.into()
 }
 
 #[tonic::async_trait]
@@ -259,6 +269,9 @@ impl Controller for ControllerService {
                 .into())
             }
             Lookup::Found(n, l) => {
+                // Published → FAILED_PRECONDITION; a host-less leftover of a cut-short
+                // publish is removed (it holds the lvol open).
+                publish::remove_unused_export(n, &l.uuid).await?;
                 let deleted = n.delete_lvol(&l.uuid).await?;
                 tracing::info!(volume = %id, node = n.id(), deleted, "DeleteVolume");
             }
@@ -410,6 +423,7 @@ impl Controller for ControllerService {
         Ok(Response::new(pb::ControllerGetCapabilitiesResponse {
             capabilities: vec![
                 cap(rpc::Type::CreateDeleteVolume),
+                cap(rpc::Type::PublishUnpublishVolume),
                 cap(rpc::Type::ListVolumes),
                 cap(rpc::Type::GetCapacity),
                 cap(rpc::Type::ExpandVolume),
@@ -417,18 +431,63 @@ impl Controller for ControllerService {
         }))
     }
 
+    /// Allows the node's host NQN (its node_id) on the volume's export subsystem, made on
+    /// the first publish (see publish.rs).
     async fn controller_publish_volume(
         &self,
-        _: Request<pb::ControllerPublishVolumeRequest>,
+        req: Request<pb::ControllerPublishVolumeRequest>,
     ) -> Result<Response<pb::ControllerPublishVolumeResponse>, Status> {
-        Err(Status::unimplemented("ControllerPublishVolume: not built yet"))
+        let r = req.into_inner();
+        if r.volume_id.is_empty() {
+            return Err(Error::InvalidArgument("volume_id is required".into()).into());
+        }
+        if r.node_id.is_empty() {
+            return Err(Error::InvalidArgument("node_id is required".into()).into());
+        }
+        let Some(cap) = r.volume_capability.as_ref() else {
+            return Err(Error::InvalidArgument("volume_capability is required".into()).into());
+        };
+        check_capabilities(std::slice::from_ref(cap)).map_err(invalid)?;
+        let _g = self.mutate.lock().await;
+        let (n, l) = self.found(&r.volume_id).await?;
+        if !publish::is_host_nqn(&r.node_id) {
+            return Err(Error::NotFound(format!(
+                "node {:?} is not a ballast-csi node id (a node plugin reports its NVMe host NQN)",
+                r.node_id
+            ))
+            .into());
+        }
+        let publish_context = publish::publish(n, &l, &l.uuid, &r.node_id, cap).await?;
+        Ok(Response::new(pb::ControllerPublishVolumeResponse {
+            publish_context,
+        }))
     }
 
+    /// Removes the node's host NQN (every host when node_id is empty); the subsystem goes
+    /// with its last host. A volume or node that is not there is already unpublished: OK.
     async fn controller_unpublish_volume(
         &self,
-        _: Request<pb::ControllerUnpublishVolumeRequest>,
+        req: Request<pb::ControllerUnpublishVolumeRequest>,
     ) -> Result<Response<pb::ControllerUnpublishVolumeResponse>, Status> {
-        Err(Status::unimplemented("ControllerUnpublishVolume: not built yet"))
+        let r = req.into_inner();
+        if r.volume_id.is_empty() {
+            return Err(Error::InvalidArgument("volume_id is required".into()).into());
+        }
+        let _g = self.mutate.lock().await;
+        match self.lookup(&r.volume_id).await? {
+            Lookup::Found(n, l) => publish::unpublish(n, &l.uuid, &r.node_id).await?,
+            Lookup::Missing(why) => {
+                tracing::info!(volume = %r.volume_id, "ControllerUnpublishVolume: {why}")
+            }
+            Lookup::UnknownNode(node) => {
+                return Err(Error::FailedPrecondition(format!(
+                    "volume {} is on node {node}, which is not in the configuration",
+                    r.volume_id
+                ))
+                .into())
+            }
+        }
+        Ok(Response::new(pb::ControllerUnpublishVolumeResponse {}))
     }
 
     async fn create_snapshot(
@@ -477,13 +536,7 @@ impl Controller for ControllerService {
         }
         volume_size(Some(range), 1)?;
         let _g = self.mutate.lock().await;
-        let (n, l) = match self.lookup(&r.volume_id).await? {
-            Lookup::Found(n, l) => (n, l),
-            Lookup::Missing(why) => return Err(Error::NotFound(why).into()),
-            Lookup::UnknownNode(node) => {
-                return Err(Error::NotFound(format!("no node {node} in the configuration")).into())
-            }
-        };
+        let (n, l) = self.found(&r.volume_id).await?;
         let store = n.store().await?;
         let want = volume_size(Some(range), store.cluster_size)?;
         let size = if l.size >= want {

@@ -38,6 +38,12 @@ pub enum Error {
     /// The state forbids the call (a volume in use, a node missing from the config).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A CSI call made by `ballast-csi call` failed (the gRPC status).
+    #[error("{code}: {message}")]
+    Call { code: String, message: String },
+    /// Something on the node failed (a command, the kernel's answer).
+    #[error("{0}")]
+    Internal(String),
     /// A ballastd node could not be reached (socket missing, refused, timed out).
     #[error("node {node}: ballastd at {socket} unreachable: {detail}")]
     Unavailable {
@@ -106,7 +112,11 @@ impl Error {
                 rpc_code::ENOSPC => Code::ResourceExhausted,
                 _ => Code::Internal,
             },
-            Error::Protocol { .. } | Error::Config { .. } | Error::Io { .. } => Code::Internal,
+            Error::Protocol { .. }
+            | Error::Config { .. }
+            | Error::Io { .. }
+            | Error::Internal(_)
+            | Error::Call { .. } => Code::Internal,
             Error::Transport(_) => Code::Unavailable,
         }
     }

@@ -11,14 +11,25 @@ use crate::pb::identity_server::Identity;
 use crate::pb::plugin_capability::{service, volume_expansion, Service, Type, VolumeExpansion};
 
 pub struct IdentityService {
-    nodes: Arc<Nodes>,
-    /// The controller's capabilities (CONTROLLER_SERVICE, ...) or a node plugin's (none yet).
-    controller: bool,
+    role: Role,
+}
+
+enum Role {
+    /// The controller: ready when a ballastd answers.
+    Controller(Arc<Nodes>),
+    /// A node plugin: ready when the kernel's NVMe-oF host is there.
+    Node,
 }
 
 impl IdentityService {
-    pub fn new(nodes: Arc<Nodes>, controller: bool) -> Self {
-        IdentityService { nodes, controller }
+    pub fn controller(nodes: Arc<Nodes>) -> Self {
+        IdentityService {
+            role: Role::Controller(nodes),
+        }
+    }
+
+    pub fn node() -> Self {
+        IdentityService { role: Role::Node }
     }
 }
 
@@ -42,7 +53,7 @@ impl Identity for IdentityService {
         let svc = |t: service::Type| pb::PluginCapability {
             r#type: Some(Type::Service(Service { r#type: t as i32 })),
         };
-        let capabilities = if self.controller {
+        let capabilities = if matches!(self.role, Role::Controller(_)) {
             vec![
                 svc(service::Type::ControllerService),
                 svc(service::Type::VolumeAccessibilityConstraints),
@@ -61,27 +72,44 @@ impl Identity for IdentityService {
         }))
     }
 
-    /// Ready when at least one configured ballastd answers `spdk_get_version` (every node
-    /// for a node plugin: it has one). Nodes that do not answer are logged. A controller
-    /// is not declared unready for one dead storage node: the liveness sidecar would restart
-    /// it in a loop while the other nodes can still serve; calls that need the dead node
-    /// fail with UNAVAILABLE naming it.
+    /// Controller: ready when at least one configured ballastd answers `spdk_get_version`.
+    /// Nodes that do not answer are logged. A controller is not declared unready for one
+    /// dead storage node: the liveness sidecar would restart it in a loop while the other
+    /// nodes can still serve; calls that need the dead node fail with UNAVAILABLE naming it.
+    ///
+    /// Node plugin: ready when /dev/nvme-fabrics exists (the nvme-fabrics module is loaded;
+    /// nvme-tcp is loaded on the first connect when it is not).
     async fn probe(
         &self,
         _: Request<pb::ProbeRequest>,
     ) -> Result<Response<pb::ProbeResponse>, Status> {
-        let mut up = 0;
-        for n in self.nodes.iter() {
-            match n.version().await {
-                Ok(v) => {
-                    tracing::debug!(node = n.id(), version = %v, "probe: node answers");
-                    up += 1;
+        let ready = match &self.role {
+            Role::Controller(nodes) => {
+                let mut up = 0;
+                for n in nodes.iter() {
+                    match n.version().await {
+                        Ok(v) => {
+                            tracing::debug!(node = n.id(), version = %v, "probe: node answers");
+                            up += 1;
+                        }
+                        Err(e) => tracing::warn!(node = n.id(), "probe: {e}"),
+                    }
                 }
-                Err(e) => tracing::warn!(node = n.id(), "probe: {e}"),
+                up > 0
             }
-        }
+            Role::Node => {
+                let ok = std::path::Path::new(crate::node::fabrics::FABRICS_DEV).exists();
+                if !ok {
+                    tracing::warn!(
+                        "probe: {} is missing: load the nvme-tcp kernel module (modprobe nvme-tcp)",
+                        crate::node::fabrics::FABRICS_DEV
+                    );
+                }
+                ok
+            }
+        };
         Ok(Response::new(pb::ProbeResponse {
-            ready: Some(pb::BoolValue { value: up > 0 }),
+            ready: Some(pb::BoolValue { value: ready }),
         }))
     }
 }

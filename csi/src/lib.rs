@@ -33,11 +33,14 @@
 //! Not built yet (see csi/README.md): the Node service, ControllerPublish/Unpublish,
 //! snapshots, clones, replicas, encryption, compression, deployment manifests.
 
+pub mod client;
 pub mod config;
 pub mod controller;
 pub mod error;
 pub mod identity;
+pub mod node;
 pub mod nodes;
+pub mod publish;
 pub mod rpc;
 pub mod server;
 pub mod volume;

@@ -1,34 +1,75 @@
-//! Serving the CSI services on a Unix socket.
+//! Serving the CSI services on a Unix socket (what kubelet and the sidecars use) or, for
+//! tests and tools, on a TCP address of the loopback.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::UnixListener;
-use tokio_stream::wrappers::UnixListenerStream;
+use tokio::net::{TcpListener, UnixListener};
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 
 use crate::config::Config;
 use crate::controller::ControllerService;
 use crate::error::{Error, Result};
 use crate::identity::IdentityService;
+use crate::node::{NodeOptions, NodeService};
 use crate::nodes::Nodes;
 use crate::pb::controller_server::ControllerServer;
 use crate::pb::identity_server::IdentityServer;
+use crate::pb::node_server::NodeServer;
 
 /// How long one JSON-RPC call to a ballastd may take.
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Which services to serve.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Mode {
-    /// Identity + Controller.
-    Controller,
-    /// Identity only, for now (the Node service is not built yet).
-    Node,
+    /// Identity + Controller over the ballastd nodes of a config.
+    Controller(Config),
+    /// Identity + Node on the machine it runs on.
+    Node(NodeOptions),
 }
 
-/// The socket path of a CSI endpoint: `unix:///abs/path`, `unix:/abs/path` or a bare
+/// A CSI endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `unix:///abs/path`, `unix:/abs/path` or a bare absolute path.
+    Unix(PathBuf),
+    /// `tcp://ADDR:PORT` on a loopback address: tests and tools only (kubelet and the
+    /// sidecars always use the Unix socket).
+    Tcp(SocketAddr),
+}
+
+impl Endpoint {
+    pub fn parse(endpoint: &str) -> Result<Endpoint> {
+        if let Some(a) = endpoint.strip_prefix("tcp://") {
+            let addr: SocketAddr = a.parse().map_err(|_| {
+                Error::InvalidArgument(format!("endpoint {endpoint:?}: expected tcp://ADDR:PORT"))
+            })?;
+            if !addr.ip().is_loopback() {
+                return Err(Error::InvalidArgument(format!(
+                    "endpoint {endpoint:?}: TCP endpoints are for tests and tools on this \
+                     machine (a loopback address); kubelet and the sidecars use unix://"
+                )));
+            }
+            return Ok(Endpoint::Tcp(addr));
+        }
+        socket_path(endpoint).map(Endpoint::Unix)
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Unix(p) => write!(f, "unix://{}", p.display()),
+            Endpoint::Tcp(a) => write!(f, "tcp://{a}"),
+        }
+    }
+}
+
+/// The socket path of a Unix CSI endpoint: `unix:///abs/path`, `unix:/abs/path` or a bare
 /// absolute path.
 pub fn socket_path(endpoint: &str) -> Result<PathBuf> {
     let p = endpoint
@@ -37,7 +78,7 @@ pub fn socket_path(endpoint: &str) -> Result<PathBuf> {
         .unwrap_or(endpoint);
     if !p.starts_with('/') {
         return Err(Error::InvalidArgument(format!(
-            "endpoint {endpoint:?}: expected unix:///absolute/path"
+            "endpoint {endpoint:?}: expected unix:///absolute/path or tcp://ADDR:PORT"
         )));
     }
     Ok(PathBuf::from(p))
@@ -62,25 +103,57 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
     UnixListener::bind(path).map_err(|e| Error::io(format!("binding {}", path.display()), e))
 }
 
-/// Serves `mode`'s services for the nodes of `cfg` on `listener` until `shutdown` resolves.
+/// A bound endpoint.
+pub enum Listener {
+    Unix(UnixListener),
+    Tcp(TcpListener),
+}
+
+impl Listener {
+    pub async fn bind(e: &Endpoint) -> Result<Listener> {
+        Ok(match e {
+            Endpoint::Unix(p) => Listener::Unix(bind(p)?),
+            Endpoint::Tcp(a) => Listener::Tcp(
+                TcpListener::bind(a)
+                    .await
+                    .map_err(|err| Error::io(format!("binding {a}"), err))?,
+            ),
+        })
+    }
+}
+
+/// Serves `mode`'s services on `listener` until `shutdown` resolves.
 pub async fn serve(
     mode: Mode,
-    cfg: &Config,
-    listener: UnixListener,
+    listener: Listener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
-    let nodes = Arc::new(Nodes::new(cfg, RPC_TIMEOUT));
-    let identity = IdentityServer::new(IdentityService::new(
-        nodes.clone(),
-        mode == Mode::Controller,
-    ));
-    let mut router = tonic::transport::Server::builder().add_service(identity);
-    if mode == Mode::Controller {
-        router = router.add_service(ControllerServer::new(ControllerService::new(nodes)));
+    let mut server = tonic::transport::Server::builder();
+    let router = match mode {
+        Mode::Controller(cfg) => {
+            let nodes = Arc::new(Nodes::new(&cfg, RPC_TIMEOUT));
+            server
+                .add_service(IdentityServer::new(IdentityService::controller(
+                    nodes.clone(),
+                )))
+                .add_service(ControllerServer::new(ControllerService::new(nodes)))
+        }
+        Mode::Node(opts) => server
+            .add_service(IdentityServer::new(IdentityService::node()))
+            .add_service(NodeServer::new(NodeService::new(opts))),
+    };
+    match listener {
+        Listener::Unix(l) => {
+            router
+                .serve_with_incoming_shutdown(UnixListenerStream::new(l), shutdown)
+                .await?
+        }
+        Listener::Tcp(l) => {
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(l), shutdown)
+                .await?
+        }
     }
-    router
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await?;
     Ok(())
 }
 
@@ -103,6 +176,12 @@ mod tests {
             Path::new("/csi/csi.sock")
         );
         assert!(socket_path("tcp://127.0.0.1:10000").is_err());
+        assert_eq!(
+            Endpoint::parse("tcp://127.0.0.1:10000").unwrap(),
+            Endpoint::Tcp("127.0.0.1:10000".parse().unwrap())
+        );
+        assert!(Endpoint::parse("tcp://localhost").is_err());
+        assert!(Endpoint::parse("tcp://0.0.0.0:10000").is_err());
         assert!(socket_path("unix://relative.sock").is_err());
     }
 

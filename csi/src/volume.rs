@@ -163,6 +163,14 @@ pub enum CapError {
     Unsupported(String),
 }
 
+impl From<CapError> for Error {
+    fn from(e: CapError) -> Error {
+        match e {
+            CapError::Malformed(m) | CapError::Unsupported(m) => Error::InvalidArgument(m),
+        }
+    }
+}
+
 /// File systems the node service will make and mount ("" = its default, ext4).
 pub const FS_TYPES: &[&str] = &["", "ext4", "xfs"];
 

@@ -96,11 +96,26 @@ fn bad_flags_and_configs_are_refused() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("given twice"), "{err}");
-    // A TCP endpoint.
+    // A TCP endpoint beyond the loopback.
     let out = Command::new(bin)
-        .args(["node", "--node-id", "n1", "--endpoint", "tcp://127.0.0.1:1"])
+        .args([
+            "node",
+            "--node-name",
+            "n1",
+            "--host-nqn",
+            "nqn.2014-08.org.nvmexpress:uuid:x",
+        ])
+        .args(["--endpoint", "tcp://0.0.0.0:1"])
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unix:///"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+    // A node id that is not a host NQN.
+    let out = Command::new(bin)
+        .args(["node", "--node-name", "n1", "--host-nqn", "node-1"])
+        .args(["--endpoint", "unix:///tmp/never.sock"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("host NQN"));
 }

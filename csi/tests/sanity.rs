@@ -14,18 +14,6 @@ use common::*;
 use serde_json::json;
 use tonic::Code;
 
-type R<T> = Result<tonic::Response<T>, tonic::Status>;
-
-/// The error code of a call that must fail, with its message for diagnostics.
-fn code<T: std::fmt::Debug>(r: R<T>) -> (Code, String) {
-    let s = r.expect_err("the call should fail");
-    (s.code(), s.message().to_string())
-}
-
-fn vol(r: R<pb::CreateVolumeResponse>) -> pb::Volume {
-    r.expect("CreateVolume").into_inner().volume.unwrap()
-}
-
 // ---------------------------------------------------------------------------- Identity --
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,6 +61,7 @@ async fn identity_reports_name_version_and_capabilities() {
         .collect();
     let want: HashSet<i32> = [
         rpc::Type::CreateDeleteVolume,
+        rpc::Type::PublishUnpublishVolume,
         rpc::Type::ListVolumes,
         rpc::Type::GetCapacity,
         rpc::Type::ExpandVolume,
@@ -80,7 +69,7 @@ async fn identity_reports_name_version_and_capabilities() {
     .into_iter()
     .map(|t| t as i32)
     .collect();
-    // Exactly these: nothing not built (publish, snapshots, clones) is advertised.
+    // Exactly these: nothing not built (snapshots, clones) is advertised.
     assert_eq!(got, want);
     c.stop().await;
 }
@@ -891,39 +880,5 @@ async fn an_unreachable_node_fails_create_instead_of_risking_a_duplicate() {
         .unwrap()
         .into_inner();
     assert_eq!(p.ready.map(|b| b.value), Some(true));
-    c.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn node_mode_serves_identity_only_for_now() {
-    let d = Daemon::start();
-    let mut c = Csi::start_mode(
-        ballast_csi::server::Mode::Node,
-        vec![node("n1", &d.sock, &[])],
-    )
-    .await;
-    let caps = c
-        .identity
-        .get_plugin_capabilities(pb::GetPluginCapabilitiesRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .capabilities;
-    assert!(!caps.iter().any(|c| matches!(&c.r#type,
-        Some(Type::Service(s)) if s.r#type == service::Type::ControllerService as i32)));
-    let p = c
-        .identity
-        .probe(pb::ProbeRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(p.ready.map(|b| b.value), Some(true));
-    // The Controller service is not served in node mode.
-    let (k, _) = code(
-        c.ctrl
-            .controller_get_capabilities(pb::ControllerGetCapabilitiesRequest {})
-            .await,
-    );
-    assert_eq!(k, Code::Unimplemented);
     c.stop().await;
 }

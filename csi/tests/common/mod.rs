@@ -13,6 +13,7 @@ use ballast_csi::config::{Config, Node, NODE_TOPOLOGY_KEY};
 use ballast_csi::pb;
 use ballast_csi::pb::controller_client::ControllerClient;
 use ballast_csi::pb::identity_client::IdentityClient;
+use ballast_csi::pb::node_client::NodeClient;
 use ballast_csi::pb::volume_capability::{access_mode::Mode, AccessMode, AccessType, MountVolume};
 use ballast_csi::server::{self, Mode as ServeMode};
 use hyper_util::rt::TokioIo;
@@ -180,6 +181,7 @@ pub fn node(id: &str, sock: &Path, segments: &[(&str, &str)]) -> Node {
 pub struct Csi {
     pub identity: IdentityClient<Channel>,
     pub ctrl: ControllerClient<Channel>,
+    pub node: NodeClient<Channel>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<ballast_csi::Result<()>>>,
     pub sock: PathBuf,
@@ -187,18 +189,19 @@ pub struct Csi {
 }
 
 impl Csi {
+    /// The controller over `nodes`.
     pub async fn start(nodes: Vec<Node>) -> Csi {
-        Csi::start_mode(ServeMode::Controller, nodes).await
+        let cfg = Config { nodes }.validated().unwrap();
+        Csi::start_mode(ServeMode::Controller(cfg)).await
     }
 
-    pub async fn start_mode(mode: ServeMode, nodes: Vec<Node>) -> Csi {
-        let cfg = Config { nodes }.validated().unwrap();
+    pub async fn start_mode(mode: ServeMode) -> Csi {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("csi.sock");
-        let listener = server::bind(&sock).unwrap();
+        let listener = server::Listener::Unix(server::bind(&sock).unwrap());
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            server::serve(mode, &cfg, listener, async {
+            server::serve(mode, listener, async {
                 let _ = rx.await;
             })
             .await
@@ -206,7 +209,8 @@ impl Csi {
         let ch = connect(&sock).await;
         Csi {
             identity: IdentityClient::new(ch.clone()),
-            ctrl: ControllerClient::new(ch),
+            ctrl: ControllerClient::new(ch.clone()),
+            node: NodeClient::new(ch),
             stop: Some(tx),
             task: Some(task),
             sock,
@@ -283,4 +287,25 @@ pub fn topology(kv: &[(&str, &str)]) -> pb::Topology {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
     }
+}
+
+pub type R<T> = Result<tonic::Response<T>, tonic::Status>;
+
+/// The error code of a call that must fail, with its message for diagnostics.
+pub fn code<T: std::fmt::Debug>(r: R<T>) -> (tonic::Code, String) {
+    let s = r.expect_err("the call should fail");
+    (s.code(), s.message().to_string())
+}
+
+pub fn vol(r: R<pb::CreateVolumeResponse>) -> pb::Volume {
+    r.expect("CreateVolume").into_inner().volume.unwrap()
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
