@@ -102,6 +102,9 @@
 #   NVMF_HOSTNQN ()      host NQN of the guest initiator (default: random uuid)
 #   VM_CPU_MODEL ()      QEMU -cpu (default: max under TCG, host under KVM)
 #   VM_QEMU_ARGS ()      extra QEMU arguments (word-split)
+#   VM_GUEST_BINS ()     host binaries (space-separated paths) put in the guest's
+#                        /usr/bin for this run only (debug info stripped; their
+#                        shared libraries copied too), e.g. target/release/ballast-csi
 set -euo pipefail
 
 CACHE=${NVMF_VM_CACHE:-/var/tmp/ballast-nvmf-vm}
@@ -186,10 +189,11 @@ build_stamp() {
     } | sha256sum | cut -d' ' -f1
 }
 
-# Copy binary $2 (and, recursively via ldd, its libraries) into root $1.
+# Copy binary $2 (and, recursively via ldd, its libraries) into root $1, at the
+# same path or at $3.
 copy_with_libs() {
-    local root=$1 bin=$2 lib name
-    install -D -m755 "$(readlink -f "$bin")" "$root/usr/${bin#/usr/}"
+    local root=$1 bin=$2 dest=${3:-/usr/${2#/usr/}} lib name
+    install -D -m755 "$(readlink -f "$bin")" "$root$dest"
     # "libx.so.1 => /lib/x86_64-linux-gnu/libx.so.1 (0x...)" or "/lib64/ld-linux..."
     while read -r lib; do
         [[ -n $lib ]] || continue
@@ -472,6 +476,12 @@ run_guest() {
             printf 'export %s=%q\n' "$v" "${!v}"
         done
     } > "$tmp/ov/etc/nvmf-env"
+    local gb
+    for gb in ${VM_GUEST_BINS:-}; do
+        [[ -x $gb ]] || die "VM_GUEST_BINS: $gb is not an executable"
+        copy_with_libs "$tmp/ov" "$gb" "/usr/bin/$(basename "$gb")"
+        strip --strip-debug "$tmp/ov/usr/bin/$(basename "$gb")" 2>/dev/null || true
+    done
     ( cd "$tmp/ov" && find . | cpio -o -H newc -R 0:0 --quiet ) > "$tmp/ov.cpio"
     # Snapshot kernel + initramfs under a shared lock (no rebuild in between,
     # so they always match); hard link when /tmp is on the same filesystem.

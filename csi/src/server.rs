@@ -48,12 +48,6 @@ impl Endpoint {
             let addr: SocketAddr = a.parse().map_err(|_| {
                 Error::InvalidArgument(format!("endpoint {endpoint:?}: expected tcp://ADDR:PORT"))
             })?;
-            if !addr.ip().is_loopback() {
-                return Err(Error::InvalidArgument(format!(
-                    "endpoint {endpoint:?}: TCP endpoints are for tests and tools on this \
-                     machine (a loopback address); kubelet and the sidecars use unix://"
-                )));
-            }
             return Ok(Endpoint::Tcp(addr));
         }
         socket_path(endpoint).map(Endpoint::Unix)
@@ -113,6 +107,12 @@ impl Listener {
     pub async fn bind(e: &Endpoint) -> Result<Listener> {
         Ok(match e {
             Endpoint::Unix(p) => Listener::Unix(bind(p)?),
+            Endpoint::Tcp(a) if !a.ip().is_loopback() => {
+                return Err(Error::InvalidArgument(format!(
+                    "endpoint {e}: a TCP endpoint is served on a loopback address only (tests \
+                     and tools on this machine); kubelet and the sidecars use unix://"
+                )))
+            }
             Endpoint::Tcp(a) => Listener::Tcp(
                 TcpListener::bind(a)
                     .await
@@ -181,7 +181,14 @@ mod tests {
             Endpoint::Tcp("127.0.0.1:10000".parse().unwrap())
         );
         assert!(Endpoint::parse("tcp://localhost").is_err());
-        assert!(Endpoint::parse("tcp://0.0.0.0:10000").is_err());
+        // Clients may call any address; a server listens on the loopback only.
+        let any = Endpoint::parse("tcp://0.0.0.0:10000").unwrap();
+        assert!(tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(Listener::bind(&any))
+            .is_err());
         assert!(socket_path("unix://relative.sock").is_err());
     }
 

@@ -221,10 +221,12 @@ impl Inner {
             }
             FsKind::Ext4 if fs == "ext4" => {}
             FsKind::Xfs if fs == "xfs" => {}
-            FsKind::Other => return Err(Error::FailedPrecondition(format!(
+            FsKind::Other => {
+                return Err(Error::FailedPrecondition(format!(
                 "volume {} holds data that is not an ext4 or xfs file system: not formatting it",
                 r.volume_id
-            ))),
+            )))
+            }
             found => {
                 return Err(Error::FailedPrecondition(format!(
                     "volume {} holds {found:?}, not the {fs} its capability asks for",
