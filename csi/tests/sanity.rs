@@ -14,18 +14,6 @@ use common::*;
 use serde_json::json;
 use tonic::Code;
 
-type R<T> = Result<tonic::Response<T>, tonic::Status>;
-
-/// The error code of a call that must fail, with its message for diagnostics.
-fn code<T: std::fmt::Debug>(r: R<T>) -> (Code, String) {
-    let s = r.expect_err("the call should fail");
-    (s.code(), s.message().to_string())
-}
-
-fn vol(r: R<pb::CreateVolumeResponse>) -> pb::Volume {
-    r.expect("CreateVolume").into_inner().volume.unwrap()
-}
-
 // ---------------------------------------------------------------------------- Identity --
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,11 +64,14 @@ async fn identity_reports_name_version_and_capabilities() {
         rpc::Type::ListVolumes,
         rpc::Type::GetCapacity,
         rpc::Type::ExpandVolume,
+        rpc::Type::CreateDeleteSnapshot,
+        rpc::Type::ListSnapshots,
+        rpc::Type::CloneVolume,
     ]
     .into_iter()
     .map(|t| t as i32)
     .collect();
-    // Exactly these: nothing not built (publish, snapshots, clones) is advertised.
+    // Exactly these: nothing not built (publish) is advertised.
     assert_eq!(got, want);
     c.stop().await;
 }
@@ -164,6 +155,9 @@ async fn create_volume_refuses_bad_arguments() {
             },
         )),
     });
+    assert_eq!(code(c.ctrl.create_volume(r).await).0, Code::NotFound);
+    let mut r = base.clone();
+    r.volume_content_source = Some(pb::VolumeContentSource { r#type: None });
     assert_eq!(code(c.ctrl.create_volume(r).await).0, Code::InvalidArgument);
 
     let mut r = base.clone();

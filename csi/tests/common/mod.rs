@@ -284,3 +284,16 @@ pub fn topology(kv: &[(&str, &str)]) -> pb::Topology {
             .collect(),
     }
 }
+
+pub type R<T> = Result<tonic::Response<T>, tonic::Status>;
+
+/// The error code of a call that must fail, with its message for diagnostics.
+pub fn code<T: std::fmt::Debug>(r: R<T>) -> (tonic::Code, String) {
+    let s = r.expect_err("the call should fail");
+    (s.code(), s.message().to_string())
+}
+
+/// The volume of a CreateVolume that must succeed.
+pub fn vol(r: R<pb::CreateVolumeResponse>) -> pb::Volume {
+    r.expect("CreateVolume").into_inner().volume.unwrap()
+}
