@@ -22,6 +22,7 @@ use crate::pb::controller_server::Controller;
 use crate::pb::controller_service_capability::{rpc, Rpc, Type as CapType};
 use crate::pb::volume_capability::AccessType;
 use crate::publish;
+use crate::snapshot;
 use crate::volume::{
     check_capabilities, in_topology, is_managed, lvol_name, size_fits, volume_size, CapError,
     Params, VolumeId,
@@ -182,12 +183,7 @@ impl Controller for ControllerService {
         }
         check_capabilities(&r.volume_capabilities).map_err(invalid)?;
         let params = Params::parse(&r.parameters)?;
-        if r.volume_content_source.is_some() {
-            return Err(Error::InvalidArgument(
-                "volume_content_source (from a snapshot or a volume) is not built yet".into(),
-            )
-            .into());
-        }
+        let source = snapshot::Source::from_request(r.volume_content_source.as_ref())?;
         if !r.mutable_parameters.is_empty() {
             return Err(
                 Error::InvalidArgument("mutable_parameters are not supported".into()).into(),
@@ -197,13 +193,13 @@ impl Controller for ControllerService {
         volume_size(r.capacity_range.as_ref(), 1)?;
         let lname = lvol_name(&r.name);
         let range = r.capacity_range.as_ref();
+        let requisite = r
+            .accessibility_requirements
+            .as_ref()
+            .map_or(&[][..], |t| &t.requisite[..]);
         let _g = self.mutate.lock().await;
 
         if let Some((n, store, l)) = self.find_by_name(&lname).await? {
-            let requisite = r
-                .accessibility_requirements
-                .as_ref()
-                .map_or(&[][..], |t| &t.requisite[..]);
             let conflict = if !size_fits(l.size, range) {
                 Some(format!(
                     "{} bytes, outside the capacity range asked",
@@ -219,7 +215,7 @@ impl Controller for ControllerService {
                     n.id()
                 ))
             } else {
-                None
+                snapshot::source_conflict(n, &store, &l, source.as_ref()).await?
             };
             if let Some(c) = conflict {
                 return Err(Error::AlreadyExists(format!(
@@ -229,11 +225,19 @@ impl Controller for ControllerService {
                 .into());
             }
             tracing::info!(name = %r.name, node = n.id(), lvol = %l.uuid, "CreateVolume: exists");
-            return Ok(Response::new(pb::CreateVolumeResponse {
-                volume: Some(volume(n, &store.uuid, &l)),
-            }));
+            let mut v = volume(n, &store.uuid, &l);
+            v.content_source = r.volume_content_source;
+            return Ok(Response::new(pb::CreateVolumeResponse { volume: Some(v) }));
         }
 
+        if let Some(src) = &source {
+            let (n, store, l) =
+                snapshot::clone_into(&self.nodes, src, &lname, range, requisite, params.thin)
+                    .await?;
+            let mut v = volume(n, &store.uuid, &l);
+            v.content_source = r.volume_content_source;
+            return Ok(Response::new(pb::CreateVolumeResponse { volume: Some(v) }));
+        }
         let (n, store, size) = self
             .place(r.accessibility_requirements.as_ref(), range, params.thin)
             .await?;
@@ -272,7 +276,7 @@ impl Controller for ControllerService {
                 // Published → FAILED_PRECONDITION; a host-less leftover of a cut-short
                 // publish is removed (it holds the lvol open).
                 publish::remove_unused_export(n, &l.uuid).await?;
-                let deleted = n.delete_lvol(&l.uuid).await?;
+                let deleted = snapshot::delete_volume_lvol(n, &l).await?;
                 tracing::info!(volume = %id, node = n.id(), deleted, "DeleteVolume");
             }
         }
@@ -427,6 +431,9 @@ impl Controller for ControllerService {
                 cap(rpc::Type::ListVolumes),
                 cap(rpc::Type::GetCapacity),
                 cap(rpc::Type::ExpandVolume),
+                cap(rpc::Type::CreateDeleteSnapshot),
+                cap(rpc::Type::ListSnapshots),
+                cap(rpc::Type::CloneVolume),
             ],
         }))
     }
@@ -492,23 +499,31 @@ impl Controller for ControllerService {
 
     async fn create_snapshot(
         &self,
-        _: Request<pb::CreateSnapshotRequest>,
+        req: Request<pb::CreateSnapshotRequest>,
     ) -> Result<Response<pb::CreateSnapshotResponse>, Status> {
-        Err(Status::unimplemented("CreateSnapshot: not built yet"))
+        let _g = self.mutate.lock().await;
+        let s = snapshot::create(&self.nodes, &req.into_inner()).await?;
+        Ok(Response::new(pb::CreateSnapshotResponse {
+            snapshot: Some(s),
+        }))
     }
 
     async fn delete_snapshot(
         &self,
-        _: Request<pb::DeleteSnapshotRequest>,
+        req: Request<pb::DeleteSnapshotRequest>,
     ) -> Result<Response<pb::DeleteSnapshotResponse>, Status> {
-        Err(Status::unimplemented("DeleteSnapshot: not built yet"))
+        let _g = self.mutate.lock().await;
+        snapshot::delete(&self.nodes, &req.into_inner().snapshot_id).await?;
+        Ok(Response::new(pb::DeleteSnapshotResponse {}))
     }
 
     async fn list_snapshots(
         &self,
-        _: Request<pb::ListSnapshotsRequest>,
+        req: Request<pb::ListSnapshotsRequest>,
     ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
-        Err(Status::unimplemented("ListSnapshots: not built yet"))
+        Ok(Response::new(
+            snapshot::list(&self.nodes, &req.into_inner()).await?,
+        ))
     }
 
     async fn controller_get_volume(

@@ -30,8 +30,10 @@
 //! `csix-<sha256 prefix>` (see [`volume::lvol_name`]). Only lvols with these prefixes are
 //! ever listed, resized or deleted.
 //!
+//! Snapshots and clones: [`snapshot`] (lvol snapshots named `csisnap-…`).
+//!
 //! Not built yet (see csi/README.md): the Node service, ControllerPublish/Unpublish,
-//! snapshots, clones, replicas, encryption, compression, deployment manifests.
+//! replicas, encryption, compression, deployment manifests.
 
 pub mod client;
 pub mod config;
@@ -43,6 +45,7 @@ pub mod nodes;
 pub mod publish;
 pub mod rpc;
 pub mod server;
+pub mod snapshot;
 pub mod volume;
 
 pub use error::{Error, Result};

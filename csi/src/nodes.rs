@@ -76,7 +76,7 @@ pub struct Lvol {
 
 impl Lvol {
     /// An lvol from one `bdev_get_bdevs` entry; None for other bdev kinds.
-    fn from_bdev(b: &Value) -> Option<Lvol> {
+    pub(crate) fn from_bdev(b: &Value) -> Option<Lvol> {
         let l = b.get("driver_specific")?.get("lvol")?;
         let alias = b.get("aliases")?.as_array()?.first()?.as_str()?;
         let (_, name) = alias.split_once('/')?;

@@ -95,7 +95,7 @@ const NOT_BUILT: &[&str] = &["replicas", "compression", "encryption"];
 
 /// Keys the Kubernetes sidecars add themselves (external-provisioner's
 /// `--extra-create-metadata`: PVC/PV names): accepted and ignored.
-const SIDECAR_PREFIX: &str = "csi.storage.k8s.io/";
+pub const SIDECAR_PREFIX: &str = "csi.storage.k8s.io/";
 
 impl Params {
     /// Parses StorageClass parameters; anything unknown or not built yet is an

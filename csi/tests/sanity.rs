@@ -65,11 +65,14 @@ async fn identity_reports_name_version_and_capabilities() {
         rpc::Type::ListVolumes,
         rpc::Type::GetCapacity,
         rpc::Type::ExpandVolume,
+        rpc::Type::CreateDeleteSnapshot,
+        rpc::Type::ListSnapshots,
+        rpc::Type::CloneVolume,
     ]
     .into_iter()
     .map(|t| t as i32)
     .collect();
-    // Exactly these: nothing not built (snapshots, clones) is advertised.
+    // Exactly these: nothing not built is advertised.
     assert_eq!(got, want);
     c.stop().await;
 }
@@ -153,6 +156,9 @@ async fn create_volume_refuses_bad_arguments() {
             },
         )),
     });
+    assert_eq!(code(c.ctrl.create_volume(r).await).0, Code::NotFound);
+    let mut r = base.clone();
+    r.volume_content_source = Some(pb::VolumeContentSource { r#type: None });
     assert_eq!(code(c.ctrl.create_volume(r).await).0, Code::InvalidArgument);
 
     let mut r = base.clone();
