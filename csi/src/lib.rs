@@ -31,13 +31,15 @@
 //! ever listed, resized or deleted.
 //!
 //! Not built yet (see csi/README.md): the Node service, ControllerPublish/Unpublish,
-//! snapshots, clones, replicas, encryption, compression, deployment manifests.
+//! snapshots, clones, encryption, compression, deployment manifests. Replicated volumes:
+//! see [`replicas`].
 
 pub mod config;
 pub mod controller;
 pub mod error;
 pub mod identity;
 pub mod nodes;
+pub mod replicas;
 pub mod rpc;
 pub mod server;
 pub mod volume;

@@ -77,6 +77,7 @@ fn run(args: Args) -> ballast_csi::Result<()> {
                     lvs: "lvs0".into(),
                     nvmf: None,
                     topology: [(NODE_TOPOLOGY_KEY.to_string(), node_id)].into(),
+                    mirror_host_nqn: None,
                 }],
             }
             .validated()

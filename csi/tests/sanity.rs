@@ -14,18 +14,6 @@ use common::*;
 use serde_json::json;
 use tonic::Code;
 
-type R<T> = Result<tonic::Response<T>, tonic::Status>;
-
-/// The error code of a call that must fail, with its message for diagnostics.
-fn code<T: std::fmt::Debug>(r: R<T>) -> (Code, String) {
-    let s = r.expect_err("the call should fail");
-    (s.code(), s.message().to_string())
-}
-
-fn vol(r: R<pb::CreateVolumeResponse>) -> pb::Volume {
-    r.expect("CreateVolume").into_inner().volume.unwrap()
-}
-
 // ---------------------------------------------------------------------------- Identity --
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,6 +64,8 @@ async fn identity_reports_name_version_and_capabilities() {
         rpc::Type::ListVolumes,
         rpc::Type::GetCapacity,
         rpc::Type::ExpandVolume,
+        rpc::Type::GetVolume,
+        rpc::Type::VolumeCondition,
     ]
     .into_iter()
     .map(|t| t as i32)
@@ -147,14 +137,18 @@ async fn create_volume_refuses_bad_arguments() {
     let r = create_req(
         "pvc-bad",
         8 * MIB,
-        &[("replicas", "3"), ("encryption", "true")],
+        &[("compression", "lz4"), ("encryption", "true")],
     );
     let (k, m) = code(c.ctrl.create_volume(r).await);
     assert_eq!(k, Code::InvalidArgument);
     assert!(
-        m.contains("replicas=3") && m.contains("encryption") && m.contains("not built yet"),
+        m.contains("compression=lz4") && m.contains("encryption") && m.contains("not built yet"),
         "{m}"
     );
+    let r = create_req("pvc-bad", 8 * MIB, &[("replicas", "6")]);
+    let (k, m) = code(c.ctrl.create_volume(r).await);
+    assert_eq!(k, Code::InvalidArgument);
+    assert!(m.contains("replicas"), "{m}");
 
     let mut r = base.clone();
     r.volume_content_source = Some(pb::VolumeContentSource {
