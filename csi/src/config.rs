@@ -15,7 +15,10 @@
 //! `rpc_socket` defaults to ballastd's `/var/tmp/ballast.sock`, `lvs` to `lvs0`, the NVMe/TCP
 //! port to 4420 and `topology` to `{"topology.csi.ballast.io/node": <id>}`. A node id is
 //! 1–48 characters of `[A-Za-z0-9._-]` (it is part of every volume id). The NVMe/TCP address
-//! is read and checked now but used only once ControllerPublish is built.
+//! is where the node exports replicas of replicated volumes (and, with ControllerPublish,
+//! volumes). `mirror_host_nqn` is the NVMe host NQN the node's ballastd presents when it
+//! attaches the replicas of the mirrors it holds (default
+//! `nqn.2026-11.io.ballast:csi-mirror-host:<id>`; not the kernel initiator's host NQN).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -48,6 +51,20 @@ pub struct Node {
     pub nvmf: Option<Nvmf>,
     #[serde(default)]
     pub topology: BTreeMap<String, String>,
+    /// The host NQN this node's ballastd uses for the replicas its mirrors attach; None:
+    /// [`Node::mirror_host_nqn`]'s default.
+    #[serde(default)]
+    pub mirror_host_nqn: Option<String>,
+}
+
+impl Node {
+    /// The host NQN this node's ballastd presents to the replica subsystems of the mirrors
+    /// it holds (only that host is allowed on them).
+    pub fn mirror_host_nqn(&self) -> String {
+        self.mirror_host_nqn
+            .clone()
+            .unwrap_or_else(|| format!("nqn.2026-11.io.ballast:csi-mirror-host:{}", self.id))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -102,6 +119,15 @@ impl Config {
             }
             if n.topology.is_empty() {
                 n.topology.insert(NODE_TOPOLOGY_KEY.into(), n.id.clone());
+            }
+            if let Some(h) = &n.mirror_host_nqn {
+                if !h.starts_with("nqn.") || h.len() > 223 || h.bytes().any(|c| c <= b' ') {
+                    return Err(format!(
+                        "node {}: mirror_host_nqn {h:?} is not an NQN (nqn.yyyy-mm.domain:name, \
+                         at most 223 bytes, no spaces)",
+                        n.id
+                    ));
+                }
             }
             if let Some(nv) = &n.nvmf {
                 if nv.addr.is_empty() {

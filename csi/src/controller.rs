@@ -1,6 +1,7 @@
 //! The CSI Controller service, first slice: CreateVolume, DeleteVolume,
 //! ValidateVolumeCapabilities, ListVolumes, GetCapacity, ControllerGetCapabilities and
-//! ControllerExpandVolume, over the nodes' lvol stores.
+//! ControllerExpandVolume, ControllerGetVolume, over the nodes' lvol stores (replicated
+//! volumes: replicas.rs).
 //!
 //! Every call asks the nodes; nothing is cached. Mutating calls (create, delete, expand)
 //! run one at a time under one lock, so two CreateVolume calls with the same name cannot
@@ -22,6 +23,7 @@ use crate::pb::controller_server::Controller;
 use crate::pb::controller_service_capability::{rpc, Rpc, Type as CapType};
 use crate::pb::volume_capability::AccessType;
 use crate::publish;
+use crate::replicas::{self, NodeView, Role};
 use crate::snapshot;
 use crate::volume::{
     check_capabilities, in_topology, is_managed, lvol_name, size_fits, volume_size, CapError,
@@ -65,7 +67,6 @@ impl ControllerService {
         })
     }
 
-    /// The lvol `name` on whichever node has it in its store.
     /// The volume `volume_id` names, or NOT_FOUND.
     async fn found(&self, volume_id: &str) -> Result<(&NodeHandle, Lvol)> {
         match self.lookup(volume_id).await? {
@@ -77,15 +78,20 @@ impl ControllerService {
         }
     }
 
+    /// The volume of lvol name `name` on whichever node has it in its store: its plain lvol
+    /// or, for a replicated volume, its primary's (replicas.rs).
     async fn find_by_name(&self, name: &str) -> Result<Option<(&NodeHandle, Store, Lvol)>> {
+        let names = [name.to_string(), replicas::role_name(name, Role::Primary)];
         for n in self.nodes.iter() {
             let Some(store) = n.store_if_any().await? else {
                 continue;
             };
-            let alias = format!("{}/{name}", n.cfg.lvs);
-            if let Some(l) = n.lvol(&alias).await? {
-                if l.lvs_uuid == store.uuid {
-                    return Ok(Some((n, store, l)));
+            for name in &names {
+                let alias = format!("{}/{name}", n.cfg.lvs);
+                if let Some(l) = n.lvol(&alias).await? {
+                    if l.lvs_uuid == store.uuid {
+                        return Ok(Some((n, store, l)));
+                    }
                 }
             }
         }
@@ -157,7 +163,7 @@ fn volume(n: &NodeHandle, lvs_uuid: &str, l: &Lvol) -> pb::Volume {
         lvol_uuid: l.uuid.clone(),
     };
     pb::Volume {
-        capacity_bytes: l.size as i64,
+        capacity_bytes: replicas::capacity(l) as i64,
         volume_id: id.to_string(),
         volume_context: HashMap::new(),
         content_source: None,
@@ -165,6 +171,15 @@ fn volume(n: &NodeHandle, lvs_uuid: &str, l: &Lvol) -> pb::Volume {
             segments: n.cfg.topology.clone().into_iter().collect(),
         }],
     }
+}
+
+/// `v` with `replicas` in its volume context when it is replicated.
+fn with_replicas(mut v: pb::Volume, count: u32) -> pb::Volume {
+    if count > 1 {
+        v.volume_context
+            .insert("replicas".into(), count.to_string());
+    }
+    v
 }
 
 fn invalid(e: CapError) -> Error {
@@ -200,11 +215,14 @@ impl Controller for ControllerService {
         let _g = self.mutate.lock().await;
 
         if let Some((n, store, l)) = self.find_by_name(&lname).await? {
-            let conflict = if !size_fits(l.size, range) {
+            let count = replicas::replica_count(&self.nodes, n, &l).await?;
+            let capacity = replicas::capacity(&l);
+            let conflict = if !size_fits(capacity, range) {
                 Some(format!(
-                    "{} bytes, outside the capacity range asked",
-                    l.size
+                    "{capacity} bytes, outside the capacity range asked"
                 ))
+            } else if count != params.replicas {
+                Some(format!("replicas={count}"))
             } else if l.thin != params.thin {
                 Some(format!("thin={}", l.thin))
             } else if !requisite.is_empty()
@@ -225,9 +243,31 @@ impl Controller for ControllerService {
                 .into());
             }
             tracing::info!(name = %r.name, node = n.id(), lvol = %l.uuid, "CreateVolume: exists");
-            let mut v = volume(n, &store.uuid, &l);
+            let mut v = with_replicas(volume(n, &store.uuid, &l), count);
             v.content_source = r.volume_content_source;
             return Ok(Response::new(pb::CreateVolumeResponse { volume: Some(v) }));
+        }
+
+        if params.replicas > 1 {
+            if source.is_some() {
+                return Err(Error::InvalidArgument(
+                    "a replicated volume from a snapshot or another volume is not built yet".into(),
+                )
+                .into());
+            }
+            let (n, store, l) = replicas::create(
+                &self.nodes,
+                &lname,
+                params.replicas,
+                r.accessibility_requirements.as_ref(),
+                range,
+                params.thin,
+            )
+            .await?;
+            tracing::info!(name = %r.name, node = n.id(), lvol = %l.uuid, replicas = params.replicas, "CreateVolume: created");
+            return Ok(Response::new(pb::CreateVolumeResponse {
+                volume: Some(with_replicas(volume(n, &store.uuid, &l), params.replicas)),
+            }));
         }
 
         if let Some(src) = &source {
@@ -272,9 +312,13 @@ impl Controller for ControllerService {
                 ))
                 .into())
             }
-            Lookup::Found(n, l) => {
+            Lookup::Found(n, l) if replicas::is_replicated(&l.name) => {
                 // Published → FAILED_PRECONDITION; a host-less leftover of a cut-short
-                // publish is removed (it holds the lvol open).
+                // publish is removed (it holds the volume's bdev open).
+                publish::remove_unused_export(n, &l.uuid).await?;
+                replicas::delete(&self.nodes, n, &l).await?;
+            }
+            Lookup::Found(n, l) => {
                 publish::remove_unused_export(n, &l.uuid).await?;
                 let deleted = snapshot::delete_volume_lvol(n, &l).await?;
                 tracing::info!(volume = %id, node = n.id(), deleted, "DeleteVolume");
@@ -295,8 +339,8 @@ impl Controller for ControllerService {
         if let Err(CapError::Malformed(m)) = caps {
             return Err(Error::InvalidArgument(m).into());
         }
-        let l = match self.lookup(&r.volume_id).await? {
-            Lookup::Found(_, l) => l,
+        let (n, l) = match self.lookup(&r.volume_id).await? {
+            Lookup::Found(n, l) => (n, l),
             Lookup::Missing(why) => return Err(Error::NotFound(why).into()),
             Lookup::UnknownNode(node) => {
                 return Err(Error::NotFound(format!("no node {node} in the configuration")).into())
@@ -306,7 +350,10 @@ impl Controller for ControllerService {
             (Err(CapError::Unsupported(m)), _) => Some(m),
             (_, Err(e)) => Some(e.to_string()),
             (_, Ok(p)) if p.thin != l.thin => Some(format!("the volume has thin={}", l.thin)),
-            _ => None,
+            (_, Ok(p)) => match replicas::replica_count(&self.nodes, n, &l).await? {
+                c if c != p.replicas => Some(format!("the volume has replicas={c}")),
+                _ => None,
+            },
         };
         let out = match refusal {
             Some(message) => pb::ValidateVolumeCapabilitiesResponse {
@@ -348,16 +395,28 @@ impl Controller for ControllerService {
             let Some(store) = n.store_if_any().await? else {
                 continue;
             };
-            for l in n.lvols(&store.uuid).await? {
-                if is_managed(&l.name) {
-                    all.push(volume(n, &store.uuid, &l));
-                }
+            let mine: Vec<Lvol> = n
+                .lvols(&store.uuid)
+                .await?
+                .into_iter()
+                .filter(|l| is_managed(&l.name))
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let view = NodeView::of(n).await?;
+            for l in mine {
+                let status = pb::list_volumes_response::VolumeStatus {
+                    published_node_ids: view.published_node_ids(&l),
+                    volume_condition: Some(view.condition(&self.nodes, n, &l)),
+                };
+                all.push((volume(n, &store.uuid, &l), status));
             }
         }
-        all.sort_by(|a, b| a.volume_id.cmp(&b.volume_id));
+        all.sort_by(|a, b| a.0.volume_id.cmp(&b.0.volume_id));
         let rest: Vec<_> = all
             .into_iter()
-            .filter(|v| r.starting_token.is_empty() || v.volume_id > r.starting_token)
+            .filter(|v| r.starting_token.is_empty() || v.0.volume_id > r.starting_token)
             .collect();
         let max = if r.max_entries == 0 {
             usize::MAX
@@ -365,16 +424,16 @@ impl Controller for ControllerService {
             r.max_entries as usize
         };
         let next_token = if rest.len() > max {
-            rest[max - 1].volume_id.clone()
+            rest[max - 1].0.volume_id.clone()
         } else {
             String::new()
         };
         let entries = rest
             .into_iter()
             .take(max)
-            .map(|v| pb::list_volumes_response::Entry {
+            .map(|(v, status)| pb::list_volumes_response::Entry {
                 volume: Some(v),
-                status: None,
+                status: Some(status),
             })
             .collect();
         Ok(Response::new(pb::ListVolumesResponse {
@@ -434,6 +493,8 @@ impl Controller for ControllerService {
                 cap(rpc::Type::CreateDeleteSnapshot),
                 cap(rpc::Type::ListSnapshots),
                 cap(rpc::Type::CloneVolume),
+                cap(rpc::Type::GetVolume),
+                cap(rpc::Type::VolumeCondition),
             ],
         }))
     }
@@ -464,7 +525,8 @@ impl Controller for ControllerService {
             ))
             .into());
         }
-        let publish_context = publish::publish(n, &l, &l.uuid, &r.node_id, cap).await?;
+        let bdev = replicas::export_bdev(n, &l).await?;
+        let publish_context = publish::publish(n, &l, &bdev, &r.node_id, cap).await?;
         Ok(Response::new(pb::ControllerPublishVolumeResponse {
             publish_context,
         }))
@@ -526,11 +588,65 @@ impl Controller for ControllerService {
         ))
     }
 
+    /// The volume with its condition (replicas.rs: mirror members faulted, missing or
+    /// rebuilding) and the nodes it is published to. A volume whose node cannot be asked is
+    /// answered from its id, abnormal, with capacity 0 (unknown).
     async fn controller_get_volume(
         &self,
-        _: Request<pb::ControllerGetVolumeRequest>,
+        req: Request<pb::ControllerGetVolumeRequest>,
     ) -> Result<Response<pb::ControllerGetVolumeResponse>, Status> {
-        Err(Status::unimplemented("ControllerGetVolume: not built yet"))
+        let id = req.into_inner().volume_id;
+        if id.is_empty() {
+            return Err(Error::InvalidArgument("volume_id is required".into()).into());
+        }
+        use pb::controller_get_volume_response::VolumeStatus;
+        let found = match self.lookup(&id).await {
+            Ok(Lookup::Found(n, l)) => Ok((n, l)),
+            Ok(Lookup::Missing(why)) => return Err(Error::NotFound(why).into()),
+            Ok(Lookup::UnknownNode(node)) => {
+                return Err(Error::NotFound(format!("no node {node} in the configuration")).into())
+            }
+            Err(e) => Err(e),
+        };
+        let view = match &found {
+            Ok((n, _)) => NodeView::of(n).await,
+            Err(_) => Ok(NodeView::empty()),
+        };
+        let (volume, status) = match (found, view) {
+            (Ok((n, l)), Ok(view)) => {
+                let store = n.store().await?;
+                let status = VolumeStatus {
+                    published_node_ids: view.published_node_ids(&l),
+                    volume_condition: Some(view.condition(&self.nodes, n, &l)),
+                };
+                (volume(n, &store.uuid, &l), status)
+            }
+            (Err(e @ Error::Unavailable { .. }), _) | (_, Err(e @ Error::Unavailable { .. })) => {
+                let vid = VolumeId::parse(&id).expect("looked up");
+                let n = self.nodes.get(&vid.node).expect("looked up");
+                tracing::warn!(volume = %id, "ControllerGetVolume: {e}");
+                let v = pb::Volume {
+                    capacity_bytes: 0,
+                    volume_id: id.clone(),
+                    accessible_topology: vec![pb::Topology {
+                        segments: n.cfg.topology.clone().into_iter().collect(),
+                    }],
+                    ..Default::default()
+                };
+                let status = VolumeStatus {
+                    published_node_ids: Vec::new(),
+                    volume_condition: Some(replicas::abnormal(format!(
+                        "the volume's node cannot be asked: {e}"
+                    ))),
+                };
+                (v, status)
+            }
+            (Err(e), _) | (_, Err(e)) => return Err(e.into()),
+        };
+        Ok(Response::new(pb::ControllerGetVolumeResponse {
+            volume: Some(volume),
+            status: Some(status),
+        }))
     }
 
     /// Grows the lvol to the required size rounded up to clusters (online: connected hosts
@@ -552,6 +668,14 @@ impl Controller for ControllerService {
         volume_size(Some(range), 1)?;
         let _g = self.mutate.lock().await;
         let (n, l) = self.found(&r.volume_id).await?;
+        if replicas::is_replicated(&l.name) {
+            return Err(Error::FailedPrecondition(format!(
+                "volume {} is replicated: growing a mirror is not built in ballast yet \
+                 (its size is fixed at creation)",
+                r.volume_id
+            ))
+            .into());
+        }
         let store = n.store().await?;
         let want = volume_size(Some(range), store.cluster_size)?;
         let size = if l.size >= want {

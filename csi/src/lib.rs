@@ -33,7 +33,8 @@
 //! Snapshots and clones: [`snapshot`] (lvol snapshots named `csisnap-…`).
 //!
 //! Not built yet (see csi/README.md): the Node service, ControllerPublish/Unpublish,
-//! replicas, encryption, compression, deployment manifests.
+//! snapshots, clones, encryption, compression, deployment manifests. Replicated volumes:
+//! see [`replicas`].
 
 pub mod client;
 pub mod config;
@@ -43,6 +44,7 @@ pub mod identity;
 pub mod node;
 pub mod nodes;
 pub mod publish;
+pub mod replicas;
 pub mod rpc;
 pub mod server;
 pub mod snapshot;

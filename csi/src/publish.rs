@@ -116,14 +116,6 @@ pub async fn export(n: &NodeHandle, lvol_uuid: &str) -> Result<Option<Export>> {
     }
 }
 
-/// The nodes (host NQNs) `lvol_uuid` is published to.
-pub async fn published_nodes(n: &NodeHandle, lvol_uuid: &str) -> Result<Vec<String>> {
-    Ok(export(n, lvol_uuid)
-        .await?
-        .map(|e| e.host_nqns())
-        .unwrap_or_default())
-}
-
 /// Deletes the export subsystem of `lvol_uuid` if it has no hosts (a publish cut short);
 /// FAILED_PRECONDITION naming them when it has.
 pub async fn remove_unused_export(n: &NodeHandle, lvol_uuid: &str) -> Result<()> {

@@ -79,8 +79,12 @@ pub fn lvol_name(name: &str) -> String {
 }
 
 /// Whether lvol `name` is one this driver made (and so may list, resize and delete).
+/// The primary lvol of a replicated volume counts (`csm-`/`csmx-`, see replicas.rs); its
+/// replicas and unfinished ones do not.
 pub fn is_managed(lvol_name: &str) -> bool {
-    lvol_name.starts_with(PLAIN_PREFIX) || lvol_name.starts_with(HASHED_PREFIX)
+    lvol_name.starts_with(PLAIN_PREFIX)
+        || lvol_name.starts_with(HASHED_PREFIX)
+        || crate::replicas::is_replicated(lvol_name)
 }
 
 /// StorageClass parameters this slice understands.
@@ -88,10 +92,16 @@ pub fn is_managed(lvol_name: &str) -> bool {
 pub struct Params {
     /// `thin`: "true" (default) or "false" (all clusters allocated at creation).
     pub thin: bool,
+    /// `replicas`: copies on distinct nodes, 1 (default) to [`MAX_REPLICAS`]; above 1 the
+    /// volume is a mirror (see replicas.rs).
+    pub replicas: u32,
 }
 
+/// The most replicas a volume can have (ballast's mirror takes 2 to 5 children).
+pub const MAX_REPLICAS: u32 = 5;
+
 /// Parameters of the issue-21 design that are refused until they are built.
-const NOT_BUILT: &[&str] = &["replicas", "compression", "encryption"];
+const NOT_BUILT: &[&str] = &["compression", "encryption"];
 
 /// Keys the Kubernetes sidecars add themselves (external-provisioner's
 /// `--extra-create-metadata`: PVC/PV names): accepted and ignored.
@@ -102,7 +112,10 @@ impl Params {
     /// INVALID_ARGUMENT naming it (a volume without the encryption or replicas its class
     /// asks for must never be handed out silently).
     pub fn parse(p: &HashMap<String, String>) -> Result<Params> {
-        let mut out = Params { thin: true };
+        let mut out = Params {
+            thin: true,
+            replicas: 1,
+        };
         let mut unknown = Vec::new();
         let mut not_built = Vec::new();
         for (k, v) in p {
@@ -119,8 +132,18 @@ impl Params {
                         }
                     }
                 }
-                // One replica is what every volume is today.
-                "replicas" if v == "1" => {}
+                "replicas" => {
+                    out.replicas = match v.parse::<u32>() {
+                        Ok(n) if (1..=MAX_REPLICAS).contains(&n) && !v.starts_with('+') => n,
+                        _ => {
+                            return Err(Error::InvalidArgument(format!(
+                                "parameter replicas: {:?} is not a number from 1 to \
+                                 {MAX_REPLICAS}",
+                                cap(v)
+                            )))
+                        }
+                    }
+                }
                 _ if k.starts_with(SIDECAR_PREFIX) => {}
                 _ if NOT_BUILT.contains(&k.as_str()) => not_built.push(format!("{k}={}", cap(v))),
                 _ => unknown.push(cap(k)),
@@ -130,14 +153,14 @@ impl Params {
         unknown.sort();
         if !not_built.is_empty() {
             return Err(Error::InvalidArgument(format!(
-                "parameters not built yet in ballast-csi: {} (replicas above 1, compression \
-                 and encryption come with later slices of issue 21)",
+                "parameters not built yet in ballast-csi: {} (compression and encryption \
+                 come with later slices of issue 21)",
                 not_built.join(", ")
             )));
         }
         if !unknown.is_empty() {
             return Err(Error::InvalidArgument(format!(
-                "unknown parameters: {} (known: thin, replicas=1, {SIDECAR_PREFIX}*)",
+                "unknown parameters: {} (known: thin, replicas, {SIDECAR_PREFIX}*)",
                 unknown.join(", ")
             )));
         }
@@ -353,19 +376,33 @@ mod tests {
                     .collect(),
             )
         };
-        assert_eq!(p(&[]).unwrap(), Params { thin: true });
+        assert_eq!(
+            p(&[]).unwrap(),
+            Params {
+                thin: true,
+                replicas: 1
+            }
+        );
         assert_eq!(
             p(&[("thin", "false"), ("replicas", "1")]).unwrap(),
-            Params { thin: false }
+            Params {
+                thin: false,
+                replicas: 1
+            }
         );
+        assert_eq!(p(&[("replicas", "3")]).unwrap().replicas, 3);
+        for bad in ["0", "6", "two", "-1", "+2", ""] {
+            let e = p(&[("replicas", bad)]).unwrap_err().to_string();
+            assert!(e.contains("replicas"), "{bad}: {e}");
+        }
         assert!(p(&[("csi.storage.k8s.io/pvc/name", "x")]).is_ok());
         let e = p(&[("colour", "red"), ("size", "1")])
             .unwrap_err()
             .to_string();
         assert!(e.contains("colour") && e.contains("size"), "{e}");
-        let e = p(&[("replicas", "3")]).unwrap_err().to_string();
+        let e = p(&[("compression", "lz4")]).unwrap_err().to_string();
         assert!(
-            e.contains("replicas=3") && e.contains("not built yet"),
+            e.contains("compression=lz4") && e.contains("not built yet"),
             "{e}"
         );
         assert!(p(&[("encryption", "true")])

@@ -68,6 +68,8 @@ async fn identity_reports_name_version_and_capabilities() {
         rpc::Type::CreateDeleteSnapshot,
         rpc::Type::ListSnapshots,
         rpc::Type::CloneVolume,
+        rpc::Type::GetVolume,
+        rpc::Type::VolumeCondition,
     ]
     .into_iter()
     .map(|t| t as i32)
@@ -139,14 +141,18 @@ async fn create_volume_refuses_bad_arguments() {
     let r = create_req(
         "pvc-bad",
         8 * MIB,
-        &[("replicas", "3"), ("encryption", "true")],
+        &[("compression", "lz4"), ("encryption", "true")],
     );
     let (k, m) = code(c.ctrl.create_volume(r).await);
     assert_eq!(k, Code::InvalidArgument);
     assert!(
-        m.contains("replicas=3") && m.contains("encryption") && m.contains("not built yet"),
+        m.contains("compression=lz4") && m.contains("encryption") && m.contains("not built yet"),
         "{m}"
     );
+    let r = create_req("pvc-bad", 8 * MIB, &[("replicas", "6")]);
+    let (k, m) = code(c.ctrl.create_volume(r).await);
+    assert_eq!(k, Code::InvalidArgument);
+    assert!(m.contains("replicas"), "{m}");
 
     let mut r = base.clone();
     r.volume_content_source = Some(pb::VolumeContentSource {

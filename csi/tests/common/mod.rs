@@ -59,12 +59,28 @@ pub struct Daemon {
 impl Daemon {
     /// Starts ballastd (no default subsystem, no listener) and waits until it answers.
     pub fn start() -> Daemon {
+        Daemon::start_with(&[], &["--default-size-mib", "0"])
+    }
+
+    /// Starts ballastd as `wrap... ballastd --no-pin -m 0x1 -r SOCK args...` (e.g. wrapped in
+    /// `ip netns exec NS`, or with `-c CONFIG`) and waits until it answers.
+    pub fn start_with(wrap: &[&str], args: &[&str]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("ballast.sock");
         let log = std::fs::File::create(dir.path().join("ballastd.log")).unwrap();
-        let child = Command::new(ballastd_bin())
-            .args(["--no-pin", "-m", "0x1", "--default-size-mib", "0", "-r"])
+        let bin = ballastd_bin();
+        let mut cmd = match wrap.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let child = cmd
+            .args(["--no-pin", "-m", "0x1", "-r"])
             .arg(&sock)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -146,6 +162,14 @@ impl Daemon {
         }
     }
 
+    /// The last lines of the daemon's log (for failure messages).
+    pub fn log_tail(&self) -> String {
+        let log =
+            std::fs::read_to_string(self._dir.path().join("ballastd.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
     /// Stops the daemon now (SIGKILL).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -174,6 +198,7 @@ pub fn node(id: &str, sock: &Path, segments: &[(&str, &str)]) -> Node {
         lvs: "lvs0".into(),
         nvmf: None,
         topology,
+        mirror_host_nqn: None,
     }
 }
 
