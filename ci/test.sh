@@ -32,6 +32,11 @@ if ! command -v protoc >/dev/null; then
              apt-get install -y --no-install-recommends protobuf-compiler >/dev/null; }
 fi
 
+# Static checks of the Kubernetes deployment (deploy/kubernetes, the Dockerfile): ~1 s, no
+# cluster; installs python3-yaml when no python3 has PyYAML.
+log "deploy/check.sh (Kubernetes manifests)"
+bash deploy/check.sh
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 
