@@ -26,8 +26,8 @@ use crate::publish;
 use crate::replicas::{self, NodeView, Role};
 use crate::snapshot;
 use crate::volume::{
-    check_capabilities, in_topology, is_managed, lvol_name, size_fits, volume_size, CapError,
-    Params, VolumeId,
+    check_capabilities, is_managed, lvol_name, preference, reach, serves, size_fits, volume_size,
+    CapError, Params, VolumeId,
 };
 
 pub struct ControllerService {
@@ -114,7 +114,7 @@ impl ControllerService {
         let mut best: Option<Candidate<'_>> = None;
         let mut why = Vec::new();
         for n in self.nodes.iter() {
-            if !requisite.is_empty() && !requisite.iter().any(|t| in_topology(&n.cfg.topology, t)) {
+            if !requisite.is_empty() && !requisite.iter().any(|t| serves(&n.cfg.topology, t)) {
                 continue;
             }
             let store = match n.store().await {
@@ -133,10 +133,7 @@ impl ControllerService {
                 ));
                 continue;
             }
-            let pref = preferred
-                .iter()
-                .position(|t| in_topology(&n.cfg.topology, t))
-                .unwrap_or(usize::MAX);
+            let pref = preference(&n.cfg.topology, preferred);
             let rank = (pref, std::cmp::Reverse(store.free_bytes()));
             if best.as_ref().is_none_or(|b| rank < b.0) {
                 best = Some((rank, n, store, size));
@@ -167,9 +164,7 @@ fn volume(n: &NodeHandle, lvs_uuid: &str, l: &Lvol) -> pb::Volume {
         volume_id: id.to_string(),
         volume_context: HashMap::new(),
         content_source: None,
-        accessible_topology: vec![pb::Topology {
-            segments: n.cfg.topology.clone().into_iter().collect(),
-        }],
+        accessible_topology: reach(&n.cfg.topology),
     }
 }
 
@@ -225,8 +220,7 @@ impl Controller for ControllerService {
                 Some(format!("replicas={count}"))
             } else if l.thin != params.thin {
                 Some(format!("thin={}", l.thin))
-            } else if !requisite.is_empty()
-                && !requisite.iter().any(|t| in_topology(&n.cfg.topology, t))
+            } else if !requisite.is_empty() && !requisite.iter().any(|t| serves(&n.cfg.topology, t))
             {
                 Some(format!(
                     "on node {}, outside the requisite topology",
@@ -460,7 +454,7 @@ impl Controller for ControllerService {
         if supported {
             for n in self.nodes.iter() {
                 if let Some(t) = &r.accessible_topology {
-                    if !in_topology(&n.cfg.topology, t) {
+                    if !serves(&n.cfg.topology, t) {
                         continue;
                     }
                 }

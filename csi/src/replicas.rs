@@ -51,7 +51,7 @@ use serde_json::{json, Value};
 use crate::error::{rpc_code, Error, Result};
 use crate::nodes::{Lvol, NodeHandle, Nodes, Store};
 use crate::pb;
-use crate::volume::{in_topology, DEFAULT_SIZE};
+use crate::volume::{preference, serves, DEFAULT_SIZE};
 
 /// What each mirror member keeps for itself at its start (superblocks, write-intent bitmap).
 pub const META_BYTES: u64 = 1 << 20;
@@ -508,7 +508,7 @@ async fn place<'a>(
     let mut why = Vec::new();
     let mut cands = Vec::new();
     for n in nodes.iter() {
-        if !requisite.is_empty() && !requisite.iter().any(|t| in_topology(&n.cfg.topology, t)) {
+        if !requisite.is_empty() && !requisite.iter().any(|t| serves(&n.cfg.topology, t)) {
             why.push(format!("{}: outside the requisite topology", n.id()));
             continue;
         }
@@ -542,10 +542,7 @@ async fn place<'a>(
         ok
     });
     let rank = |c: &Pick<'_>| {
-        let pref = preferred
-            .iter()
-            .position(|t| in_topology(&c.node.cfg.topology, t))
-            .unwrap_or(usize::MAX);
+        let pref = preference(&c.node.cfg.topology, preferred);
         (pref, std::cmp::Reverse(c.store.free_bytes()))
     };
     cands.sort_by_key(|c| rank(c));

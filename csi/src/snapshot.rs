@@ -53,7 +53,7 @@ use crate::error::{rpc_code, Error, Result};
 use crate::nodes::{Lvol, NodeHandle, Nodes, Store};
 use crate::pb;
 use crate::pb::volume_content_source::Type as SourceType;
-use crate::volume::{in_topology, is_managed, volume_size, VolumeId, SIDECAR_PREFIX};
+use crate::volume::{is_managed, serves, volume_size, VolumeId, SIDECAR_PREFIX};
 
 /// What a driver-made snapshot lvol is (its name's prefix).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -676,7 +676,7 @@ pub async fn clone_into<'a>(
             None => return Err(not_found("volume")),
         },
     };
-    if !requisite.is_empty() && !requisite.iter().any(|t| in_topology(&n.cfg.topology, t)) {
+    if !requisite.is_empty() && !requisite.iter().any(|t| serves(&n.cfg.topology, t)) {
         return Err(Error::ResourceExhausted(format!(
             "the content source is on node {}, outside the requisite topology",
             n.id()

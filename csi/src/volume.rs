@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use sha2::{Digest, Sha256};
 
-use crate::config::check_node_id;
+use crate::config::{check_node_id, NODE_TOPOLOGY_KEY};
 use crate::error::{Error, Result};
 use crate::pb;
 use crate::pb::volume_capability::access_mode::Mode;
@@ -288,6 +288,47 @@ pub fn in_topology(node: &BTreeMap<String, String>, t: &pb::Topology) -> bool {
     t.segments.iter().all(|(k, v)| node.get(k) == Some(v))
 }
 
+/// Whether a volume on a storage node with segments `node` is reachable from a machine in
+/// topology `t`. Volumes travel over NVMe/TCP, so the per-node key never limits where they
+/// can be used: only the other segments (zone, region, ...) must match.
+pub fn serves(node: &BTreeMap<String, String>, t: &pb::Topology) -> bool {
+    t.segments
+        .iter()
+        .all(|(k, v)| k == NODE_TOPOLOGY_KEY || node.get(k) == Some(v))
+}
+
+/// Where a volume on a storage node with segments `node` can be used: its segments without
+/// the per-node key (empty: from every node).
+pub fn reach(node: &BTreeMap<String, String>) -> Vec<pb::Topology> {
+    let segments: HashMap<String, String> = node
+        .iter()
+        .filter(|(k, _)| k.as_str() != NODE_TOPOLOGY_KEY)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if segments.is_empty() {
+        Vec::new()
+    } else {
+        vec![pb::Topology { segments }]
+    }
+}
+
+/// How much a storage node with segments `node` is preferred under the CO's `preferred`
+/// list (lower first): the first term it is in (node key included: the pod's own node
+/// first), then the first term it serves; `usize::MAX` for neither.
+pub fn preference(node: &BTreeMap<String, String>, preferred: &[pb::Topology]) -> usize {
+    preferred
+        .iter()
+        .position(|t| in_topology(node, t))
+        .map(|i| i * 2)
+        .or_else(|| {
+            preferred
+                .iter()
+                .position(|t| serves(node, t))
+                .map(|i| i * 2 + 1)
+        })
+        .unwrap_or(usize::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,5 +513,23 @@ mod tests {
         assert!(in_topology(&node, &t(&[])));
         assert!(!in_topology(&node, &t(&[("zone", "z2")])));
         assert!(!in_topology(&node, &t(&[("rack", "r1")])));
+        // Reachability ignores the per-node key; preference puts the pod's node first.
+        let k = NODE_TOPOLOGY_KEY;
+        let a: BTreeMap<String, String> = [
+            ("zone".to_string(), "z1".to_string()),
+            (k.to_string(), "a".to_string()),
+        ]
+        .into();
+        assert!(serves(&a, &t(&[(k, "b"), ("zone", "z1")])));
+        assert!(!serves(&a, &t(&[(k, "a"), ("zone", "z2")])));
+        assert_eq!(reach(&a), vec![t(&[("zone", "z1")])]);
+        assert!(reach(&[(k.to_string(), "a".to_string())].into()).is_empty());
+        let pref = [
+            t(&[(k, "b"), ("zone", "z1")]),
+            t(&[(k, "a"), ("zone", "z1")]),
+        ];
+        assert_eq!(preference(&a, &pref), 2);
+        assert_eq!(preference(&a, &pref[..1]), 1);
+        assert_eq!(preference(&a, &[t(&[("zone", "z9")])]), usize::MAX);
     }
 }
