@@ -482,6 +482,7 @@ impl Controller for ControllerService {
                 cap(rpc::Type::CreateDeleteVolume),
                 cap(rpc::Type::PublishUnpublishVolume),
                 cap(rpc::Type::ListVolumes),
+                cap(rpc::Type::ListVolumesPublishedNodes),
                 cap(rpc::Type::GetCapacity),
                 cap(rpc::Type::ExpandVolume),
                 cap(rpc::Type::CreateDeleteSnapshot),

@@ -132,6 +132,34 @@ async fn publish_allows_exactly_the_node_and_unpublish_removes_it() {
     assert_eq!(e["listen_addresses"][0]["traddr"], "127.0.0.1");
     assert_eq!(e["listen_addresses"][0]["trsvcid"], port.to_string());
 
+    // The CO sees where the volume is published: ControllerGetVolume and ListVolumes.
+    let st = c
+        .ctrl
+        .controller_get_volume(pb::ControllerGetVolumeRequest {
+            volume_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(st.published_node_ids, vec![HOST_A.to_string()]);
+    let l = c
+        .ctrl
+        .list_volumes(pb::ListVolumesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let e = l
+        .entries
+        .iter()
+        .find(|e| e.volume.as_ref().unwrap().volume_id == id)
+        .unwrap();
+    assert_eq!(
+        e.status.as_ref().unwrap().published_node_ids,
+        vec![HOST_A.to_string()]
+    );
+
     // Idempotent.
     let again = c
         .ctrl
