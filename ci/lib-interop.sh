@@ -359,10 +359,12 @@ interop_fail() {
     echo "FAIL $1${2:+ ($2)}"
 }
 
+# Counts both kinds of checks: assert_*/interop_pass/interop_fail and ok/notok.
 interop_summary() {
-    ((INTEROP_FAILED == 0)) || echo "failed: ${INTEROP_FAILED_NAMES[*]}"
-    echo "$INTEROP_PASSED passed, $INTEROP_FAILED failed"
-    ((INTEROP_FAILED == 0))
+    local passed=$((INTEROP_PASSED + PASSED)) failed=$((INTEROP_FAILED + FAILED))
+    ((failed == 0)) || printf 'failed: %s\n' "${INTEROP_FAILED_NAMES[@]}" "${FAILED_NAMES[@]}"
+    echo "$passed passed, $failed failed"
+    ((failed == 0))
 }
 
 # ensure_venv VERSION LOG: see the header. A marker file says a venv is complete; a lock
