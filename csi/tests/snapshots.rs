@@ -310,9 +310,10 @@ async fn list_snapshots_filters_paginates_and_refuses_bad_tokens() {
     let on = |v: &pb::Volume| VolumeId::parse(&v.volume_id).unwrap().node;
     let va = plain(&mut c, "pvc-la", 4 * MIB).await;
     let mut on_b = create_req("pvc-lb", 4 * MIB, &[]);
+    // The pod's node first (every node serves every volume: the per-node key only prefers).
     on_b.accessibility_requirements = Some(pb::TopologyRequirement {
-        requisite: vec![topology(&[("topology.csi.ballast.io/node", "node-b")])],
-        preferred: vec![],
+        requisite: vec![],
+        preferred: vec![topology(&[("topology.csi.ballast.io/node", "node-b")])],
     });
     let vb = vol(c.ctrl.create_volume(on_b).await);
     assert_ne!(on(&va), on(&vb));
@@ -632,10 +633,10 @@ async fn volume_from_volume_is_a_copy_and_either_can_be_deleted() {
         limit_bytes: 4 * MIB as i64,
     });
     fails(c.ctrl.create_volume(small).await, Code::OutOfRange);
-    // A requisite topology the source's node is not in.
+    // A requisite topology the source's node does not serve (another zone).
     let mut far = from_volume("pvc-b", 0, &a.volume_id);
     far.accessibility_requirements = Some(pb::TopologyRequirement {
-        requisite: vec![topology(&[("topology.csi.ballast.io/node", "n2")])],
+        requisite: vec![topology(&[("topology.kubernetes.io/zone", "z9")])],
         preferred: vec![],
     });
     fails(c.ctrl.create_volume(far).await, Code::ResourceExhausted);
