@@ -25,6 +25,7 @@ use crate::pb::volume_capability::AccessType;
 use crate::publish;
 use crate::replicas::{self, NodeView, Role};
 use crate::snapshot;
+use crate::stack::{self, NodeState, Want};
 use crate::volume::{
     check_capabilities, is_managed, lvol_name, preference, reach, serves, size_fits, volume_size,
     CapError, Params, VolumeId,
@@ -177,8 +178,55 @@ fn with_replicas(mut v: pb::Volume, count: u32) -> pb::Volume {
     v
 }
 
+/// Whether a CreateVolume error certainly left no volume behind (placement refused it), so
+/// its stack intents can go.
+fn nothing_made(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::ResourceExhausted(_) | Error::OutOfRange(_) | Error::InvalidArgument(_)
+    )
+}
+
 fn invalid(e: CapError) -> Error {
     e.into()
+}
+
+impl ControllerService {
+    /// New volume `l` of `n` (`count` replicas) as CreateVolume answers it: with the stack
+    /// `want` asks for built (stack.rs) and its capacity, the top's, checked against `range`
+    /// (a compressed volume's is known only once made: outside the range, everything is
+    /// deleted again and the answer is OUT_OF_RANGE).
+    async fn finish(
+        &self,
+        n: &NodeHandle,
+        store: &Store,
+        l: &Lvol,
+        count: u32,
+        want: Option<&Want>,
+        range: Option<&pb::CapacityRange>,
+    ) -> Result<pb::Volume> {
+        let mut v = with_replicas(volume(n, &store.uuid, l), count);
+        let Some(w) = want else { return Ok(v) };
+        stack::ensure(&self.nodes, n, l, w).await?;
+        NodeState::of(n).await?.describe(l, &mut v);
+        let capacity = v.capacity_bytes as u64;
+        if size_fits(capacity, range) {
+            return Ok(v);
+        }
+        stack::teardown(n, l).await?;
+        if replicas::is_replicated(&l.name) {
+            replicas::delete(&self.nodes, n, l).await?;
+        } else {
+            snapshot::delete_volume_lvol(n, l).await?;
+        }
+        stack::forget(n, l).await?;
+        Err(Error::OutOfRange(format!(
+            "a compressed volume over {} bytes holds {capacity} bytes, outside the capacity \
+             range (the compress stage keeps its map and spare room on the volume's lvol): \
+             widen the range",
+            l.size
+        )))
+    }
 }
 
 #[tonic::async_trait]
@@ -193,6 +241,7 @@ impl Controller for ControllerService {
         }
         check_capabilities(&r.volume_capabilities).map_err(invalid)?;
         let params = Params::parse(&r.parameters)?;
+        let want = Want::new(&params, &r.secrets)?;
         let source = snapshot::Source::from_request(r.volume_content_source.as_ref())?;
         if !r.mutable_parameters.is_empty() {
             return Err(
@@ -208,10 +257,27 @@ impl Controller for ControllerService {
             .as_ref()
             .map_or(&[][..], |t| &t.requisite[..]);
         let _g = self.mutate.lock().await;
+        if let Some(src) = &source {
+            stack::check_source(&self.nodes, src, want.as_ref()).await?;
+        }
 
         if let Some((n, store, l)) = self.find_by_name(&lname).await? {
+            let have = stack::record(n, &l).await?;
+            if let Some(c) = stack::conflict(have.as_ref(), &params, want.as_ref()) {
+                return Err(Error::AlreadyExists(format!(
+                    "volume {:?} exists with {c} (lvol {}/{})",
+                    r.name, n.cfg.lvs, l.name
+                ))
+                .into());
+            }
+            if let Some(w) = &want {
+                // Completes a stack a crash cut short.
+                stack::ensure(&self.nodes, n, &l, w).await?;
+            }
             let count = replicas::replica_count(&self.nodes, n, &l).await?;
-            let capacity = replicas::capacity(&l);
+            let mut v = with_replicas(volume(n, &store.uuid, &l), count);
+            NodeState::of(n).await?.describe(&l, &mut v);
+            let capacity = v.capacity_bytes as u64;
             let conflict = if !size_fits(capacity, range) {
                 Some(format!(
                     "{capacity} bytes, outside the capacity range asked"
@@ -237,11 +303,17 @@ impl Controller for ControllerService {
                 .into());
             }
             tracing::info!(name = %r.name, node = n.id(), lvol = %l.uuid, "CreateVolume: exists");
-            let mut v = with_replicas(volume(n, &store.uuid, &l), count);
             v.content_source = r.volume_content_source;
             return Ok(Response::new(pb::CreateVolumeResponse { volume: Some(v) }));
         }
 
+        if let Some(w) = &want {
+            stack::prepare(&self.nodes, &lname, &w.spec).await?;
+        }
+        let base_range = match &want {
+            Some(w) => stack::base_range(range, &w.spec),
+            None => range.cloned(),
+        };
         if params.replicas > 1 {
             if source.is_some() {
                 return Err(Error::InvalidArgument(
@@ -249,19 +321,29 @@ impl Controller for ControllerService {
                 )
                 .into());
             }
-            let (n, store, l) = replicas::create(
+            let placed = replicas::create(
                 &self.nodes,
                 &lname,
                 params.replicas,
                 r.accessibility_requirements.as_ref(),
-                range,
+                base_range.as_ref(),
                 params.thin,
             )
-            .await?;
+            .await;
+            let (n, store, l) = match placed {
+                Ok(x) => x,
+                Err(e) => {
+                    if want.is_some() && nothing_made(&e) {
+                        stack::abandon(&self.nodes, &lname).await;
+                    }
+                    return Err(e.into());
+                }
+            };
             tracing::info!(name = %r.name, node = n.id(), lvol = %l.uuid, replicas = params.replicas, "CreateVolume: created");
-            return Ok(Response::new(pb::CreateVolumeResponse {
-                volume: Some(with_replicas(volume(n, &store.uuid, &l), params.replicas)),
-            }));
+            let v = self
+                .finish(n, &store, &l, params.replicas, want.as_ref(), range)
+                .await?;
+            return Ok(Response::new(pb::CreateVolumeResponse { volume: Some(v) }));
         }
 
         if let Some(src) = &source {
@@ -272,9 +354,22 @@ impl Controller for ControllerService {
             v.content_source = r.volume_content_source;
             return Ok(Response::new(pb::CreateVolumeResponse { volume: Some(v) }));
         }
-        let (n, store, size) = self
-            .place(r.accessibility_requirements.as_ref(), range, params.thin)
-            .await?;
+        let placed = self
+            .place(
+                r.accessibility_requirements.as_ref(),
+                base_range.as_ref(),
+                params.thin,
+            )
+            .await;
+        let (n, store, size) = match placed {
+            Ok(x) => x,
+            Err(e) => {
+                if want.is_some() && nothing_made(&e) {
+                    stack::abandon(&self.nodes, &lname).await;
+                }
+                return Err(e.into());
+            }
+        };
         let uuid = n.create_lvol(&lname, size, params.thin).await?;
         let l = n.lvol(&uuid).await?.ok_or_else(|| Error::Protocol {
             node: n.id().into(),
@@ -282,9 +377,8 @@ impl Controller for ControllerService {
             detail: format!("lvol {uuid} missing right after bdev_lvol_create"),
         })?;
         tracing::info!(name = %r.name, node = n.id(), lvol = %uuid, size, thin = params.thin, "CreateVolume: created");
-        Ok(Response::new(pb::CreateVolumeResponse {
-            volume: Some(volume(n, &store.uuid, &l)),
-        }))
+        let v = self.finish(n, &store, &l, 1, want.as_ref(), range).await?;
+        Ok(Response::new(pb::CreateVolumeResponse { volume: Some(v) }))
     }
 
     async fn delete_volume(
@@ -310,11 +404,15 @@ impl Controller for ControllerService {
                 // Published → FAILED_PRECONDITION; a host-less leftover of a cut-short
                 // publish is removed (it holds the volume's bdev open).
                 publish::remove_unused_export(n, &l.uuid).await?;
+                stack::teardown(n, &l).await?;
                 replicas::delete(&self.nodes, n, &l).await?;
+                stack::forget(n, &l).await?;
             }
             Lookup::Found(n, l) => {
                 publish::remove_unused_export(n, &l.uuid).await?;
+                stack::teardown(n, &l).await?;
                 let deleted = snapshot::delete_volume_lvol(n, &l).await?;
+                stack::forget(n, &l).await?;
                 tracing::info!(volume = %id, node = n.id(), deleted, "DeleteVolume");
             }
         }
@@ -346,7 +444,8 @@ impl Controller for ControllerService {
             (_, Ok(p)) if p.thin != l.thin => Some(format!("the volume has thin={}", l.thin)),
             (_, Ok(p)) => match replicas::replica_count(&self.nodes, n, &l).await? {
                 c if c != p.replicas => Some(format!("the volume has replicas={c}")),
-                _ => None,
+                _ => stack::Spec::params_conflict(stack::record(n, &l).await?.as_ref(), &p)
+                    .map(|c| format!("the volume has {c}")),
             },
         };
         let out = match refusal {
@@ -399,12 +498,15 @@ impl Controller for ControllerService {
                 continue;
             }
             let view = NodeView::of(n).await?;
+            let st = NodeState::of(n).await?;
             for l in mine {
                 let status = pb::list_volumes_response::VolumeStatus {
                     published_node_ids: view.published_node_ids(&l),
-                    volume_condition: Some(view.condition(&self.nodes, n, &l)),
+                    volume_condition: Some(st.condition(&l, view.condition(&self.nodes, n, &l))),
                 };
-                all.push((volume(n, &store.uuid, &l), status));
+                let mut v = volume(n, &store.uuid, &l);
+                st.describe(&l, &mut v);
+                all.push((v, status));
             }
         }
         all.sort_by(|a, b| a.0.volume_id.cmp(&b.0.volume_id));
@@ -520,7 +622,7 @@ impl Controller for ControllerService {
             ))
             .into());
         }
-        let bdev = replicas::export_bdev(n, &l).await?;
+        let bdev = stack::export_bdev(n, &l).await?;
         let publish_context = publish::publish(n, &l, &bdev, &r.node_id, cap).await?;
         Ok(Response::new(pb::ControllerPublishVolumeResponse {
             publish_context,
@@ -610,11 +712,14 @@ impl Controller for ControllerService {
         let (volume, status) = match (found, view) {
             (Ok((n, l)), Ok(view)) => {
                 let store = n.store().await?;
+                let st = NodeState::of(n).await?;
                 let status = VolumeStatus {
                     published_node_ids: view.published_node_ids(&l),
-                    volume_condition: Some(view.condition(&self.nodes, n, &l)),
+                    volume_condition: Some(st.condition(&l, view.condition(&self.nodes, n, &l))),
                 };
-                (volume(n, &store.uuid, &l), status)
+                let mut v = volume(n, &store.uuid, &l);
+                st.describe(&l, &mut v);
+                (v, status)
             }
             (Err(e @ Error::Unavailable { .. }), _) | (_, Err(e @ Error::Unavailable { .. })) => {
                 let vid = VolumeId::parse(&id).expect("looked up");
@@ -668,6 +773,15 @@ impl Controller for ControllerService {
                 "volume {} is replicated: growing a mirror is not built in ballast yet \
                  (its size is fixed at creation)",
                 r.volume_id
+            ))
+            .into());
+        }
+        if let Some(s) = stack::record(n, &l).await? {
+            return Err(Error::FailedPrecondition(format!(
+                "volume {} has {}: ballast's crypto and compress stages cannot grow yet (their \
+                 size is fixed at creation)",
+                r.volume_id,
+                s.describe()
             ))
             .into());
         }

@@ -30,10 +30,11 @@
 //! `csix-<sha256 prefix>` (see [`volume::lvol_name`]). Only lvols with these prefixes are
 //! ever listed, resized or deleted.
 //!
-//! Snapshots and clones: [`snapshot`] (lvol snapshots named `csisnap-…`).
+//! Snapshots and clones: [`snapshot`] (lvol snapshots named `csisnap-…`). Encryption and
+//! compression: [`stack`] (ballast's crypto and compress stages over the volume's lvol).
 //!
 //! Not built yet (see csi/README.md): the Node service, ControllerPublish/Unpublish,
-//! snapshots, clones, encryption, compression, deployment manifests. Replicated volumes:
+//! snapshots, clones, deployment manifests. Replicated volumes:
 //! see [`replicas`].
 
 pub mod client;
@@ -48,6 +49,7 @@ pub mod replicas;
 pub mod rpc;
 pub mod server;
 pub mod snapshot;
+pub mod stack;
 pub mod volume;
 
 pub use error::{Error, Result};

@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::pb;
 use crate::pb::volume_capability::access_mode::Mode;
 use crate::pb::volume_capability::AccessType;
+use crate::stack::Compression;
 
 /// The size of a volume whose CreateVolume gives no capacity.
 pub const DEFAULT_SIZE: u64 = 1 << 30;
@@ -95,29 +96,32 @@ pub struct Params {
     /// `replicas`: copies on distinct nodes, 1 (default) to [`MAX_REPLICAS`]; above 1 the
     /// volume is a mirror (see replicas.rs).
     pub replicas: u32,
+    /// `encryption`: "true" or "false" (default): AES-XTS with the key from the
+    /// CreateVolume secrets (see stack.rs).
+    pub encryption: bool,
+    /// `compression`: "lz4" or "zstd" ("none", the default: none; see stack.rs).
+    pub compression: Option<Compression>,
 }
 
 /// The most replicas a volume can have (ballast's mirror takes 2 to 5 children).
 pub const MAX_REPLICAS: u32 = 5;
-
-/// Parameters of the issue-21 design that are refused until they are built.
-const NOT_BUILT: &[&str] = &["compression", "encryption"];
 
 /// Keys the Kubernetes sidecars add themselves (external-provisioner's
 /// `--extra-create-metadata`: PVC/PV names): accepted and ignored.
 pub const SIDECAR_PREFIX: &str = "csi.storage.k8s.io/";
 
 impl Params {
-    /// Parses StorageClass parameters; anything unknown or not built yet is an
-    /// INVALID_ARGUMENT naming it (a volume without the encryption or replicas its class
-    /// asks for must never be handed out silently).
+    /// Parses StorageClass parameters; anything unknown is an INVALID_ARGUMENT naming it (a
+    /// volume without the encryption or replicas its class asks for must never be handed
+    /// out silently).
     pub fn parse(p: &HashMap<String, String>) -> Result<Params> {
         let mut out = Params {
             thin: true,
             replicas: 1,
+            encryption: false,
+            compression: None,
         };
         let mut unknown = Vec::new();
-        let mut not_built = Vec::new();
         for (k, v) in p {
             match k.as_str() {
                 "thin" => {
@@ -144,23 +148,39 @@ impl Params {
                         }
                     }
                 }
+                "encryption" => {
+                    out.encryption = match v.as_str() {
+                        "true" => true,
+                        "false" => false,
+                        _ => {
+                            return Err(Error::InvalidArgument(format!(
+                                "parameter encryption: {:?} is not \"true\" or \"false\"",
+                                cap(v)
+                            )))
+                        }
+                    }
+                }
+                "compression" => {
+                    out.compression = match v.as_str() {
+                        "none" => None,
+                        a => Some(Compression::parse(a).ok_or_else(|| {
+                            Error::InvalidArgument(format!(
+                                "parameter compression: {:?} is not supported (lz4, zstd \
+                                 or none)",
+                                cap(v)
+                            ))
+                        })?),
+                    }
+                }
                 _ if k.starts_with(SIDECAR_PREFIX) => {}
-                _ if NOT_BUILT.contains(&k.as_str()) => not_built.push(format!("{k}={}", cap(v))),
                 _ => unknown.push(cap(k)),
             }
         }
-        not_built.sort();
         unknown.sort();
-        if !not_built.is_empty() {
-            return Err(Error::InvalidArgument(format!(
-                "parameters not built yet in ballast-csi: {} (compression and encryption \
-                 come with later slices of issue 21)",
-                not_built.join(", ")
-            )));
-        }
         if !unknown.is_empty() {
             return Err(Error::InvalidArgument(format!(
-                "unknown parameters: {} (known: thin, replicas, {SIDECAR_PREFIX}*)",
+                "unknown parameters: {} (known: thin, replicas, encryption, compression, \
+                 {SIDECAR_PREFIX}*)",
                 unknown.join(", ")
             )));
         }
@@ -409,7 +429,7 @@ mod tests {
     }
 
     #[test]
-    fn parameters_unknown_or_not_built_are_refused_by_name() {
+    fn parameters_unknown_or_malformed_are_refused_by_name() {
         let p = |kv: &[(&str, &str)]| {
             Params::parse(
                 &kv.iter()
@@ -417,20 +437,29 @@ mod tests {
                     .collect(),
             )
         };
-        assert_eq!(
-            p(&[]).unwrap(),
-            Params {
-                thin: true,
-                replicas: 1
-            }
-        );
+        let plain = Params {
+            thin: true,
+            replicas: 1,
+            encryption: false,
+            compression: None,
+        };
+        assert_eq!(p(&[]).unwrap(), plain);
         assert_eq!(
             p(&[("thin", "false"), ("replicas", "1")]).unwrap(),
             Params {
                 thin: false,
-                replicas: 1
+                ..plain.clone()
             }
         );
+        assert_eq!(
+            p(&[("encryption", "true"), ("compression", "zstd")]).unwrap(),
+            Params {
+                encryption: true,
+                compression: Some(Compression::Zstd),
+                ..plain.clone()
+            }
+        );
+        assert_eq!(p(&[("compression", "none")]).unwrap(), plain);
         assert_eq!(p(&[("replicas", "3")]).unwrap().replicas, 3);
         for bad in ["0", "6", "two", "-1", "+2", ""] {
             let e = p(&[("replicas", bad)]).unwrap_err().to_string();
@@ -441,12 +470,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("colour") && e.contains("size"), "{e}");
-        let e = p(&[("compression", "lz4")]).unwrap_err().to_string();
-        assert!(
-            e.contains("compression=lz4") && e.contains("not built yet"),
-            "{e}"
-        );
-        assert!(p(&[("encryption", "true")])
+        let e = p(&[("compression", "gzip")]).unwrap_err().to_string();
+        assert!(e.contains("compression") && e.contains("gzip"), "{e}");
+        assert!(p(&[("encryption", "yes")])
             .unwrap_err()
             .to_string()
             .contains("encryption"));
