@@ -15,6 +15,7 @@ a CSI deployment and what a cluster would only report at run time, if at all:
     the node plugin has the kubelet directory with Bidirectional propagation;
   * ballast wiring: ballastd's RPC socket is the socket the node plugin and the controller use
     (same host file), the setup init container writes the configuration ballastd replays,
+    ballastd keeps (--save-config) the file it replays (-c),
     nodes.json is valid for csi/src/config.rs and agrees with the node settings (lvs) and with
     the node plugin's topology keys;
   * RBAC: service accounts exist, bindings point at existing roles and accounts, each sidecar
@@ -554,6 +555,12 @@ def check_ballast_wiring(ck, docs):
     cfg_path = flag(bd, "-c") or flag(bd, "--config")
     host_cfg = host_path(spec, resolve(bd, spec, cfg_path))
     ck.check(host_cfg is not None, f"{w}: ballastd -c {cfg_path} is not on a hostPath")
+    # What the CSI driver creates over RPC survives a restart only if ballastd keeps it in the
+    # file it replays.
+    save_path = flag(bd, "--save-config")
+    ck.check(save_path is not None and host_path(spec, resolve(bd, spec, save_path)) == host_cfg,
+             f"{w}: ballastd --save-config {save_path} is not the file -c replays "
+             f"({cfg_path}): what the CSI driver creates would be lost at a restart")
     setup = [c for c in spec.get("initContainers") or []
              if any("ballast-node-setup" in x for x in c.get("command") or [])]
     if ck.check(len(setup) == 1, f"{w}: no ballastd-setup init container"):
@@ -850,6 +857,12 @@ def self_test(docs, driver):
          lambda ds: pod_spec(obj(ds, "Deployment", DEP)).update(serviceAccountName="csi")),
         ("ballastd's socket elsewhere", "RPC socket",
          lambda ds: ctr(ds, "DaemonSet", DS, "ballastd")["args"].__setitem__(3, "/tmp/b.sock")),
+        ("ballastd not keeping its config", "--save-config",
+         lambda ds: ctr(ds, "DaemonSet", DS, "ballastd")["args"].__setitem__(
+             slice(6, 8), [])),
+        ("ballastd keeping its config elsewhere", "--save-config",
+         lambda ds: ctr(ds, "DaemonSet", DS, "ballastd")["args"].__setitem__(
+             7, "/var/tmp/config.json")),
         ("the setup writing another config", "ballastd-setup writes",
          lambda ds: ctr(ds, "DaemonSet", DS, "ballastd-setup")["env"][0].update(value="/tmp")),
         ("a bad node id in nodes.json", "node id",

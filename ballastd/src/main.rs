@@ -10,6 +10,11 @@
 //! close. A configuration that fails to apply is torn down in the same order, so the daemon
 //! exits at once rather than after the reactors' drain timeout.
 //!
+//! With `--save-config PATH` (checked before anything starts: its directory must exist and
+//! take a new file), the configuration is written to PATH once the start-up configuration is
+//! applied (not at all if it fails to apply, so a `-c PATH` that fails part-way is kept), and
+//! then after every RPC that changed it, before that RPC is answered.
+//!
 //! Transport options, highest precedence first: what a config's `nvmf_create_transport`
 //! sets; the transport flags (`--max-queue-depth`, `--in-capsule-data-size`,
 //! `--max-io-size`, `--no-c2h-success`); the built-in defaults. The embedded default's flags
@@ -57,6 +62,11 @@ struct Args {
     /// Configuration to apply at start (SPDK save_config JSON); replaces the embedded default.
     #[arg(short = 'c', long = "config")]
     config: Option<std::path::PathBuf>,
+    /// Keep the configuration in this file (mode 0600): written once the start-up config is
+    /// applied, then after every RPC that changed it (what save_config returns). Usually the
+    /// -c file.
+    #[arg(long = "save-config", value_name = "PATH")]
+    save_config: Option<std::path::PathBuf>,
     /// Listen address of the embedded default subsystem [default: 127.0.0.1:4420]. Not
     /// with -c.
     #[arg(short = 'l', long)]
@@ -179,6 +189,23 @@ fn main() {
 
 fn run(args: Args) -> Result<(), String> {
     let cores = parse_core_mask(&args.cpumask).map_err(|e| e.to_string())?;
+    // A file that could never be written is refused now, before anything starts.
+    let keep = match &args.save_config {
+        Some(path) => Some(ballast_rpc::ConfigFile::new(path).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    if let Some(file) = &keep {
+        let same = |c: &std::path::Path| {
+            let id = |p: &std::path::Path| std::fs::canonicalize(p).ok();
+            id(c).is_some() && id(c) == id(file.path())
+        };
+        if file.path().exists() && !args.config.as_deref().is_some_and(same) {
+            tracing::warn!(
+                path = %file.path().display(),
+                "--save-config replaces the configuration in this file (it is not the -c file)"
+            );
+        }
+    }
     let opts = args.transport_opts();
     let config = match &args.config {
         Some(path) => {
@@ -223,7 +250,7 @@ fn run(args: Args) -> Result<(), String> {
     ballast_engine::backend::lvol::enable_examine(Some(&rt.handle()));
     let stop = Arc::new(AtomicBool::new(false));
     let ctx = ballast_rpc::Context::new(rt.handle(), target.clone(), stop.clone());
-    let res = serve(ctx, socket, &config, &mut signals);
+    let res = serve(ctx, socket, &config, keep, &mut signals);
     stop.store(true, Ordering::Release);
     tracing::info!("shutting down");
     teardown(&rt, &target);
@@ -231,15 +258,33 @@ fn run(args: Args) -> Result<(), String> {
     res
 }
 
-/// Applies `config`, serves RPC on `socket`, and waits for a signal; stops the RPC server
-/// before returning.
+/// Applies `config`, writes it to `keep` (if given) once all of it is applied, serves RPC on
+/// `socket` (keeping the configuration in `keep` as it changes), and waits for a signal;
+/// stops the RPC server before returning.
 fn serve(
     ctx: Arc<ballast_rpc::Context>,
     socket: BoundSocket,
     config: &Value,
+    keep: Option<ballast_rpc::ConfigFile>,
     signals: &mut signal_hook::iterator::Signals,
 ) -> Result<(), String> {
-    ballast_rpc::config::load(&ctx, config).map_err(|e| format!("configuration: {}", e.message))?;
+    if let Err(e) = ballast_rpc::config::load(&ctx, config) {
+        // The file may be the one replayed: what failed to apply is not written over it.
+        if let Some(file) = &keep {
+            tracing::error!(
+                path = %file.path().display(),
+                "the configuration failed to apply; the saved configuration is kept as it was"
+            );
+        }
+        return Err(format!("configuration: {}", e.message));
+    }
+    let socket = match keep {
+        Some(file) => {
+            file.save(&ctx);
+            socket.keep_config(file)
+        }
+        None => socket,
+    };
     let server = socket.serve(ctx).map_err(|e| e.to_string())?;
     // The main thread blocks until SIGINT/SIGTERM (spdk_kill_instance raises one too): no
     // periodic wake-ups, so an idle daemon costs no CPU.

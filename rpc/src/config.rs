@@ -407,7 +407,7 @@ pub fn load(ctx: &Context, doc: &Value) -> Result<(), RpcError> {
             if matches!(method, "load_config" | "save_config" | "spdk_kill_instance") {
                 return Err(bad(&format!("may not call {method}")));
             }
-            if !methods::METHODS.iter().any(|(n, _)| *n == method) {
+            if methods::config_effect(method).is_none() {
                 if skippable(method) {
                     tracing::info!(
                         method = %crate::error::cap(method, 128),

@@ -23,9 +23,29 @@ pub enum Error {
     /// The reactors refused.
     #[error(transparent)]
     Reactor(#[from] ballast_reactor::Error),
+    /// The configuration file kept with `--save-config` cannot be kept or written.
+    #[error("--save-config {path}: {op}: {source}")]
+    SaveConfig {
+        /// What was attempted.
+        op: &'static str,
+        /// The file kept.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// A config file could not be applied.
     #[error("config: {0}")]
     Config(String),
+}
+
+impl Error {
+    /// The OS error number behind the error, if an OS call failed.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            Error::Io { source, .. } | Error::SaveConfig { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
 }
 
 /// JSON-RPC parse error.

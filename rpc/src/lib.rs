@@ -13,15 +13,18 @@
 //!
 //! The socket I/O never blocks the main reactor; method bodies run on a dedicated control
 //! thread, so a method that waits for another reactor cannot deadlock or stall the data path.
-//! [`config`] renders and replays SPDK's `save_config` format.
+//! [`config`] renders and replays SPDK's `save_config` format; [`config_file`] keeps it on
+//! disk as it changes (`ballastd --save-config`).
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod config_file;
 mod error;
 pub mod log;
 pub mod methods;
 pub mod server;
 
+pub use config_file::ConfigFile;
 pub use error::{Error, RpcError};
 pub use methods::Context;
 pub use server::{BoundSocket, RpcServer};

@@ -18,8 +18,9 @@ use ballast_reactor::{PollStatus, RuntimeHandle};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use serde_json::{json, Value};
 
+use crate::config_file::ConfigFile;
 use crate::error::{Error, RpcError, INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR};
-use crate::methods::Context;
+use crate::methods::{ConfigEffect, Context};
 
 /// Shortest gap between two looks for new RPC clients.
 const ACCEPT_INTERVAL: Duration = Duration::from_micros(500);
@@ -67,6 +68,8 @@ pub struct BoundSocket {
     /// Device and inode of the socket file we created, so that dropping an unserved socket
     /// never removes a file someone else put at `path` since.
     file_id: Option<(u64, u64)>,
+    /// Where the configuration is kept as it changes ([`BoundSocket::keep_config`]).
+    keep: Option<ConfigFile>,
 }
 
 impl RpcServer {
@@ -102,6 +105,7 @@ impl RpcServer {
             path: path.to_path_buf(),
             l: Some(l),
             file_id,
+            keep: None,
         };
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| io("chmod", e))?;
@@ -119,6 +123,15 @@ impl BoundSocket {
         &self.path
     }
 
+    /// Once served, keeps the configuration in `file`: after each RPC that succeeded and may
+    /// have changed it ([`crate::methods::ConfigEffect::Changes`]), the control thread writes
+    /// what `save_config` returns to `file` before it answers. A write that fails is logged;
+    /// the answer stays what the method returned.
+    pub fn keep_config(mut self, file: ConfigFile) -> Self {
+        self.keep = Some(file);
+        self
+    }
+
     /// Starts serving the socket on the main reactor of `ctx.rt`, with a control thread
     /// executing the methods.
     pub fn serve(mut self, ctx: Arc<Context>) -> Result<RpcServer, Error> {
@@ -134,9 +147,10 @@ impl BoundSocket {
         let main = rt.main_core();
         let wctx = ctx.clone();
         let wrt = rt.clone();
+        let keep = self.keep.take();
         let worker = std::thread::Builder::new()
             .name("ballast-rpc".into())
-            .spawn(move || worker(wctx, req_rx, resp_tx, wrt, main))
+            .spawn(move || worker(wctx, req_rx, resp_tx, wrt, main, keep))
             .map_err(|e| io("spawning the rpc thread", e))?;
         let tx = req_tx.clone();
         let l = self.l.take().expect("a bound socket is served once");
@@ -423,47 +437,83 @@ impl Conn {
     }
 }
 
+/// Most answers held back while the configuration waits to be written (see [`worker`]).
+const MAX_HELD: usize = 64;
+
+/// Executes the queued requests one by one. With a [`ConfigFile`], a request that changed the
+/// configuration has it written before its answer goes out, so an answered change survives a
+/// crash. Requests already queued behind such a one are executed first and their answers held
+/// (up to [`MAX_HELD`]), so a burst costs one write; the answers then go out in order.
 fn worker(
     ctx: Arc<Context>,
     rx: Receiver<Job>,
     tx: Sender<(u64, Vec<u8>)>,
     rt: RuntimeHandle,
     main: usize,
+    keep: Option<ConfigFile>,
 ) {
-    while let Ok(job) = rx.recv() {
-        // A method that panics answers -32603 and the server goes on (a panic must not leave
-        // the daemon without its control plane).
-        let id = job.req.get("id").cloned().unwrap_or(Value::Null);
-        let out =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle_value(&ctx, job.req)))
-                .unwrap_or_else(|_| {
-                    tracing::error!("rpc: a method panicked; answered with an internal error");
-                    Some(error_response(
-                        id,
-                        RpcError::new(
-                            INTERNAL_ERROR,
-                            "internal error: the method failed unexpectedly",
-                        ),
-                    ))
-                });
-        let bytes = match out {
-            Some(v) => {
-                let mut b = v.to_string().into_bytes();
-                b.push(b'\n');
-                b
+    let mut held: Vec<(u64, Vec<u8>)> = Vec::new();
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        let mut changed = false;
+        while let Some(job) = next.take() {
+            held.push((job.conn, execute(&ctx, job.req, &mut changed)));
+            if changed && keep.is_some() && held.len() < MAX_HELD {
+                next = rx.try_recv().ok();
             }
-            None => Vec::new(),
-        };
-        if tx.send((job.conn, bytes)).is_err() {
-            break;
         }
-        // Wake the main reactor so its poller picks the response up.
+        if let (true, Some(file)) = (changed, &keep) {
+            file.save(&ctx);
+        }
+        for out in held.drain(..) {
+            if tx.send(out).is_err() {
+                return;
+            }
+        }
+        // Wake the main reactor so its poller picks the responses up.
         let _ = rt.send_retry(main, || {});
+    }
+}
+
+/// Executes one request; returns its response's bytes (none for a notification) and sets
+/// `changed` when a method that may change the configuration succeeded.
+fn execute(ctx: &Context, req: Value, changed: &mut bool) -> Vec<u8> {
+    // A method that panics answers -32603 and the server goes on (a panic must not leave the
+    // daemon without its control plane).
+    let id = req.get("id").cloned().unwrap_or(Value::Null);
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        handle_value_tracked(ctx, req, changed)
+    }))
+    .unwrap_or_else(|_| {
+        tracing::error!("rpc: a method panicked; answered with an internal error");
+        // What it did before it panicked may have changed the configuration.
+        *changed = true;
+        Some(error_response(
+            id,
+            RpcError::new(
+                INTERNAL_ERROR,
+                "internal error: the method failed unexpectedly",
+            ),
+        ))
+    });
+    match out {
+        Some(v) => {
+            let mut b = v.to_string().into_bytes();
+            b.push(b'\n');
+            b
+        }
+        None => Vec::new(),
     }
 }
 
 /// Handles one JSON value (request, notification or batch); returns the response, if any.
 pub fn handle_value(ctx: &Context, v: Value) -> Option<Value> {
+    handle_value_tracked(ctx, v, &mut false)
+}
+
+/// [`handle_value`], setting `changed` when a method that may change the configuration
+/// succeeded (a request of a batch, a notification).
+fn handle_value_tracked(ctx: &Context, v: Value, changed: &mut bool) -> Option<Value> {
     match v {
         Value::Array(items) if items.is_empty() => Some(error_response(
             Value::Null,
@@ -472,11 +522,11 @@ pub fn handle_value(ctx: &Context, v: Value) -> Option<Value> {
         Value::Array(items) => {
             let out: Vec<Value> = items
                 .into_iter()
-                .filter_map(|r| handle_one(ctx, r))
+                .filter_map(|r| handle_one(ctx, r, changed))
                 .collect();
             (!out.is_empty()).then_some(Value::Array(out))
         }
-        r => handle_one(ctx, r),
+        r => handle_one(ctx, r, changed),
     }
 }
 
@@ -493,7 +543,7 @@ fn error_response(id: Value, e: RpcError) -> Value {
 
 pub use crate::error::cap;
 
-fn handle_one(ctx: &Context, r: Value) -> Option<Value> {
+fn handle_one(ctx: &Context, r: Value, changed: &mut bool) -> Option<Value> {
     let Value::Object(mut m) = r else {
         return Some(error_response(
             Value::Null,
@@ -536,6 +586,9 @@ fn handle_one(ctx: &Context, r: Value) -> Option<Value> {
         ));
     }
     let res = crate::methods::call(ctx, &method, params);
+    if res.is_ok() && crate::methods::config_effect(&method) == Some(ConfigEffect::Changes) {
+        *changed = true;
+    }
     if notification {
         return None;
     }

@@ -13,7 +13,10 @@ pub(crate) fn rpc_get_methods(_: &Context, params: Option<Value>) -> Result<Valu
         include_aliases: bool,
     }
     parse::<P>(params)?;
-    Ok(json!(METHODS.iter().map(|(n, _)| *n).collect::<Vec<_>>()))
+    Ok(json!(METHODS
+        .iter()
+        .map(|(n, _, _)| *n)
+        .collect::<Vec<_>>()))
 }
 
 /// The git commit the daemon was built from (rpc/build.rs; "unknown" outside a checkout).
