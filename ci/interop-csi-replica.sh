@@ -15,7 +15,8 @@
 #           fails the guest. At the end: unpublish, unstage, ControllerUnpublish, DeleteVolume.
 #   faults  while the load runs: ControllerGetVolume normal ("2 of 2 in sync"); kill -9 of
 #           r1's ballastd -> ControllerGetVolume abnormal (degraded) while the guest's writes
-#           go on; r1 restarted from its saved configuration -> the mirror heals it by itself
+#           go on; r1 restarted from the configuration it kept (`ballastd --save-config`, as
+#           nodes run) -> the mirror heals it by itself
 #           and ControllerGetVolume turns normal again; the load completes more runs, all
 #           verified. After the guest: nothing of the volume is left on either node.
 #
@@ -47,7 +48,7 @@ fi
 
 PPID_D='' RPID='' CPID='' HPID='' GJOB=''
 cleanup() {
-    [[ -n $GJOB ]] && { kill "$GJOB" 2>/dev/null; wait "$GJOB" 2>/dev/null; }
+    [[ -n $GJOB ]] && { kill -- -"$GJOB" 2>/dev/null; wait "$GJOB" 2>/dev/null; }
     for p in $CPID $HPID; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
     for p in $PPID_D $RPID; do kill -KILL "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
     netns_cleanup
@@ -81,6 +82,7 @@ wait_rpc() { # NODE: waits 30 s for its RPC socket
 start() {
     local n=$1 args=(--default-size-mib 0) pre=()
     [[ -n ${2:-} ]] && args=(-c "$2")
+    args+=(--save-config "$WORK/$n.json")   # every change kept on disk, as a node runs
     [[ $n == r1 ]] && pre=(ip netns exec "$NS")
     rm -f "$WORK/$n.sock"
     echo "---- $(date +%T) start ${args[*]}" >>"$LOGDIR/$n.log"
@@ -168,11 +170,13 @@ c $CTRL ControllerUnpublishVolume '{"volume_id":"'"$VOL"'","node_id":"'"$HA"'"}'
 c $CTRL DeleteVolume '{"volume_id":"'"$VOL"'"}'
 echo "@@CSI ok unpublished, unstaged, deleted"
 EOF
+set -m   # the guest job in a process group of its own: cleanup kills QEMU with it
 (
     guest_run "$WORK/guest.sh" replica-fault >/dev/null 2>&1
     echo "$GUEST_RC" >"$WORK/guest.rc"
 ) &
 GJOB=$!
+set +m
 GLOG=$INTEROP_LOG_DIR/$INTEROP_TEST/replica-fault.log
 
 # wait_log PATTERN SECS: until the guest's console log has a line matching PATTERN
@@ -208,8 +212,12 @@ note() { echo "# $(date +%T) $*"; }
 if wait_log '^@@CSI load' 300; then
     VOL=$(sed -n 's/^@@CSI vol //p' "$GLOG" | head -n1)
     ok "guest: volume $VOL mounted, load running"
-    # The replica's subsystem exists now: keep r1's configuration for its restart.
-    R r1 save_config >"$WORK/r1.json" && ok "r1: save_config" || notok "r1: save_config" "$(cat "$WORK/r1.json")"
+    # r1's ballastd kept its configuration (--save-config) as the controller changed it.
+    if grep -q 'nqn.2026-11.io.ballast:csi-replica-' "$WORK/r1.json" 2>/dev/null; then
+        ok "r1's saved configuration has the replica's subsystem (--save-config)"
+    else
+        notok "r1's saved configuration has the replica's subsystem" "$(head -c 2000 "$WORK/r1.json" 2>&1)"
+    fi
     if wait_condition normal 30; then ok "ControllerGetVolume before the fault: $COND"
     else notok "ControllerGetVolume before the fault" "$COND"; fi
     wait_log '^@@CSI run 1 done' 120 || true

@@ -129,9 +129,21 @@ impl Config {
                     ));
                 }
             }
-            if let Some(nv) = &n.nvmf {
-                if nv.addr.is_empty() {
-                    return Err(format!("node {}: nvmf.addr is empty", n.id));
+            if let Some(nv) = &mut n.nvmf {
+                // IP addresses in the form ballastd reports them (listeners are compared as
+                // text) and the kernel's connect takes.
+                let ip = |what: &str, a: &str| {
+                    a.trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .parse::<std::net::IpAddr>()
+                        .map(|ip| ip.to_string())
+                        .map_err(|_| {
+                            format!("node {}: nvmf.{what} {a:?} is not an IP address", n.id)
+                        })
+                };
+                nv.addr = ip("addr", &nv.addr)?;
+                if let Some(a) = &nv.advertise {
+                    nv.advertise = Some(ip("advertise", a)?);
                 }
             }
         }

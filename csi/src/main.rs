@@ -72,6 +72,9 @@ enum Cmd {
         /// The request as JSON (default {}).
         #[arg(default_value = "{}")]
         request: String,
+        /// Seconds before the call is given up (connect included).
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
     },
 }
 
@@ -168,9 +171,17 @@ fn run(args: Args) -> ballast_csi::Result<()> {
             endpoint,
             method,
             request,
-        } => return call(&endpoint, &method, &request),
+            timeout,
+        } => return call(&endpoint, &method, &request, timeout),
     };
     let endpoint = Endpoint::parse(&endpoint)?;
+    if matches!(mode, Mode::Node(_)) && matches!(endpoint, Endpoint::Tcp(_)) {
+        // The node service mounts and unmounts as root: only kubelet's Unix socket (file
+        // permissions) may reach it.
+        return Err(Error::InvalidArgument(
+            "node mode serves a unix:// endpoint only (it mounts as root)".into(),
+        ));
+    }
     let rt = runtime()?;
     rt.block_on(async {
         let listener = Listener::bind(&endpoint).await?;
@@ -208,14 +219,22 @@ fn runtime() -> ballast_csi::Result<tokio::runtime::Runtime> {
 
 /// `ballast-csi call`: prints the answer as JSON on stdout; a failed call prints its status
 /// on stderr and exits 1.
-fn call(endpoint: &str, method: &str, request: &str) -> ballast_csi::Result<()> {
+fn call(endpoint: &str, method: &str, request: &str, timeout: u64) -> ballast_csi::Result<()> {
     let body: serde_json::Value = serde_json::from_str(request)
         .map_err(|e| Error::InvalidArgument(format!("request is not JSON: {e}")))?;
     let e = Endpoint::parse(endpoint)?;
     let rt = runtime()?;
     let v = rt.block_on(async {
-        let ch = ballast_csi::client::connect(&e).await?;
-        ballast_csi::client::call(ch, method, body).await
+        let work = async {
+            let ch = ballast_csi::client::connect(&e).await?;
+            ballast_csi::client::call(ch, method, body).await
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(timeout), work)
+            .await
+            .map_err(|_| Error::Call {
+                code: "DeadlineExceeded".into(),
+                message: format!("no answer from {e} within {timeout} s"),
+            })?
     })?;
     println!("{v}");
     Ok(())

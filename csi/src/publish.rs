@@ -49,7 +49,15 @@ pub fn export_nqn(lvol_uuid: &str) -> String {
 /// spec's `nqn.` form, at most 223 bytes, printable ASCII without separators our
 /// parameters use.
 pub fn is_host_nqn(nqn: &str) -> bool {
+    // nqn.yyyy-mm.<reverse domain>[:...], as the target checks it.
+    let b = nqn.as_bytes();
+    let date = b.len() > 12
+        && b[4..8].iter().all(u8::is_ascii_digit)
+        && b[8] == b'-'
+        && b[9..11].iter().all(u8::is_ascii_digit)
+        && b[11] == b'.';
     nqn.starts_with("nqn.")
+        && date
         && nqn.len() <= 223
         && nqn.bytes().all(|b| b.is_ascii_graphic() && b != b',')
 }
@@ -60,6 +68,9 @@ pub struct Export {
     pub nqn: String,
     #[serde(default)]
     pub allow_any_host: bool,
+    /// The access class it was made for ([`MODEL_SINGLE`] / [`MODEL_MULTI_READER`]).
+    #[serde(default)]
+    pub model_number: String,
     #[serde(default)]
     pub hosts: Vec<Host>,
     #[serde(default)]
@@ -143,6 +154,11 @@ async fn delete_subsystem(n: &NodeHandle, nqn: &str) -> Result<()> {
     }
 }
 
+/// Model numbers of export subsystems: the access class they were made for, so that a
+/// volume published to one node for writing is never also published to readers elsewhere.
+pub const MODEL_SINGLE: &str = "ballast-csi single-node";
+pub const MODEL_MULTI_READER: &str = "ballast-csi multi-reader";
+
 /// Whether `mode` lets more than one node have the volume at a time.
 fn multi_node(cap: &pb::VolumeCapability) -> bool {
     let mode = cap
@@ -173,14 +189,38 @@ pub async fn publish(
         )));
     };
     let nqn = export_nqn(&l.uuid);
-    let existing = export(n, &l.uuid).await?;
+    let model = if multi_node(cap) {
+        MODEL_MULTI_READER
+    } else {
+        MODEL_SINGLE
+    };
+    let mut existing = export(n, &l.uuid).await?;
     if let Some(e) = &existing {
+        let here = e.hosts.iter().any(|h| h.nqn == host);
         let others: Vec<String> = e.host_nqns().into_iter().filter(|h| h != host).collect();
-        if !others.is_empty() && !multi_node(cap) && !e.hosts.iter().any(|h| h.nqn == host) {
+        if e.model_number != model && !e.hosts.is_empty() {
+            if here {
+                return Err(Error::AlreadyExists(format!(
+                    "the volume is published to this node with another access mode ({})",
+                    e.model_number
+                )));
+            }
+            return Err(Error::FailedPrecondition(format!(
+                "the volume is published to {} with another access mode ({})",
+                others.join(", "),
+                e.model_number
+            )));
+        }
+        if !others.is_empty() && model == MODEL_SINGLE && !here {
             return Err(Error::FailedPrecondition(format!(
                 "the volume is published to {} already and its access mode allows one node",
                 others.join(", ")
             )));
+        }
+        if e.model_number != model {
+            // A host-less leftover made for another class: made again below.
+            delete_subsystem(n, &e.nqn).await?;
+            existing = None;
         }
     }
     let e = match existing {
@@ -193,7 +233,7 @@ pub async fn publish(
                 json!({
                     "nqn": nqn,
                     "serial_number": format!("CSI{serial}"),
-                    "model_number": "ballast-csi volume",
+                    "model_number": model,
                     "allow_any_host": false,
                     "max_namespaces": 1,
                 }),
@@ -219,10 +259,10 @@ pub async fn publish(
         tracing::warn!(node = n.id(), %nqn, "allow_any_host was on: turned off");
     }
     match e.namespaces.first() {
-        Some(ns) if ns.bdev_name != bdev => {
+        Some(ns) if ns.bdev_name != bdev || !ns.uuid.eq_ignore_ascii_case(&l.uuid) => {
             return Err(Error::FailedPrecondition(format!(
-                "{nqn} exports bdev {} instead of {bdev}",
-                ns.bdev_name
+                "{nqn} exports bdev {} (namespace {}) instead of {bdev} (namespace {})",
+                ns.bdev_name, ns.uuid, l.uuid
             )))
         }
         Some(_) => {}
@@ -329,6 +369,8 @@ mod tests {
             "nqn.2014-08.org.nvmexpress:uuid:0f6b2f9e-8a4d-4c1e-9d55-0a2b3c4d5e6f"
         ));
         assert!(!is_host_nqn("some-fake-node-id"));
+        assert!(!is_host_nqn("nqn.x"));
+        assert!(is_host_nqn("nqn.2026-11.io.example:node-a"));
         assert!(!is_host_nqn("nqn.a,b"));
         assert!(!is_host_nqn(&format!("nqn.{}", "x".repeat(220))));
     }

@@ -80,6 +80,18 @@ pub fn socket_path(endpoint: &str) -> Result<PathBuf> {
 
 /// Binds `path`; a stale socket file (nothing listening) is replaced, a live one refused.
 pub fn bind(path: &Path) -> Result<UnixListener> {
+    use std::os::unix::fs::FileTypeExt;
+    if let Ok(m) = std::fs::symlink_metadata(path) {
+        if !m.file_type().is_socket() {
+            return Err(Error::io(
+                format!("{}", path.display()),
+                std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "a file that is not a socket is there: not replaced",
+                ),
+            ));
+        }
+    }
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(Error::io(
@@ -200,5 +212,10 @@ mod tests {
         let live = bind(&p).unwrap();
         assert!(bind(&p).is_err());
         drop(live);
+        // Anything but a socket is never replaced.
+        let f = dir.path().join("file");
+        std::fs::write(&f, "x").unwrap();
+        assert!(bind(&f).is_err());
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "x");
     }
 }

@@ -189,7 +189,8 @@ impl Params {
 }
 
 /// At most 64 characters of a user-supplied string, for messages.
-fn cap(s: &str) -> String {
+/// `s` for a message: at most 64 characters.
+pub(crate) fn cap(s: &str) -> String {
     match s.char_indices().nth(64) {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s.to_string(),

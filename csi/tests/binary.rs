@@ -96,16 +96,19 @@ fn bad_flags_and_configs_are_refused() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("given twice"), "{err}");
-    // A TCP endpoint beyond the loopback.
+    // The node service (it mounts as root) on TCP; the controller beyond the loopback.
     let out = Command::new(bin)
-        .args([
-            "node",
-            "--node-name",
-            "n1",
-            "--host-nqn",
-            "nqn.2014-08.org.nvmexpress:uuid:x",
-        ])
-        .args(["--endpoint", "tcp://0.0.0.0:1"])
+        .args(["node", "--node-name", "n1"])
+        .args(["--host-nqn", "nqn.2014-08.org.nvmexpress:uuid:x"])
+        .args(["--endpoint", "tcp://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unix://"));
+    std::fs::write(&cfg, r#"{"nodes":[{"id":"a"}]}"#).unwrap();
+    let out = Command::new(bin)
+        .args(["controller", "--endpoint", "tcp://0.0.0.0:1", "--config"])
+        .arg(&cfg)
         .output()
         .unwrap();
     assert!(!out.status.success());

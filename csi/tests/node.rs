@@ -19,6 +19,17 @@ use tonic::Code;
 const HOST: &str = "nqn.2014-08.org.nvmexpress:uuid:33333333-3333-4333-8333-333333333333";
 const VOL: &str = "v1:n1:00000000-0000-4000-8000-000000000000:0f6b2f9e-8a4d-4c1e-9d55-0a2b3c4d5e6f";
 
+/// `ctx` with `k` set to `v`.
+fn with(
+    ctx: &std::collections::HashMap<String, String>,
+    k: &str,
+    v: &str,
+) -> std::collections::HashMap<String, String> {
+    let mut c = ctx.clone();
+    c.insert(k.into(), v.into());
+    c
+}
+
 async fn start(root: &std::path::Path) -> Csi {
     let topology: BTreeMap<String, String> = [
         (
@@ -102,7 +113,10 @@ async fn node_calls_validate_arguments_and_are_idempotent() {
     let staging = dir.path().join("staging").display().to_string();
     let target = dir.path().join("target").display().to_string();
     let ctx: std::collections::HashMap<String, String> = [
-        ("nqn", "nqn.2026-11.io.ballast:csi-x"),
+        (
+            "nqn",
+            "nqn.2026-11.io.ballast:csi-0f6b2f9e-8a4d-4c1e-9d55-0a2b3c4d5e6f",
+        ),
         ("traddr", "127.0.0.1"),
         ("trsvcid", "4420"),
     ]
@@ -147,6 +161,29 @@ async fn node_calls_validate_arguments_and_are_idempotent() {
         (
             stage("not-a-volume", &staging, rwo.clone(), ctx.clone()),
             Code::NotFound,
+        ),
+        // publish_context must name this volume's subsystem, an IP address and a port.
+        (
+            stage(
+                VOL,
+                &staging,
+                rwo.clone(),
+                with(&ctx, "nqn", "nqn.2026-11.io.ballast:csi-x"),
+            ),
+            Code::InvalidArgument,
+        ),
+        (
+            stage(
+                VOL,
+                &staging,
+                rwo.clone(),
+                with(&ctx, "traddr", "10.0.0.1,duplicate_connect"),
+            ),
+            Code::InvalidArgument,
+        ),
+        (
+            stage(VOL, &staging, rwo.clone(), with(&ctx, "trsvcid", "4420,x")),
+            Code::InvalidArgument,
         ),
         // No /dev/nvme-fabrics under the fake root: said plainly.
         (
@@ -221,6 +258,20 @@ async fn node_calls_validate_arguments_and_are_idempotent() {
             .await,
     );
     assert_eq!(k, Code::InvalidArgument);
+
+    // Unpublish never removes what NodePublish does not make (a file with data).
+    std::fs::write(&target, "precious").unwrap();
+    let (k, m) = code(
+        c.node
+            .node_unpublish_volume(pb::NodeUnpublishVolumeRequest {
+                volume_id: VOL.into(),
+                target_path: target.clone(),
+            })
+            .await,
+    );
+    assert_eq!(k, Code::FailedPrecondition, "{m}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious");
+    std::fs::remove_file(&target).unwrap();
 
     // Stats: a path that does not exist, or is not the volume's mount → NOT_FOUND.
     for p in [target.as_str(), staging.as_str()] {

@@ -171,21 +171,61 @@ async fn publish_allows_exactly_the_node_and_unpublish_removes_it() {
     assert_eq!(again, ctx);
     assert_eq!(hosts(&export(&d, &lvol).unwrap()).len(), 1);
 
-    // A single-node volume cannot go to B too; a reader-only one can.
+    // A single-node volume cannot go to B too, not even for reading (B would read a file
+    // system A is changing); A again with another access mode: ALREADY_EXISTS.
+    for m in [Mode::SingleNodeWriter, Mode::MultiNodeReaderOnly] {
+        let (k, msg) = code(
+            c.ctrl
+                .controller_publish_volume(pub_req(&id, HOST_B, m))
+                .await,
+        );
+        assert_eq!(k, Code::FailedPrecondition, "{m:?}: {msg}");
+        assert!(msg.contains(HOST_A), "{msg}");
+    }
+    let (k, msg) = code(
+        c.ctrl
+            .controller_publish_volume(pub_req(&id, HOST_A, Mode::MultiNodeReaderOnly))
+            .await,
+    );
+    assert_eq!(k, Code::AlreadyExists, "{msg}");
+    assert_eq!(hosts(&export(&d, &lvol).unwrap()), vec![HOST_A.to_string()]);
+
+    // Deleting a published volume is refused and keeps it.
     let (k, m) = code(
+        c.ctrl
+            .delete_volume(pb::DeleteVolumeRequest {
+                volume_id: id.clone(),
+                ..Default::default()
+            })
+            .await,
+    );
+    assert_eq!(k, Code::FailedPrecondition, "{m}");
+    assert!(d.lvol(&lvol).is_some());
+
+    // Unpublished from A, it can go to several readers; a writer is then refused.
+    c.ctrl
+        .controller_unpublish_volume(unpub_req(&id, HOST_A))
+        .await
+        .unwrap();
+    assert!(
+        export(&d, &lvol).is_none(),
+        "the last host gone, the subsystem stays"
+    );
+    for h in [HOST_A, HOST_B] {
+        c.ctrl
+            .controller_publish_volume(pub_req(&id, h, Mode::MultiNodeReaderOnly))
+            .await
+            .unwrap();
+    }
+    let mut h = hosts(&export(&d, &lvol).unwrap());
+    h.sort();
+    assert_eq!(h, vec![HOST_A.to_string(), HOST_B.to_string()]);
+    let (k, msg) = code(
         c.ctrl
             .controller_publish_volume(pub_req(&id, HOST_B, Mode::SingleNodeWriter))
             .await,
     );
-    assert_eq!(k, Code::FailedPrecondition, "{m}");
-    assert!(m.contains(HOST_A), "{m}");
-    c.ctrl
-        .controller_publish_volume(pub_req(&id, HOST_B, Mode::MultiNodeReaderOnly))
-        .await
-        .unwrap();
-    let mut h = hosts(&export(&d, &lvol).unwrap());
-    h.sort();
-    assert_eq!(h, vec![HOST_A.to_string(), HOST_B.to_string()]);
+    assert_eq!(k, Code::AlreadyExists, "{msg}");
 
     // Deleting a published volume is refused and keeps it.
     let (k, m) = code(

@@ -28,9 +28,24 @@ pub struct Connect {
 }
 
 impl Connect {
-    /// The option string written to /dev/nvme-fabrics.
-    pub fn options(&self) -> String {
-        format!(
+    /// The option string written to /dev/nvme-fabrics; INVALID_ARGUMENT when a value holds
+    /// a separator (it would add options of its own).
+    pub fn options(&self) -> Result<String> {
+        for v in [
+            &self.nqn,
+            &self.traddr,
+            &self.trsvcid,
+            &self.hostnqn,
+            &self.hostid,
+        ] {
+            if v.is_empty() || v.contains([',', '=', '\n', '\0']) {
+                return Err(Error::InvalidArgument(format!(
+                    "connect option {:?} is empty or holds a separator",
+                    crate::volume::cap(v)
+                )));
+            }
+        }
+        Ok(format!(
             "nqn={},transport=tcp,traddr={},trsvcid={},hostnqn={},hostid={},\
              ctrl_loss_tmo={},reconnect_delay={},keep_alive_tmo={}",
             self.nqn,
@@ -41,7 +56,7 @@ impl Connect {
             self.ctrl_loss_tmo,
             self.reconnect_delay,
             self.keep_alive_tmo
-        )
+        ))
     }
 }
 
@@ -146,8 +161,10 @@ impl Sys {
         v
     }
 
-    /// The disk whose namespace UUID is `uuid`.
-    pub fn disk_by_uuid(&self, uuid: &str) -> Option<Disk> {
+    /// The disk whose namespace UUID is `uuid`, of subsystem `nqn` (a disk of another
+    /// subsystem with the same UUID — a local drive, another target — is never taken; the
+    /// check is skipped only where sysfs does not say).
+    pub fn disk_by_uuid(&self, uuid: &str, nqn: &str) -> Option<Disk> {
         let rd = std::fs::read_dir(self.p("/sys/block")).ok()?;
         let uuid = uuid.to_ascii_lowercase();
         let mut found: Vec<Disk> = rd
@@ -160,6 +177,12 @@ impl Sys {
                 let d = e.path();
                 if read_trim(&d.join("uuid"))?.to_ascii_lowercase() != uuid {
                     return None;
+                }
+                // device → the multipath head's nvme-subsysN, or the controller nvmeN.
+                if let Some(sub) = read_trim(&d.join("device/subsysnqn")) {
+                    if sub != nqn {
+                        return None;
+                    }
                 }
                 let sectors: u64 = read_trim(&d.join("size"))?.parse().ok()?;
                 Some(Disk {
@@ -175,10 +198,10 @@ impl Sys {
 
     /// Waits up to `timeout` for `disk_by_uuid(uuid)` (namespaces appear after a connect,
     /// and the disk node after udev or devtmpfs).
-    pub fn wait_disk(&self, uuid: &str, timeout: Duration) -> Option<Disk> {
+    pub fn wait_disk(&self, uuid: &str, nqn: &str, timeout: Duration) -> Option<Disk> {
         let t0 = Instant::now();
         loop {
-            if let Some(d) = self.disk_by_uuid(uuid) {
+            if let Some(d) = self.disk_by_uuid(uuid, nqn) {
                 if d.dev.exists() {
                     return Some(d);
                 }
@@ -211,7 +234,8 @@ impl Sys {
             .write(true)
             .open(&dev)
             .map_err(|e| Error::io(format!("opening {}", dev.display()), e))?;
-        f.write_all(c.options().as_bytes()).map_err(|e| {
+        let opts = c.options()?;
+        f.write_all(opts.as_bytes()).map_err(|e| {
             Error::io(
                 format!(
                     "connecting to {} at {}:{} (the kernel's log has the reason)",
@@ -324,13 +348,18 @@ mod tests {
         put(r, "sys/block/nvme3c3n1/uuid", &format!("{u}\n"));
         put(r, "sys/block/nvme3c3n1/size", "2048\n");
         put(r, "dev/nvme3n1", "");
-        let disk = s.disk_by_uuid(u).unwrap();
+        put(r, "sys/block/nvme3n1/device/subsysnqn", "nqn.a\n");
+        assert!(
+            s.disk_by_uuid(u, "nqn.other").is_none(),
+            "another subsystem's disk"
+        );
+        let disk = s.disk_by_uuid(u, "nqn.a").unwrap();
         assert_eq!(disk.name, "nvme3n1");
         assert_eq!(disk.size_bytes, 1 << 20);
         assert_eq!(disk.dev, r.join("dev/nvme3n1"));
-        assert!(s.wait_disk(u, Duration::ZERO).is_some());
+        assert!(s.wait_disk(u, "nqn.a", Duration::ZERO).is_some());
         assert!(s
-            .disk_by_uuid("00000000-0000-0000-0000-000000000000")
+            .disk_by_uuid("00000000-0000-0000-0000-000000000000", "nqn.a")
             .is_none());
     }
 
@@ -349,10 +378,17 @@ mod tests {
             keep_alive_tmo: 5,
         };
         assert_eq!(
-            c.options(),
+            c.options().unwrap(),
             "nqn=nqn.s,transport=tcp,traddr=10.0.2.2,trsvcid=4420,hostnqn=nqn.h,hostid=x,\
              ctrl_loss_tmo=60,reconnect_delay=2,keep_alive_tmo=5"
         );
+        for bad in ["10.0.0.1,duplicate_connect", "a=b", "x\ny", ""] {
+            let c = Connect {
+                traddr: bad.into(),
+                ..c.clone()
+            };
+            assert!(c.options().is_err(), "{bad:?} accepted");
+        }
         let u = "0f6b2f9e-8a4d-4c1e-9d55-0a2b3c4d5e6f";
         assert_eq!(host_id(&format!("nqn.2014-08.org.nvmexpress:uuid:{u}")), u);
         let a = host_id("nqn.2026-11.io.example:node-a");

@@ -17,8 +17,11 @@
 //! ```
 //!
 //! The node id is the machine's NVMe host NQN: ControllerPublish allows exactly that host
-//! on the volume's subsystem. Calls run one at a time (they are short, and two calls on one
-//! volume must not interleave), each on a blocking thread.
+//! on the volume's subsystem. Each call runs on a blocking thread; two calls on one volume
+//! never overlap: the second is ABORTED ("operation pending", the CSI answer; kubelet
+//! retries), so a call that outlived kubelet's timeout cannot run after the call that
+//! undoes it. Calls on different volumes run side by side: one stuck volume (a dead target
+//! under a mount) does not hold up the others.
 
 pub mod fabrics;
 pub mod mount;
@@ -67,7 +70,8 @@ pub struct NodeService {
 struct Inner {
     opts: NodeOptions,
     sys: Sys,
-    one: std::sync::Mutex<()>,
+    /// Volumes with a call running.
+    busy: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl NodeService {
@@ -76,20 +80,37 @@ impl NodeService {
             inner: Arc::new(Inner {
                 sys: Sys::new(&opts.root),
                 opts,
-                one: std::sync::Mutex::new(()),
+                busy: Default::default(),
             }),
         }
     }
 
-    /// Runs `f` on a blocking thread, one call at a time.
+    /// Runs `f` on a blocking thread; ABORTED while another call on `volume_id` runs.
     async fn run<T: Send + 'static>(
         &self,
+        volume_id: &str,
         f: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
     ) -> Result<T, Status> {
         let inner = self.inner.clone();
+        let key = volume_id.to_string();
+        {
+            let mut busy = inner.busy.lock().unwrap_or_else(|p| p.into_inner());
+            if !key.is_empty() && !busy.insert(key.clone()) {
+                return Err(Status::aborted(format!(
+                    "an operation on volume {key} is in progress"
+                )));
+            }
+        }
         tokio::task::spawn_blocking(move || {
-            let _g = inner.one.lock().unwrap_or_else(|p| p.into_inner());
-            f(&inner)
+            let r = f(&inner);
+            if !key.is_empty() {
+                inner
+                    .busy
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&key);
+            }
+            r
         })
         .await
         .map_err(|e| Status::internal(format!("node call panicked: {e}")))?
@@ -148,7 +169,8 @@ fn mkdir(p: &Path) -> Result<()> {
 impl Inner {
     /// The volume's disk on this machine, if attached.
     fn disk(&self, v: &VolumeId) -> Option<Disk> {
-        self.sys.disk_by_uuid(&v.lvol_uuid)
+        self.sys
+            .disk_by_uuid(&v.lvol_uuid, &export_nqn(&v.lvol_uuid))
     }
 
     fn stage(&self, r: pb::NodeStageVolumeRequest) -> Result<()> {
@@ -163,6 +185,33 @@ impl Inner {
             })
         };
         let (nqn, traddr, trsvcid) = (get(ctx::NQN)?, get(ctx::TRADDR)?, get(ctx::TRSVCID)?);
+        // publish_context is only as trusted as whoever may write VolumeAttachments: it must
+        // name this volume's subsystem, an IP address and a port, nothing else.
+        if nqn != export_nqn(&v.lvol_uuid) {
+            return Err(Error::InvalidArgument(format!(
+                "publish_context names subsystem {:?}, not volume {}'s",
+                crate::volume::cap(&nqn),
+                r.volume_id
+            )));
+        }
+        let traddr = traddr
+            .parse::<std::net::IpAddr>()
+            .map_err(|_| {
+                Error::InvalidArgument(format!(
+                    "publish_context traddr {:?} is not an IP address",
+                    crate::volume::cap(&traddr)
+                ))
+            })?
+            .to_string();
+        let trsvcid = trsvcid
+            .parse::<u16>()
+            .map_err(|_| {
+                Error::InvalidArgument(format!(
+                    "publish_context trsvcid {:?} is not a port",
+                    crate::volume::cap(&trsvcid)
+                ))
+            })?
+            .to_string();
         let ns_uuid = r
             .publish_context
             .get(ctx::NS_UUID)
@@ -180,6 +229,7 @@ impl Inner {
             .controllers(&nqn)
             .into_iter()
             .any(|c| c.traddr == traddr && c.trsvcid == trsvcid && c.hostnqn == o.host_nqn);
+        let mut made = None;
         if !connected {
             let ctrl = self.sys.connect(&Connect {
                 nqn: nqn.clone(),
@@ -192,19 +242,47 @@ impl Inner {
                 keep_alive_tmo: o.keep_alive_tmo,
             })?;
             tracing::info!(volume = %r.volume_id, %nqn, %ctrl, "connected");
+            made = Some(ctrl);
         }
-        let disk = self.sys.wait_disk(&ns_uuid, DEVICE_WAIT).ok_or_else(|| {
-            Error::Internal(format!(
-                "connected to {nqn}, but no disk with namespace UUID {ns_uuid} appeared in {}s",
-                DEVICE_WAIT.as_secs()
-            ))
-        })?;
+        let r2 = r.clone();
+        let out = self.stage_disk(&r2, &v, &nqn, &staging, a, reader);
+        if out.is_err() {
+            // kubelet does not call NodeUnstage after a failed stage: do not leave the
+            // controller this call made (it would reconnect for ctrl_loss_tmo).
+            if let Some(c) = made {
+                let _ = self.sys.disconnect(&c);
+                tracing::info!(volume = %r.volume_id, ctrl = %c, "stage failed: disconnected");
+            }
+        }
+        out
+    }
+
+    /// NodeStageVolume after the connect: the disk, then (mount) its file system.
+    fn stage_disk(
+        &self,
+        r: &pb::NodeStageVolumeRequest,
+        v: &VolumeId,
+        nqn: &str,
+        staging: &Path,
+        a: Access,
+        reader: bool,
+    ) -> Result<()> {
+        let ns_uuid = &v.lvol_uuid;
+        let disk = self
+            .sys
+            .wait_disk(ns_uuid, nqn, DEVICE_WAIT)
+            .ok_or_else(|| {
+                Error::Internal(format!(
+                    "connected to {nqn}, but no disk with namespace UUID {ns_uuid} appeared in {}s",
+                    DEVICE_WAIT.as_secs()
+                ))
+            })?;
         let Access::Mount { fs, flags } = a else {
             return Ok(()); // block volumes are used as the disk itself
         };
-        mkdir(&staging)?;
+        mkdir(staging)?;
         let dev = mount::dev_number(&disk.dev)?;
-        if let Some(m) = mount::mount_at(&staging)? {
+        if let Some(m) = mount::mount_at(staging)? {
             if m.dev == dev {
                 return Ok(());
             }
@@ -215,6 +293,13 @@ impl Inner {
             )));
         }
         match mount::detect(&disk.dev)? {
+            FsKind::Blank if reader => {
+                return Err(Error::FailedPrecondition(format!(
+                    "volume {} is blank and its access mode is read-only: nothing to mount \
+                     (a reader never formats a volume)",
+                    r.volume_id
+                )))
+            }
             FsKind::Blank => {
                 tracing::info!(volume = %r.volume_id, disk = %disk.name, %fs, "mkfs on a blank volume");
                 mount::mkfs(&disk.dev, &fs)?;
@@ -234,7 +319,7 @@ impl Inner {
                 )))
             }
         }
-        mount::mount(&disk.dev, &staging, &fs, &flags, reader)?;
+        mount::mount(&disk.dev, staging, &fs, &flags, reader)?;
         tracing::info!(volume = %r.volume_id, disk = %disk.name, staging = %staging.display(), "staged");
         Ok(())
     }
@@ -330,14 +415,24 @@ impl Inner {
         volume(&r.volume_id)?;
         let target = PathBuf::from(required(&r.target_path, "target_path")?);
         while mount::umount(&target)? {}
+        // Only what NodePublish makes is removed: an empty directory (mount) or an empty
+        // file (block). Anything else at the path is left and named.
         match std::fs::symlink_metadata(&target) {
-            Ok(m) if m.is_dir() => std::fs::remove_dir(&target),
-            Ok(_) => std::fs::remove_file(&target),
+            Ok(m) if m.is_dir() => std::fs::remove_dir(&target).map_err(|e| {
+                Error::FailedPrecondition(format!(
+                    "{} is not a mount and not empty ({e}): left as it is",
+                    target.display()
+                ))
+            }),
+            Ok(m) if m.is_file() && m.len() == 0 => std::fs::remove_file(&target)
+                .map_err(|e| Error::io(format!("removing {}", target.display()), e)),
+            Ok(_) => Err(Error::FailedPrecondition(format!(
+                "{} is not a mount, an empty directory or an empty file: left as it is",
+                target.display()
+            ))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
+            Err(e) => Err(Error::io(format!("stat {}", target.display()), e)),
         }
-        .map_err(|e| Error::io(format!("removing {}", target.display()), e))?;
-        Ok(())
     }
 
     fn condition(&self, v: &VolumeId) -> pb::VolumeCondition {
@@ -467,7 +562,7 @@ impl Node for NodeService {
         req: Request<pb::NodeStageVolumeRequest>,
     ) -> Result<Response<pb::NodeStageVolumeResponse>, Status> {
         let r = req.into_inner();
-        self.run(move |i| i.stage(r)).await?;
+        self.run(&r.volume_id.clone(), move |i| i.stage(r)).await?;
         Ok(Response::new(pb::NodeStageVolumeResponse {}))
     }
 
@@ -476,7 +571,8 @@ impl Node for NodeService {
         req: Request<pb::NodeUnstageVolumeRequest>,
     ) -> Result<Response<pb::NodeUnstageVolumeResponse>, Status> {
         let r = req.into_inner();
-        self.run(move |i| i.unstage(r)).await?;
+        self.run(&r.volume_id.clone(), move |i| i.unstage(r))
+            .await?;
         Ok(Response::new(pb::NodeUnstageVolumeResponse {}))
     }
 
@@ -485,7 +581,8 @@ impl Node for NodeService {
         req: Request<pb::NodePublishVolumeRequest>,
     ) -> Result<Response<pb::NodePublishVolumeResponse>, Status> {
         let r = req.into_inner();
-        self.run(move |i| i.publish(r)).await?;
+        self.run(&r.volume_id.clone(), move |i| i.publish(r))
+            .await?;
         Ok(Response::new(pb::NodePublishVolumeResponse {}))
     }
 
@@ -494,7 +591,8 @@ impl Node for NodeService {
         req: Request<pb::NodeUnpublishVolumeRequest>,
     ) -> Result<Response<pb::NodeUnpublishVolumeResponse>, Status> {
         let r = req.into_inner();
-        self.run(move |i| i.unpublish(r)).await?;
+        self.run(&r.volume_id.clone(), move |i| i.unpublish(r))
+            .await?;
         Ok(Response::new(pb::NodeUnpublishVolumeResponse {}))
     }
 
@@ -503,7 +601,12 @@ impl Node for NodeService {
         req: Request<pb::NodeGetVolumeStatsRequest>,
     ) -> Result<Response<pb::NodeGetVolumeStatsResponse>, Status> {
         let r = req.into_inner();
-        Ok(Response::new(self.run(move |i| i.stats(r)).await?))
+        // Not serialised with the volume's other calls: kubelet polls it, and it only reads.
+        let inner = self.inner.clone();
+        let a = tokio::task::spawn_blocking(move || inner.stats(r))
+            .await
+            .map_err(|e| Status::internal(format!("node call panicked: {e}")))??;
+        Ok(Response::new(a))
     }
 
     async fn node_expand_volume(
@@ -511,7 +614,9 @@ impl Node for NodeService {
         req: Request<pb::NodeExpandVolumeRequest>,
     ) -> Result<Response<pb::NodeExpandVolumeResponse>, Status> {
         let r = req.into_inner();
-        Ok(Response::new(self.run(move |i| i.expand(r)).await?))
+        Ok(Response::new(
+            self.run(&r.volume_id.clone(), move |i| i.expand(r)).await?,
+        ))
     }
 
     async fn node_get_capabilities(

@@ -134,19 +134,45 @@ pub fn classify(b: &[u8]) -> FsKind {
     }
 }
 
-fn run(cmd: &mut Command) -> Result<()> {
-    let what = format!("{cmd:?}");
-    let out = cmd
-        .output()
+/// How long mkfs, mount and the grow tools may take before they are killed.
+const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Runs `cmd` (named `what` in errors: mount flags may be sensitive and are not in it),
+/// killed after COMMAND_TIMEOUT.
+fn run(what: &str, cmd: &mut Command) -> Result<()> {
+    use std::io::Read;
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .map_err(|e| Error::io(format!("running {what}"), e))?;
-    if out.status.success() {
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break st,
+            Ok(None) if t0.elapsed() >= COMMAND_TIMEOUT => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Error::Internal(format!(
+                    "{what} did not finish in {} s: killed",
+                    COMMAND_TIMEOUT.as_secs()
+                )));
+            }
+            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            Err(e) => return Err(Error::io(format!("waiting for {what}"), e)),
+        }
+    };
+    if status.success() {
         return Ok(());
     }
-    let mut err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    err.truncate(400);
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.by_ref().take(4096).read_to_string(&mut err);
+    }
     Err(Error::Internal(format!(
-        "{what} failed ({}): {err}",
-        out.status
+        "{what} failed ({status}): {}",
+        crate::volume::cap(err.trim())
     )))
 }
 
@@ -154,28 +180,50 @@ fn run(cmd: &mut Command) -> Result<()> {
 /// zeros already, and a discard of the whole device over the fabric takes time for nothing.
 pub fn mkfs(dev: &Path, fs: &str) -> Result<()> {
     match fs {
-        "ext4" => run(Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-E", "nodiscard,lazy_itable_init=1"])
-            .arg(dev)),
-        "xfs" => run(Command::new("mkfs.xfs").args(["-q", "-K"]).arg(dev)),
+        "ext4" => run(
+            &format!("mkfs.ext4 {}", dev.display()),
+            Command::new("mkfs.ext4")
+                .args(["-q", "-F", "-E", "nodiscard,lazy_itable_init=1"])
+                .arg(dev),
+        ),
+        "xfs" => run(
+            &format!("mkfs.xfs {}", dev.display()),
+            Command::new("mkfs.xfs").args(["-q", "-K"]).arg(dev),
+        ),
         other => Err(Error::InvalidArgument(format!(
             "file system {other:?} is not supported (ext4, xfs)"
         ))),
     }
 }
 
+/// The options `mount` gets: the CO's flags; read-only mounts never write (no journal
+/// replay: `noload` for ext4, `norecovery` for XFS — several readers may mount one volume);
+/// XFS always `nouuid` (a clone or restored snapshot has its source's file-system UUID and
+/// would not mount next to it).
+pub fn mount_options(fs: &str, flags: &[String], ro: bool) -> Vec<String> {
+    let mut opts: Vec<String> = flags.to_vec();
+    if ro {
+        opts.push("ro".into());
+        opts.push(if fs == "xfs" { "norecovery" } else { "noload" }.into());
+    }
+    if fs == "xfs" {
+        opts.push("nouuid".into());
+    }
+    opts
+}
+
 /// Mounts `dev` (file system `fs`) on `target` with the CO's mount flags.
 pub fn mount(dev: &Path, target: &Path, fs: &str, flags: &[String], ro: bool) -> Result<()> {
-    let mut opts: Vec<&str> = flags.iter().map(String::as_str).collect();
-    if ro {
-        opts.push("ro");
-    }
+    let opts = mount_options(fs, flags, ro);
     let mut c = Command::new("mount");
     c.arg("-t").arg(fs);
     if !opts.is_empty() {
         c.arg("-o").arg(opts.join(","));
     }
-    run(c.arg(dev).arg(target))
+    run(
+        &format!("mount -t {fs} {} {}", dev.display(), target.display()),
+        c.arg(dev).arg(target),
+    )
 }
 
 fn cpath(p: &Path) -> Result<CString> {
@@ -248,8 +296,14 @@ pub fn umount(target: &Path) -> Result<bool> {
 /// Grows the file system mounted at `mount_point` (device `dev`) to its device's size.
 pub fn grow(fstype: &str, dev: &Path, mount_point: &Path) -> Result<()> {
     match fstype {
-        "ext4" | "ext3" | "ext2" => run(Command::new("resize2fs").arg(dev)),
-        "xfs" => run(Command::new("xfs_growfs").arg(mount_point)),
+        "ext4" | "ext3" | "ext2" => run(
+            &format!("resize2fs {}", dev.display()),
+            Command::new("resize2fs").arg(dev),
+        ),
+        "xfs" => run(
+            &format!("xfs_growfs {}", mount_point.display()),
+            Command::new("xfs_growfs").arg(mount_point),
+        ),
         other => Err(Error::FailedPrecondition(format!(
             "cannot grow a {other} file system"
         ))),
@@ -311,6 +365,28 @@ mod tests {
         let mut o = vec![0u8; 4096];
         o[100] = 1;
         assert_eq!(classify(&o), FsKind::Other);
+    }
+
+    #[test]
+    fn read_only_mounts_never_write() {
+        let f = vec!["noatime".to_string()];
+        assert_eq!(mount_options("ext4", &f, false), vec!["noatime"]);
+        assert_eq!(
+            mount_options("ext4", &f, true),
+            vec!["noatime", "ro", "noload"]
+        );
+        assert_eq!(
+            mount_options("xfs", &[], true),
+            vec!["ro", "norecovery", "nouuid"]
+        );
+        assert_eq!(mount_options("xfs", &[], false), vec!["nouuid"]);
+    }
+
+    #[test]
+    fn commands_report_failures_without_their_arguments() {
+        let e = run("false-tool", &mut Command::new("false")).unwrap_err();
+        assert!(e.to_string().contains("false-tool failed"), "{e}");
+        run("true-tool", &mut Command::new("true")).unwrap();
     }
 
     #[test]
