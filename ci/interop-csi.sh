@@ -145,6 +145,10 @@ c $NA NodeStageVolume "$STAGE"
 grep -q " /mnt/a/stage ext4 " /proc/mounts || fail "not mounted: $(cat /proc/mounts)"
 DEV=$(awk '$2 == "/mnt/a/stage" {print $1}' /proc/mounts)
 CTRLR=$(nvmf_ctrl "$NQN")
+# the plugin takes a disk only of the volume's subsystem: sysfs names it here
+[ "$(cat /sys/block/${DEV#/dev/}/device/subsysnqn)" = "$NQN" ] || fail "subsysnqn of $DEV"
+# and refuses a publish_context naming another subsystem (no connect, INVALID_ARGUMENT)
+refused $NA NodeStageVolume '{"volume_id":"'"$VOL"'","publish_context":'"$(echo "$CTX" | sed 's/"nqn":"[^"]*"/"nqn":"nqn.2026-11.io.ballast:other"/')"',"staging_target_path":"/mnt/a/other","volume_capability":'"$CAP"'}' InvalidArgument
 [ "$(cat /sys/class/nvme/$CTRLR/state)" = live ] || fail "controller not live"
 if [ -f /sys/class/nvme/$CTRLR/ctrl_loss_tmo ]; then
     [ "$(cat /sys/class/nvme/$CTRLR/ctrl_loss_tmo)" = 60 ] || fail "ctrl_loss_tmo $(cat /sys/class/nvme/$CTRLR/ctrl_loss_tmo)"
