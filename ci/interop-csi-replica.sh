@@ -58,16 +58,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 fatal() { notok "$1" "$2"; interop_summary; exit 1; }
 
-if [[ -z ${BALLASTD:-} || -z ${BALLAST_RPC:-} || -z ${BALLAST_CSI:-} ]]; then
-    cargo build --release -q --bin ballastd --bin ballast-rpc --bin ballast-csi \
-        2>"$LOGDIR/build.log" || fatal "build" "$(tail -n 20 "$LOGDIR/build.log")"
-    BALLASTD=${BALLASTD:-${CARGO_TARGET_DIR:-target}/release/ballastd}
-    BALLAST_RPC=${BALLAST_RPC:-${CARGO_TARGET_DIR:-target}/release/ballast-rpc}
-    BALLAST_CSI=${BALLAST_CSI:-${CARGO_TARGET_DIR:-target}/release/ballast-csi}
-fi
-BALLASTD=$(readlink -f "$BALLASTD") BALLAST_RPC=$(readlink -f "$BALLAST_RPC")
-BALLAST_CSI=$(readlink -f "$BALLAST_CSI")
-interop_setup 2>"$LOGDIR/setup.err" || fatal "guest harness setup" "$(tail -n 20 "$LOGDIR/setup.err")"
+csi_interop_setup   # ci/lib-interop.sh: binaries and the guest harness
 
 # ------------------------------------------------------------------ nodes ----
 netns_node_add "$NS" "$IDX" || fatal "network namespace $NS" "ip netns failed"

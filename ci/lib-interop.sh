@@ -359,6 +359,23 @@ interop_fail() {
     echo "FAIL $1${2:+ ($2)}"
 }
 
+# csi_interop_setup: BALLASTD, BALLAST_RPC, BALLAST_CSI (absolute paths; built with cargo
+# --release unless all three are given) and interop_setup; `fatal NAME DETAIL` on failure
+# (the caller defines fatal; build output in $LOGDIR/build.log).
+csi_interop_setup() {
+    if [[ -z ${BALLASTD:-} || -z ${BALLAST_RPC:-} || -z ${BALLAST_CSI:-} ]]; then
+        cargo build --release -q --bin ballastd --bin ballast-rpc --bin ballast-csi \
+            2>"$LOGDIR/build.log" || fatal "build" "$(tail -n 20 "$LOGDIR/build.log")"
+        BALLASTD=${BALLASTD:-${CARGO_TARGET_DIR:-target}/release/ballastd}
+        BALLAST_RPC=${BALLAST_RPC:-${CARGO_TARGET_DIR:-target}/release/ballast-rpc}
+        BALLAST_CSI=${BALLAST_CSI:-${CARGO_TARGET_DIR:-target}/release/ballast-csi}
+    fi
+    BALLASTD=$(readlink -f "$BALLASTD") BALLAST_RPC=$(readlink -f "$BALLAST_RPC")
+    BALLAST_CSI=$(readlink -f "$BALLAST_CSI")
+    interop_setup 2>"$LOGDIR/setup.err" ||
+        fatal "guest harness setup" "$(tail -n 20 "$LOGDIR/setup.err")"
+}
+
 # Counts both kinds of checks: assert_*/interop_pass/interop_fail and ok/notok.
 interop_summary() {
     local passed=$((INTEROP_PASSED + PASSED)) failed=$((INTEROP_FAILED + FAILED))
