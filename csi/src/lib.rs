@@ -30,7 +30,8 @@
 //! `csix-<sha256 prefix>` (see [`volume::lvol_name`]). Only lvols with these prefixes are
 //! ever listed, resized or deleted.
 //!
-//! Snapshots and clones: [`snapshot`] (lvol snapshots named `csisnap-…`).
+//! Snapshots and clones: [`snapshot`] (lvol snapshots named `csisnap-…`); of replicated
+//! volumes, consistent across the replicas: [`rsnap`].
 //!
 //! Not built yet (see csi/README.md): the Node service, ControllerPublish/Unpublish,
 //! snapshots, clones, encryption, compression, deployment manifests. Replicated volumes:
@@ -46,6 +47,7 @@ pub mod nodes;
 pub mod publish;
 pub mod replicas;
 pub mod rpc;
+pub mod rsnap;
 pub mod server;
 pub mod snapshot;
 pub mod volume;

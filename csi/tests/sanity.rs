@@ -207,7 +207,11 @@ async fn create_volume_is_idempotent_rounds_to_clusters_and_conflicts_are_alread
     assert_eq!(id.node, "n1");
     // Reachable over NVMe/TCP from every node: no topology beyond the per-node key, so no
     // constraint on where pods run.
-    assert!(v.accessible_topology.is_empty(), "{:?}", v.accessible_topology);
+    assert!(
+        v.accessible_topology.is_empty(),
+        "{:?}",
+        v.accessible_topology
+    );
 
     // The lvol ballastd holds: named from the CSI name, thin, the rounded size, its UUID
     // in the volume id.

@@ -118,6 +118,8 @@ pub const METHODS: &[(&str, Method)] = &[
     ("bdev_raid_remove_base_bdev", bdev_raid_remove_base_bdev),
     ("bdev_raid_set_options", bdev_raid_set_options),
     ("bdev_raid_delete", bdev_raid_delete),
+    ("bdev_raid_quiesce", bdev_raid_quiesce),
+    ("bdev_raid_unquiesce", bdev_raid_unquiesce),
     ("bdev_lvol_create_lvstore", bdev_lvol_create_lvstore),
     ("bdev_lvol_delete_lvstore", bdev_lvol_delete_lvstore),
     ("bdev_lvol_get_lvstores", bdev_lvol_get_lvstores),
