@@ -2,40 +2,34 @@
 //! `controller` and a `node` mode, speaking CSI v1 over gRPC (tonic) on a Unix socket.
 //!
 //! The controller keeps no database: every volume is a logical volume (lvol) in the lvol
-//! store of one ballastd node, and the truth is what the nodes answer over their JSON-RPC
-//! socket. A restarted controller sees the same volumes; every call is idempotent.
+//! store of a ballastd node (or, replicated, a mirror over lvols on several nodes), and the
+//! truth is what the nodes answer over their JSON-RPC sockets. A restarted controller sees
+//! the same volumes; every call is idempotent. The node plugin attaches a published volume
+//! with the kernel's NVMe/TCP initiator and mounts it.
 //!
 //! ```text
-//!  CO sidecars (external-provisioner, ...)
-//!        │ gRPC, CSI v1 (unix:///csi/csi.sock)
-//!        ▼
-//!  ┌──────────────── ballast-csi controller ─────────────────┐
-//!  │ identity.rs   GetPluginInfo / GetPluginCapabilities /   │
-//!  │               Probe (spdk_get_version on the nodes)     │
-//!  │ controller.rs CreateVolume ─► volume.rs: lvol name from │
-//!  │               the CSI name, size rounded to clusters,   │
-//!  │               placement by topology ─► bdev_lvol_create │
-//!  │               Delete/List/Validate/GetCapacity/Expand   │
-//!  │ rpc.rs        JSON-RPC 2.0 client, one Unix connection  │
-//!  │               per call, a timeout on each               │
-//!  └───────┬──────────────────────────────┬──────────────────┘
-//!          │ JSON-RPC (config.rs: nodes)  │
-//!          ▼                              ▼
-//!   ballastd node-a                ballastd node-b
-//!   lvs0/csi-pvc-…  (thin lvols)   lvs0/csi-pvc-…
+//!  CO sidecars (provisioner, attacher, snapshotter, resizer)     kubelet
+//!        │ gRPC, CSI v1 (unix socket)                               │ gRPC (unix socket)
+//!        ▼                                                          ▼
+//!  ┌──────────── ballast-csi controller ───────────┐   ┌──── ballast-csi node ─────┐
+//!  │ controller.rs  the Controller service          │   │ node/mod.rs  Node service │
+//!  │ volume.rs      ids, names, params, topology    │   │ node/fabrics.rs           │
+//!  │ replicas.rs    mirrors over lvols on N nodes   │   │   /dev/nvme-fabrics,sysfs │
+//!  │ snapshot.rs    snapshots, clones               │   │ node/mount.rs  mkfs,mount │
+//!  │ rsnap.rs       snapshots of replicated volumes │   └─────────────▲─────────────┘
+//!  │ stack.rs       compress + crypto over a volume │                 │ NVMe/TCP
+//!  │ publish.rs     export subsystem, host NQNs     │                 │
+//!  │ rpc.rs/nodes.rs JSON-RPC to each ballastd      │                 │
+//!  └───────┬──────────────────────────────┬────────┘                 │
+//!          ▼                              ▼                          │
+//!   ballastd node-a ─── replica link ─── ballastd node-b ────────────┘
+//!   lvs0/csi-pvc-… (lvols, mirrors, export subsystems)
 //! ```
 //!
 //! Volume ids are `v1:<node id>:<lvol store uuid>:<lvol uuid>` (see [`volume::VolumeId`]);
-//! lvol names are `csi-<CSI name>` or, for names that are long or have other characters,
-//! `csix-<sha256 prefix>` (see [`volume::lvol_name`]). Only lvols with these prefixes are
-//! ever listed, resized or deleted.
-//!
-//! Snapshots and clones: [`snapshot`] (lvol snapshots named `csisnap-…`). Encryption and
-//! compression: [`stack`] (ballast's crypto and compress stages over the volume's lvol).
-//!
-//! Not built yet (see csi/README.md): the Node service, ControllerPublish/Unpublish,
-//! snapshots, clones, deployment manifests. Replicated volumes:
-//! see [`replicas`].
+//! lvol names are derived from the CSI name (see [`volume::lvol_name`]); only lvols with the
+//! driver's prefixes are ever listed, resized or deleted. `ballast-csi call` ([`client`])
+//! makes any CSI call from a shell. What is not built yet: csi/README.md.
 
 pub mod client;
 pub mod config;
@@ -47,6 +41,7 @@ pub mod nodes;
 pub mod publish;
 pub mod replicas;
 pub mod rpc;
+pub mod rsnap;
 pub mod server;
 pub mod snapshot;
 pub mod stack;

@@ -391,7 +391,7 @@ async fn delete_raid(p: &NodeHandle, name: &str) -> Result<()> {
 }
 
 /// The lvol `name` of node `n`'s store; a node without a store has none.
-async fn lvol_named(n: &NodeHandle, name: &str) -> Result<Option<Lvol>> {
+pub(crate) async fn lvol_named(n: &NodeHandle, name: &str) -> Result<Option<Lvol>> {
     let Some(store) = n.store_if_any().await? else {
         return Ok(None);
     };
@@ -401,7 +401,7 @@ async fn lvol_named(n: &NodeHandle, name: &str) -> Result<Option<Lvol>> {
 }
 
 /// The configured node whose nvmf address a controller points at.
-fn node_of<'a>(nodes: &'a Nodes, c: &Ctrlr) -> Option<&'a NodeHandle> {
+pub(crate) fn node_of<'a>(nodes: &'a Nodes, c: &Ctrlr) -> Option<&'a NodeHandle> {
     nodes.iter().find(|n| {
         n.cfg
             .nvmf
@@ -411,7 +411,7 @@ fn node_of<'a>(nodes: &'a Nodes, c: &Ctrlr) -> Option<&'a NodeHandle> {
 }
 
 /// The replica lvol uuid behind a member bdev `csi-r-<uuid>n1`.
-fn member_replica(member: &str) -> Option<&str> {
+pub(crate) fn member_replica(member: &str) -> Option<&str> {
     member
         .strip_prefix(REMOTE_PREFIX)
         .and_then(|s| s.get(..36))

@@ -20,6 +20,7 @@
 //!
 //! **Names.** Every snapshot lvol this driver makes is named `<prefix><key><source><time>`,
 //! exactly 63 characters (SPDK's limit): an 8-character prefix (`csisnap-` a CSI snapshot,
+//! `csisnpm-` one of a replicated volume and `csisnpr-` a replica's copy of it: rsnap.rs,
 //! `csibase-` the hidden base of a volume clone, `csigone-` a deleted CSI snapshot that
 //! clones still need), `key` = 15 hex digits (60 bits) of the SHA-256 of the CSI snapshot
 //! name (of the new volume's lvol name for `csibase-`, of the lvol's own UUID for
@@ -60,6 +61,10 @@ use crate::volume::{is_managed, serves, volume_size, VolumeId, SIDECAR_PREFIX};
 pub enum Kind {
     /// `csisnap-`: a CSI snapshot.
     Snapshot,
+    /// `csisnpm-`: a CSI snapshot of a replicated volume (the primary's lvol: see rsnap.rs).
+    Mirrored,
+    /// `csisnpr-`: a replica's copy of a `csisnpm-` snapshot (never a CSI snapshot itself).
+    Copy,
     /// `csibase-`: the hidden snapshot a volume clone was made from.
     Base,
     /// `csigone-`: a deleted CSI snapshot that clones still depend on.
@@ -67,9 +72,11 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn prefix(self) -> &'static str {
+    pub fn prefix(self) -> &'static str {
         match self {
             Kind::Snapshot => "csisnap-",
+            Kind::Mirrored => "csisnpm-",
+            Kind::Copy => "csisnpr-",
             Kind::Base => "csibase-",
             Kind::Gone => "csigone-",
         }
@@ -77,7 +84,12 @@ impl Kind {
 
     /// Hidden kinds are deleted as soon as they have at most one clone.
     fn hidden(self) -> bool {
-        self != Kind::Snapshot
+        matches!(self, Kind::Base | Kind::Gone)
+    }
+
+    /// A CSI snapshot (listed, found by id and name).
+    pub fn is_csi(self) -> bool {
+        matches!(self, Kind::Snapshot | Kind::Mirrored)
     }
 }
 
@@ -120,9 +132,15 @@ impl SnapName {
     }
 
     pub fn parse(name: &str) -> Option<SnapName> {
-        let kind = [Kind::Snapshot, Kind::Base, Kind::Gone]
-            .into_iter()
-            .find(|k| name.starts_with(k.prefix()))?;
+        let kind = [
+            Kind::Snapshot,
+            Kind::Mirrored,
+            Kind::Copy,
+            Kind::Base,
+            Kind::Gone,
+        ]
+        .into_iter()
+        .find(|k| name.starts_with(k.prefix()))?;
         let rest = &name[kind.prefix().len()..];
         let hex = |s: &str| s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
         if rest.len() != KEY_LEN + SOURCE_LEN + TIME_LEN || !hex(rest) {
@@ -148,8 +166,8 @@ fn now_secs() -> u64 {
 /// An lvol with its place in ballastd's snapshot tree (`bdev_get_bdevs`' `base_snapshot`
 /// and `clones`, both lvol names within the store).
 #[derive(Debug, Clone)]
-struct Member {
-    lvol: Lvol,
+pub(crate) struct Member {
+    pub(crate) lvol: Lvol,
     parent: Option<String>,
     clones: Vec<String>,
 }
@@ -172,13 +190,13 @@ impl Member {
         })
     }
 
-    fn snap(&self) -> Option<SnapName> {
+    pub(crate) fn snap(&self) -> Option<SnapName> {
         SnapName::parse(&self.lvol.name)
     }
 }
 
 /// Every lvol of store `lvs_uuid` on `n`, with its relations.
-async fn members(n: &NodeHandle, lvs_uuid: &str) -> Result<Vec<Member>> {
+pub(crate) async fn members(n: &NodeHandle, lvs_uuid: &str) -> Result<Vec<Member>> {
     match n.rpc.call("bdev_get_bdevs", None).await? {
         Value::Array(v) => Ok(v
             .iter()
@@ -190,7 +208,7 @@ async fn members(n: &NodeHandle, lvs_uuid: &str) -> Result<Vec<Member>> {
 }
 
 /// The lvol `name` (UUID or alias) on `n`, with its relations.
-async fn member(n: &NodeHandle, name: &str) -> Result<Option<Member>> {
+pub(crate) async fn member(n: &NodeHandle, name: &str) -> Result<Option<Member>> {
     match n
         .rpc
         .call("bdev_get_bdevs", Some(json!({"name": name})))
@@ -203,7 +221,7 @@ async fn member(n: &NodeHandle, name: &str) -> Result<Option<Member>> {
     }
 }
 
-fn protocol(n: &NodeHandle, method: &str, mut detail: String) -> Error {
+pub(crate) fn protocol(n: &NodeHandle, method: &str, mut detail: String) -> Error {
     detail.truncate(200);
     Error::Protocol {
         node: n.id().into(),
@@ -221,10 +239,15 @@ fn id(n: &NodeHandle, lvs_uuid: &str, lvol_uuid: &str) -> String {
     .to_string()
 }
 
-/// The CSI snapshot of lvol `l` named `s`.
+/// The CSI snapshot of lvol `l` named `s` (of a replicated volume: its capacity, without the
+/// mirror's metadata).
 fn snapshot(n: &NodeHandle, l: &Lvol, s: &SnapName) -> pb::Snapshot {
+    let size = match s.kind {
+        Kind::Mirrored => l.size.saturating_sub(crate::replicas::META_BYTES),
+        _ => l.size,
+    };
     pb::Snapshot {
-        size_bytes: l.size as i64,
+        size_bytes: size as i64,
         snapshot_id: id(n, &l.lvs_uuid, &l.uuid),
         source_volume_id: id(n, &l.lvs_uuid, &s.source),
         creation_time: Some(pb::Timestamp {
@@ -254,7 +277,7 @@ async fn find_snapshot<'a>(nodes: &'a Nodes, snapshot_id: &str) -> Result<Found<
     };
     Ok(match member(n, &id.lvol_uuid).await? {
         Some(m) if m.lvol.lvs_uuid == id.lvs_uuid => match m.snap() {
-            Some(s) if s.kind == Kind::Snapshot => Found::Snapshot(n, m, s),
+            Some(s) if s.kind.is_csi() => Found::Snapshot(n, m, s),
             _ => Found::Missing,
         },
         _ => Found::Missing,
@@ -319,10 +342,7 @@ pub async fn create(nodes: &Nodes, r: &pb::CreateSnapshotRequest) -> Result<pb::
             continue;
         };
         for m in members(n, &store.uuid).await? {
-            let Some(s) = m
-                .snap()
-                .filter(|s| s.kind == Kind::Snapshot && s.key == key)
-            else {
+            let Some(s) = m.snap().filter(|s| s.kind.is_csi() && s.key == key) else {
                 continue;
             };
             let same = want.as_ref().is_some_and(|w| {
@@ -346,19 +366,28 @@ pub async fn create(nodes: &Nodes, r: &pb::CreateSnapshotRequest) -> Result<pb::
             r.source_volume_id
         )));
     };
+    let replicated = crate::replicas::is_replicated(&src.name);
     let s = SnapName {
-        kind: Kind::Snapshot,
+        kind: if replicated {
+            Kind::Mirrored
+        } else {
+            Kind::Snapshot
+        },
         key,
         source: src.uuid.clone(),
         created: now_secs(),
     };
-    let l = snapshot_lvol(n, &src.uuid, &s.encode()).await?;
+    let l = if replicated {
+        crate::rsnap::create(nodes, n, &src, &s).await?
+    } else {
+        snapshot_lvol(n, &src.uuid, &s.encode()).await?
+    };
     tracing::info!(name = %r.name, node = n.id(), source = %src.uuid, lvol = %l.uuid, "CreateSnapshot: created");
     Ok(snapshot(n, &l, &s))
 }
 
 /// `bdev_lvol_snapshot` of lvol `origin` as `name`; the new lvol.
-async fn snapshot_lvol(n: &NodeHandle, origin: &str, name: &str) -> Result<Lvol> {
+pub(crate) async fn snapshot_lvol(n: &NodeHandle, origin: &str, name: &str) -> Result<Lvol> {
     let p = json!({"lvol_name": origin, "snapshot_name": name});
     let uuid = match n.rpc.call("bdev_lvol_snapshot", Some(p)).await? {
         Value::String(u) => u,
@@ -391,6 +420,12 @@ pub async fn delete(nodes: &Nodes, snapshot_id: &str) -> Result<()> {
         return Err(Error::InvalidArgument("snapshot_id is required".into()));
     }
     let (n, m, s) = match find_snapshot(nodes, snapshot_id).await? {
+        Found::Snapshot(n, m, s) if s.kind == Kind::Mirrored => {
+            // The replicas' copies first: the primary's snapshot, the CSI snapshot, goes
+            // last, so a delete cut short is found and finished by the next.
+            crate::rsnap::delete_copies(nodes, n, &m.lvol).await?;
+            (n, m, s)
+        }
         Found::Snapshot(n, m, s) => (n, m, s),
         Found::Missing => {
             tracing::info!(snapshot = snapshot_id, "DeleteSnapshot: nothing to delete");
@@ -402,6 +437,14 @@ pub async fn delete(nodes: &Nodes, snapshot_id: &str) -> Result<()> {
             )))
         }
     };
+    retire(n, m, s, snapshot_id).await
+}
+
+/// Deletes snapshot lvol `m` (named `s`) of `n` when it has at most one clone (ballastd
+/// merges it into that clone), else renames it `csigone-…` (deleted once its clones are down
+/// to one). `what` names it in the log.
+pub(crate) async fn retire(n: &NodeHandle, m: Member, s: SnapName, what: &str) -> Result<()> {
+    let snapshot_id = what;
     if m.clones.len() <= 1 {
         match n.delete_lvol(&m.lvol.uuid).await {
             Ok(_) => {
@@ -508,7 +551,7 @@ pub async fn list(
                 continue;
             };
             for m in members(n, &store.uuid).await? {
-                if let Some(s) = m.snap().filter(|s| s.kind == Kind::Snapshot) {
+                if let Some(s) = m.snap().filter(|s| s.kind.is_csi()) {
                     all.push(snapshot(n, &m.lvol, &s));
                 }
             }
@@ -611,7 +654,7 @@ pub async fn origin(n: &NodeHandle, store: &Store, l: &Lvol) -> Result<Option<So
             Some(s) if s.source != l.uuid => {
                 return Ok(Some(match s.kind {
                     Kind::Base => Source::Volume(id(n, &store.uuid, &s.source)),
-                    Kind::Snapshot | Kind::Gone => {
+                    Kind::Snapshot | Kind::Mirrored | Kind::Copy | Kind::Gone => {
                         Source::Snapshot(id(n, &store.uuid, &m.lvol.uuid))
                     }
                 }))
@@ -668,10 +711,21 @@ pub async fn clone_into<'a>(
     let not_found = |what: &str| Error::NotFound(format!("{what} {} does not exist", src.id()));
     let (n, base, volume) = match src {
         Source::Snapshot(i) => match find_snapshot(nodes, i).await? {
+            Found::Snapshot(_, _, s) if s.kind == Kind::Mirrored => {
+                return Err(Error::InvalidArgument(format!(
+                    "snapshot {i} is of a replicated volume: a volume from it is not built \
+                     yet (its copies hold the mirror's metadata ahead of the data)"
+                )))
+            }
             Found::Snapshot(n, m, _) => (n, m.lvol, None),
             Found::Missing | Found::UnknownNode(_) => return Err(not_found("snapshot")),
         },
         Source::Volume(i) => match find_volume(nodes, i).await? {
+            Some((_, l)) if crate::replicas::is_replicated(&l.name) => {
+                return Err(Error::InvalidArgument(format!(
+                    "volume {i} is replicated: a clone of it is not built yet"
+                )))
+            }
             Some((n, l)) => (n, l.clone(), Some(l)),
             None => return Err(not_found("volume")),
         },

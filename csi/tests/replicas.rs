@@ -7,8 +7,13 @@
 //! when not root or `ip netns` cannot be used. The stores are lvol stores on sparse files
 //! (uring bdevs), so a node killed and restarted from its saved config keeps its replica.
 //!
+//! The snapshot test reads and writes the volumes' blocks from threads that enter a node's
+//! namespace (common/blocks.rs' export on the node's own 127.0.0.1).
+//!
 //! The other tests need no namespace.
 
+#[path = "common/blocks.rs"]
+mod blocks;
 mod common;
 
 use std::os::unix::fs::MetadataExt;
@@ -18,8 +23,11 @@ use std::time::{Duration, Instant};
 
 use ballast_csi::config::{Node, Nvmf};
 use ballast_csi::pb;
-use ballast_csi::replicas::{mirror_name, replica_nqn};
+use ballast_csi::pb::volume_content_source::{SnapshotSource, Type as Src, VolumeSource};
+use ballast_csi::replicas::{mirror_name, replica_nqn, META_BYTES};
+use ballast_csi::rsnap::copy_name;
 use ballast_csi::volume::VolumeId;
+use blocks::{pattern, Export, BLOCK};
 use common::*;
 use serde_json::{json, Value};
 use tonic::Code;
@@ -240,20 +248,14 @@ async fn wait_condition(
     }
 }
 
-fn delete_req(id: &str) -> pb::DeleteVolumeRequest {
-    pb::DeleteVolumeRequest {
-        volume_id: id.into(),
-        ..Default::default()
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replicated_volume_lifecycle_across_namespaced_nodes() {
+/// Three nodes in namespaces (test `test`, see [`Net::new`]) with their files, and the CSI
+/// controller over them; None (skipped, with a message) when namespaces cannot be used.
+async fn three_nodes(test: u8) -> Option<(Net, Vec<Daemon>, Vec<NodeFiles>, Csi)> {
     if let Some(why) = netns_unusable() {
         eprintln!("skipped: network namespaces are not usable here ({why}); run as root");
-        return;
+        return None;
     }
-    let net = Net::new(1, 3);
+    let net = Net::new(test, 3);
     let mut files = Vec::new();
     let mut ds = Vec::new();
     for i in 0..3 {
@@ -264,7 +266,22 @@ async fn replicated_volume_lifecycle_across_namespaced_nodes() {
     let cfg: Vec<Node> = (0..3)
         .map(|i| csi_node(i, &files[i], &net.addrs[i]))
         .collect();
-    let mut c = Csi::start(cfg).await;
+    let c = Csi::start(cfg).await;
+    Some((net, ds, files, c))
+}
+
+fn delete_req(id: &str) -> pb::DeleteVolumeRequest {
+    pb::DeleteVolumeRequest {
+        volume_id: id.into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicated_volume_lifecycle_across_namespaced_nodes() {
+    let Some((net, mut ds, files, mut c)) = three_nodes(1).await else {
+        return;
+    };
 
     // --- pieces an interrupted CreateVolume left are torn down, then the volume is built
     let left_r = ds[0]
@@ -677,4 +694,289 @@ async fn get_volume_of_plain_volumes() {
     assert!(ab && m.contains("cannot be asked"), "{m}");
     assert_eq!(r.volume.unwrap().volume_id, v.volume_id);
     c.stop().await;
+}
+
+/// Runs `f` on a thread of its own inside network namespace `ns`: its sockets are that
+/// namespace's (the node's ballastd on its own 127.0.0.1).
+fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            enter_ns(ns);
+            f()
+        })
+        .join()
+        .expect("a thread in the namespace")
+    })
+}
+
+fn enter_ns(ns: &str) {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(format!("/run/netns/{ns}"))
+        .unwrap_or_else(|e| panic!("netns {ns}: {e}"));
+    // SAFETY: setns(2) with a valid namespace descriptor moves only the calling thread (one
+    // of the test's own, which ends with its closure) into the namespace.
+    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(r, 0, "setns {ns}: {}", std::io::Error::last_os_error());
+}
+
+/// The mirror's data blocks ahead of a member's data.
+const META_BLOCKS: u64 = META_BYTES / BLOCK as u64;
+
+/// `blocks` blocks of the data area (after the mirror's metadata) of member lvol `bdev` of
+/// daemon `d` in namespace `ns`.
+fn member_data(ns: &str, d: &Daemon, bdev: &str, blocks: usize) -> Vec<u8> {
+    in_ns(ns, || Export::new(d, bdev).read_many(META_BLOCKS, blocks))
+}
+
+fn snap_req(name: &str, source: &str) -> pb::CreateSnapshotRequest {
+    pb::CreateSnapshotRequest {
+        name: name.into(),
+        source_volume_id: source.into(),
+        ..Default::default()
+    }
+}
+
+/// Each node's copy of CSI snapshot `s` (the primary's lvol, or a replica's `csisnpr-`): the
+/// lvol's UUID per node index, None where there is none.
+fn copies(ds: &[Daemon], s: &pb::Snapshot) -> Vec<Option<String>> {
+    let id = VolumeId::parse(&s.snapshot_id).unwrap();
+    let p = node_index(&id.node);
+    let primary = ds[p]
+        .lvol(&id.lvol_uuid)
+        .expect("the primary's snapshot lvol");
+    let alias = primary["aliases"][0].as_str().unwrap().to_string();
+    let name = alias.trim_start_matches("lvs0/");
+    assert!(name.starts_with("csisnpm-"), "{name}");
+    (0..ds.len())
+        .map(|i| {
+            if i == p {
+                return Some(id.lvol_uuid.clone());
+            }
+            let l = ds[i].lvol(&format!("lvs0/{}", copy_name(name)))?;
+            Some(l["name"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+async fn list_snapshots(c: &mut Csi) -> Vec<pb::Snapshot> {
+    c.ctrl
+        .list_snapshots(pb::ListSnapshotsRequest::default())
+        .await
+        .expect("ListSnapshots")
+        .into_inner()
+        .entries
+        .into_iter()
+        .filter_map(|e| e.snapshot)
+        .collect()
+}
+
+/// CreateSnapshot of a replicated volume pauses its mirror and snapshots every in-sync member
+/// (rsnap.rs): the copies hold the same data, also with writes going on through the mirror;
+/// one CSI snapshot per call; a degraded mirror gets copies on its in-sync members; restores
+/// are refused; DeleteSnapshot removes every copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicated_snapshots_are_consistent_across_members() {
+    let Some((net, ds, _files, mut c)) = three_nodes(2).await else {
+        return;
+    };
+    let v = vol(c
+        .ctrl
+        .create_volume(create_req("pvc-rs", 16 * MIB, &[("replicas", "3")]))
+        .await);
+    let id = VolumeId::parse(&v.volume_id).unwrap();
+    let p = node_index(&id.node);
+    let mname = mirror_name(&id.lvol_uuid);
+    let blocks = v.capacity_bytes as usize / BLOCK;
+
+    // --- known data through the mirror, then a snapshot: every member's copy holds it
+    let known = pattern(0x5c, 32);
+    in_ns(net.ns(p), || Export::new(&ds[p], &mname).write(100, &known));
+    let s1 = c
+        .ctrl
+        .create_snapshot(snap_req("snap-rs1", &v.volume_id))
+        .await
+        .expect("CreateSnapshot")
+        .into_inner()
+        .snapshot
+        .unwrap();
+    assert!(s1.ready_to_use);
+    assert_eq!(s1.source_volume_id, v.volume_id);
+    assert_eq!(
+        s1.size_bytes, v.capacity_bytes,
+        "the volume's size, not the lvol's"
+    );
+    let c1 = copies(&ds, &s1);
+    assert!(
+        c1.iter().all(Option::is_some),
+        "a copy on every node: {c1:?}"
+    );
+    for (i, u) in c1.iter().enumerate() {
+        let got = member_data(net.ns(i), &ds[i], u.as_ref().unwrap(), 132);
+        assert!(
+            got[100 * BLOCK..] == known[..],
+            "n{i}'s copy lacks the data"
+        );
+    }
+    let again = c
+        .ctrl
+        .create_snapshot(snap_req("snap-rs1", &v.volume_id))
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    assert_eq!(again.snapshot_id, s1.snapshot_id, "idempotent");
+    assert!(raid(&ds[p], &mname).unwrap()["quiesced"] == json!(false));
+
+    // --- writes go on through the mirror during the snapshot: the copies are equal
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (s2, writes) = tokio::task::block_in_place(|| {
+        std::thread::scope(|sc| {
+            let w = sc.spawn(|| {
+                enter_ns(net.ns(p));
+                Export::new(&ds[p], &mname).write_while(|k| {
+                    let go = !stop.load(std::sync::atomic::Ordering::Acquire);
+                    go.then(|| ((k * 7919) % (blocks as u64 - 8), pattern(k as u8, 8)))
+                })
+            });
+            std::thread::sleep(Duration::from_millis(800));
+            let s = tokio::runtime::Handle::current()
+                .block_on(c.ctrl.create_snapshot(snap_req("snap-rs2", &v.volume_id)));
+            std::thread::sleep(Duration::from_millis(500));
+            stop.store(true, std::sync::atomic::Ordering::Release);
+            (s, w.join().expect("no write failed"))
+        })
+    });
+    let s2 = s2
+        .expect("CreateSnapshot under writes")
+        .into_inner()
+        .snapshot
+        .unwrap();
+    assert!(writes > 10, "{writes} writes");
+    let c2 = copies(&ds, &s2);
+    let datas: Vec<Vec<u8>> = (0..3)
+        .map(|i| member_data(net.ns(i), &ds[i], c2[i].as_ref().unwrap(), blocks))
+        .collect();
+    for i in 1..3 {
+        assert!(
+            datas[i] == datas[0],
+            "n{i}'s copy differs from n0's ({writes} writes went on meanwhile)"
+        );
+    }
+    assert!(
+        datas[0].iter().any(|&b| b != 0),
+        "the copies hold the writes"
+    );
+    eprintln!("{writes} writes through the mirror around the snapshot");
+
+    // --- one CSI snapshot per call; restores and clones are refused plainly
+    let listed = list_snapshots(&mut c).await;
+    let mut ids: Vec<&str> = listed.iter().map(|s| s.snapshot_id.as_str()).collect();
+    ids.sort();
+    let mut want = vec![s1.snapshot_id.as_str(), s2.snapshot_id.as_str()];
+    want.sort();
+    assert_eq!(ids, want, "copies are not listed");
+    let mut from_snap = create_req("pvc-rs-restore", 16 * MIB, &[]);
+    from_snap.volume_content_source = Some(pb::VolumeContentSource {
+        r#type: Some(Src::Snapshot(SnapshotSource {
+            snapshot_id: s1.snapshot_id.clone(),
+        })),
+    });
+    let (k, msg) = code(c.ctrl.create_volume(from_snap).await);
+    assert_eq!(k, Code::InvalidArgument, "{msg}");
+    assert!(msg.contains("not built yet"), "{msg}");
+    let mut from_vol = create_req("pvc-rs-clone", 16 * MIB, &[]);
+    from_vol.volume_content_source = Some(pb::VolumeContentSource {
+        r#type: Some(Src::Volume(VolumeSource {
+            volume_id: v.volume_id.clone(),
+        })),
+    });
+    let (k, msg) = code(c.ctrl.create_volume(from_vol).await);
+    assert_eq!(k, Code::InvalidArgument, "{msg}");
+
+    // --- leftovers of an interrupted CreateSnapshot of a name go before it is made
+    let m = raid(&ds[p], &mname).unwrap();
+    let replica_member = m["base_bdevs_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap().to_string())
+        .find(|n| n.starts_with("csi-r-"))
+        .unwrap();
+    let ruuid = replica_member
+        .trim_start_matches("csi-r-")
+        .trim_end_matches("n1")
+        .to_string();
+    let r = (0..3)
+        .find(|&i| i != p && ds[i].lvol(&ruuid).is_some())
+        .unwrap();
+    let key = ballast_csi::snapshot::key_of("snap-rs3");
+    let orphan_name = format!("csisnpr-{key}{}00000001", id.lvol_uuid.replace('-', ""));
+    let orphan = ds[r]
+        .ok(
+            "bdev_lvol_snapshot",
+            json!({"lvol_name": ruuid, "snapshot_name": orphan_name}),
+        )
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // --- a degraded mirror (a replica's slot emptied): copies on the in-sync members only
+    ds[p].ok(
+        "bdev_raid_remove_base_bdev",
+        json!({"name": replica_member}),
+    );
+    let s3 = c
+        .ctrl
+        .create_snapshot(snap_req("snap-rs3", &v.volume_id))
+        .await
+        .expect("CreateSnapshot of a degraded volume")
+        .into_inner()
+        .snapshot
+        .unwrap();
+    assert!(ds[r].lvol(&orphan).is_none(), "the leftover copy is gone");
+    let c3 = copies(&ds, &s3);
+    assert!(
+        c3[r].is_none(),
+        "no copy on the member out of the mirror: {c3:?}"
+    );
+    assert_eq!(c3.iter().filter(|c| c.is_some()).count(), 2, "{c3:?}");
+    assert_eq!(list_snapshots(&mut c).await.len(), 3);
+
+    // --- DeleteSnapshot: every copy goes, on every node; again is fine
+    for s in [&s1, &s2, &s3] {
+        for _ in 0..2 {
+            c.ctrl
+                .delete_snapshot(pb::DeleteSnapshotRequest {
+                    snapshot_id: s.snapshot_id.clone(),
+                    ..Default::default()
+                })
+                .await
+                .expect("DeleteSnapshot");
+        }
+    }
+    for (i, d) in ds.iter().enumerate() {
+        let names = lvol_names(d);
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.starts_with("csisnp") || n.starts_with("csigone")),
+            "n{i} keeps snapshot lvols: {names:?}"
+        );
+    }
+    assert!(list_snapshots(&mut c).await.is_empty());
+    // The volume still reads through its mirror after the merges of its snapshots.
+    let now = in_ns(net.ns(p), || Export::new(&ds[p], &mname).read_many(0, 256));
+    assert!(now.iter().any(|&b| b != 0), "the written data is there");
+    c.ctrl
+        .delete_volume(delete_req(&v.volume_id))
+        .await
+        .expect("DeleteVolume");
+    for d in &ds {
+        let names = lvol_names(d);
+        assert!(!names.iter().any(|n| n.contains("pvc-rs")), "{names:?}");
+    }
+    c.stop().await;
+    drop(ds);
+    drop(net);
 }

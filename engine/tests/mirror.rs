@@ -16,18 +16,7 @@ const BS: u32 = 512;
 /// Child size: 1 MiB of metadata and 2 MiB of data.
 const CHILD_BLOCKS: u64 = (3 << 20) / BS as u64;
 
-fn mirror(h: &Harness, name: &str, children: &[&str]) {
-    mirror::create(
-        &h.rt.handle(),
-        MirrorOpts {
-            name: name.into(),
-            children: children.iter().map(|c| c.to_string()).collect(),
-            uuid: None,
-            region_bytes: None,
-        },
-    )
-    .unwrap_or_else(|e| panic!("mirror {name}: {e}"));
-}
+use common::mirror_over as mirror;
 
 /// A child's own superblock (read from the child, beside the mirror).
 fn superblock(h: &Harness, child: &str) -> Option<Superblock> {

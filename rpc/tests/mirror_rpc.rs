@@ -187,3 +187,64 @@ fn raid1_over_rpc() {
     c.ok("bdev_malloc_delete", json!({"name": a}));
     c.ok("bdev_malloc_delete", json!({"name": b}));
 }
+
+/// ballast's `bdev_raid_quiesce` / `bdev_raid_unquiesce`: shown in `bdev_raid_get_bdevs`,
+/// idempotent, ended by its deadline, refusals with plain messages.
+#[test]
+fn raid_quiesce_over_rpc() {
+    let d = Daemon::new();
+    let mut c = d.client();
+    let (a, b, r) = (d.name("Qa"), d.name("Qb"), d.name("Q0"));
+    c.malloc(&a, 8192, 512);
+    c.malloc(&b, 8192, 512);
+    c.ok(
+        "bdev_raid_create",
+        json!({"name": r, "raid_level": "raid1", "base_bdevs": [a, b]}),
+    );
+    let get = |c: &mut common::Client| c.ok("bdev_raid_get_bdevs", json!({"name": r}))[0].clone();
+    assert_eq!(get(&mut c)["quiesced"], json!(false));
+    assert!(get(&mut c).get("quiesce_remaining_ms").is_none());
+    let q = json!({"name": r, "timeout_ms": 20000});
+    assert_eq!(c.ok("bdev_raid_quiesce", q.clone()), json!(true));
+    let m = get(&mut c);
+    assert_eq!(m["quiesced"], json!(true), "{m}");
+    let left = m["quiesce_remaining_ms"].as_u64().unwrap();
+    assert!(left > 10_000 && left <= 20_000, "{m}");
+    assert_eq!(c.ok("bdev_raid_quiesce", q), json!(true), "again: renewed");
+    let unq = json!({"name": r});
+    assert_eq!(c.ok("bdev_raid_unquiesce", unq.clone()), json!(true));
+    assert_eq!(c.ok("bdev_raid_unquiesce", unq.clone()), json!(false));
+    assert_eq!(get(&mut c)["quiesced"], json!(false));
+    // The default deadline, and one that passes: the mirror resumes by itself.
+    assert_eq!(c.ok("bdev_raid_quiesce", json!({"name": r})), json!(true));
+    let left = get(&mut c)["quiesce_remaining_ms"].as_u64().unwrap();
+    assert!(left > 5_000 && left <= 10_000, "default 10 s: {left}");
+    c.ok("bdev_raid_quiesce", json!({"name": r, "timeout_ms": 150}));
+    common::wait(|| get(&mut c)["quiesced"] == json!(false));
+    assert_eq!(c.ok("bdev_raid_unquiesce", unq), json!(false));
+    // Refusals.
+    for (params, code, what) in [
+        (json!({"name": d.name("none")}), -19, "not found"),
+        (json!({"name": r, "timeout_ms": 0}), -32602, "timeout_ms"),
+        (
+            json!({"name": r, "timeout_ms": 3_600_000}),
+            -32602,
+            "timeout_ms",
+        ),
+        (json!({"name": r, "timeout": 5}), -32602, "unknown field"),
+        (json!({}), -32602, "name"),
+    ] {
+        let (got, msg) = c.err("bdev_raid_quiesce", params.clone());
+        assert_eq!(got, code, "{params}: {msg}");
+        assert!(msg.contains(what), "{params}: {msg}");
+    }
+    let (got, msg) = c.err("bdev_raid_unquiesce", json!({"name": d.name("none")}));
+    assert_eq!(got, -19, "{msg}");
+    assert_eq!(get(&mut c)["quiesced"], json!(false));
+    // Not part of the configuration.
+    let cfg = c.ok("save_config", json!(null));
+    assert!(!cfg.to_string().contains("quiesce"), "{cfg}");
+    c.ok("bdev_raid_delete", json!({"name": r}));
+    c.ok("bdev_malloc_delete", json!({"name": a}));
+    c.ok("bdev_malloc_delete", json!({"name": b}));
+}

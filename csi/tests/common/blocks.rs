@@ -65,13 +65,22 @@ impl<'a> Export<'a> {
     }
 
     fn io(&self, op: HostOp, lba: u64, buf: IoBuf) -> IoBuf {
+        let (_s, mut qp) = self.connect();
+        Self::run(&mut qp, op, lba, buf)
+    }
+
+    fn connect(&self) -> (Session, IoQpair) {
         let o = HostOpts {
             hostnqn: HOSTNQN.into(),
             queue_size: 4,
             ..Default::default()
         };
         let s = Session::connect(self.addr, &self.nqn, 1, &o).expect("connect");
-        let mut qp = IoQpair::new(s.io_queue(1).expect("I/O queue"));
+        let qp = IoQpair::new(s.io_queue(1).expect("I/O queue"));
+        (s, qp)
+    }
+
+    fn run(qp: &mut IoQpair, op: HostOp, lba: u64, buf: IoBuf) -> IoBuf {
         let nlb = (buf.len() / BLOCK) as u32;
         qp.submit(op, 1, lba, nlb, Some(buf), 1)
             .map_err(|_| "submit refused")
@@ -95,9 +104,38 @@ impl<'a> Export<'a> {
     }
 
     /// Reads `blocks` blocks at block `lba`.
+    #[allow(dead_code)]
     pub fn read(&self, lba: u64, blocks: usize) -> Vec<u8> {
         self.io(HostOp::Read, lba, IoBuf::heap(blocks * BLOCK))
             .to_vec()
+    }
+
+    /// Writes over one connection, one write at a time, while `next(k)` gives the k-th
+    /// write's block and data (whole blocks, ≤ 128 KiB); returns how many it wrote.
+    #[allow(dead_code)]
+    pub fn write_while(&self, mut next: impl FnMut(u64) -> Option<(u64, Vec<u8>)>) -> u64 {
+        let (_s, mut qp) = self.connect();
+        let mut k = 0;
+        while let Some((lba, data)) = next(k) {
+            Self::run(&mut qp, HostOp::Write, lba, IoBuf::from_slice(&data));
+            k += 1;
+        }
+        k
+    }
+
+    /// Reads `blocks` blocks at block `lba` over one connection, 128 KiB at a time (the
+    /// target's default max_io_size).
+    #[allow(dead_code)]
+    pub fn read_many(&self, lba: u64, blocks: usize) -> Vec<u8> {
+        let (_s, mut qp) = self.connect();
+        let mut out = Vec::with_capacity(blocks * BLOCK);
+        while out.len() < blocks * BLOCK {
+            let at = (out.len() / BLOCK) as u64;
+            let n = (blocks - at as usize).min(32);
+            let b = Self::run(&mut qp, HostOp::Read, lba + at, IoBuf::heap(n * BLOCK));
+            out.extend_from_slice(&b);
+        }
+        out
     }
 }
 

@@ -406,3 +406,17 @@ pub fn release_kept(h: &Harness) {
             .unwrap();
     }
 }
+
+/// Mirror `name` over `children` (panics naming it if it cannot be made).
+pub fn mirror_over(h: &Harness, name: &str, children: &[&str]) {
+    ballast_engine::backend::mirror::create(
+        &h.rt.handle(),
+        ballast_engine::backend::mirror::MirrorOpts {
+            name: name.into(),
+            children: children.iter().map(|c| c.to_string()).collect(),
+            uuid: None,
+            region_bytes: None,
+        },
+    )
+    .unwrap_or_else(|e| panic!("mirror {name}: {e}"));
+}

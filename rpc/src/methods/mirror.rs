@@ -3,7 +3,8 @@
 //! that left — or fills an empty slot with a new bdev: a full rebuild; in the background),
 //! `bdev_raid_remove_base_bdev` (empties a member's slot), `bdev_raid_set_options` (rebuild
 //! window, bandwidth cap; ballast's `self_heal`) and `bdev_raid_delete` (with the other
-//! deletes). ballast's mirror always keeps a superblock and a write-intent bitmap on its
+//! deletes). ballast's own `bdev_raid_quiesce` / `bdev_raid_unquiesce` pause a mirror's writes
+//! for a snapshot of every member (SPDK has no RPC for it). ballast's mirror always keeps a superblock and a write-intent bitmap on its
 //! children (the durable record of who is in sync and what a returning member missed):
 //! `superblock: false`, rpc.py's default, is accepted and a superblock is kept all the same.
 
@@ -141,7 +142,12 @@ fn raid_json(m: &MirrorInfo) -> Value {
         "region_size_kb": m.region_bytes >> 10,
         "dirty_regions": m.dirty_regions,
         "dirty_bytes": m.dirty_regions * m.region_bytes as u64,
+        // ballast's: writes paused by bdev_raid_quiesce, and for how long yet.
+        "quiesced": m.quiesced_for.is_some(),
     });
+    if let Some(d) = m.quiesced_for {
+        v["quiesce_remaining_ms"] = json!(d.as_millis() as u64);
+    }
     if let Some(p) = process_json(m, bs) {
         v["process"] = p;
     }
@@ -314,4 +320,49 @@ pub(crate) fn bdev_raid_delete(ctx: &Context, params: Option<Value>) -> Result<V
         }
     }
     Ok(r)
+}
+
+/// ballast's `bdev_raid_quiesce {name, timeout_ms}`: pauses the mirror's writes (held, never
+/// failed; reads go on), waits for those in flight and flushes every member; the pause ends
+/// by itself after `timeout_ms` (default 10 000) unless `bdev_raid_unquiesce` ends it first.
+/// Again while paused: the deadline is renewed.
+pub(crate) fn bdev_raid_quiesce(ctx: &Context, params: Option<Value>) -> Result<Value, RpcError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct P {
+        name: String,
+        #[serde(default)]
+        timeout_ms: Option<u64>,
+    }
+    let p: P = parse(params)?;
+    if mirror::get(&p.name).is_none() {
+        return Err(RpcError::new(
+            -19,
+            format!("raid bdev {} not found", crate::error::cap(&p.name, 255)),
+        ));
+    }
+    let timeout = p.timeout_ms.map_or(
+        mirror::quiesce::DEFAULT_TIMEOUT,
+        std::time::Duration::from_millis,
+    );
+    mirror::quiesce(&ctx.rt, &p.name, timeout)?;
+    Ok(json!(true))
+}
+
+/// ballast's `bdev_raid_unquiesce {name}`: ends the pause; true if one was in force, false if
+/// none was (never quiesced, or its deadline passed: what was done meanwhile was not paused).
+pub(crate) fn bdev_raid_unquiesce(_: &Context, params: Option<Value>) -> Result<Value, RpcError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct P {
+        name: String,
+    }
+    let p: P = parse(params)?;
+    if mirror::get(&p.name).is_none() {
+        return Err(RpcError::new(
+            -19,
+            format!("raid bdev {} not found", crate::error::cap(&p.name, 255)),
+        ));
+    }
+    Ok(json!(mirror::unquiesce(&p.name)?))
 }

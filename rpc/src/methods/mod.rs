@@ -142,6 +142,9 @@ pub const METHODS: &[(&str, Method, ConfigEffect)] = &[
     ),
     ("bdev_raid_set_options", bdev_raid_set_options, Changes),
     ("bdev_raid_delete", bdev_raid_delete, Changes),
+    // A pause of a mirror's writes is not configuration (it ends by itself).
+    ("bdev_raid_quiesce", bdev_raid_quiesce, Reads),
+    ("bdev_raid_unquiesce", bdev_raid_unquiesce, Reads),
     (
         "bdev_lvol_create_lvstore",
         bdev_lvol_create_lvstore,
@@ -329,6 +332,8 @@ mod tests {
             "log_set_print_level",     // the log level is not saved
             "bdev_error_inject_error", // injections are not saved
             "bdev_lvol_check_lvstore", // checks, repairs nothing
+            "bdev_raid_quiesce",       // a pause of writes, not configuration
+            "bdev_raid_unquiesce",     // its end
         ];
         let mut seen = std::collections::HashSet::new();
         for (name, _, effect) in METHODS {

@@ -6,6 +6,7 @@
 //!                ─► Op{Fanout} ─► one sub-I/O per member in the mirror (views of the caller's
 //!                                  buffers: no copy) ─► all back ─► durable? ack : park
 //!  submit(read)  ─► Op{Read}   ─► least-loaded in-sync child ─► error? fault, next child
+//!  a write inside the rebuild window, or any write while quiesced ─► blocked, in order
 //!  poll: metadata round if the superblock or bitmap changed (one channel at a time: the
 //!        writer token); waiting writes go once their bits are on disk; parked ops
 //!        acknowledged once durable_gen ≥ want_gen (and their bits are on disk)
@@ -146,14 +147,18 @@ impl MirrorChannel {
         })
     }
 
-    /// Whether `io` touches the rebuild window (then it waits until the window moves on).
+    /// Whether `io` touches the rebuild window (then it waits until the window moves on);
+    /// while the mirror is quiesced, the window is the whole device.
     fn in_window(&self, io: &BdevIo) -> bool {
-        let end = self.shared.lock_end.load(Ordering::Acquire);
-        if end == 0 {
-            return false;
-        }
         // A flush moves no data (the rebuild flushes the member itself before it is in sync).
         if io.op == IoType::Flush {
+            return false;
+        }
+        if self.shared.quiesced.load(Ordering::Acquire) {
+            return true;
+        }
+        let end = self.shared.lock_end.load(Ordering::Acquire);
+        if end == 0 {
             return false;
         }
         let start = self.shared.lock_start.load(Ordering::Acquire);
@@ -675,7 +680,8 @@ impl MirrorChannel {
         did || !self.parked.is_empty()
             || self.sb.is_some()
             || !self.retry.is_empty()
-            || !self.blocked.is_empty()
+            // Writes held by a pause wait for its end, which wakes every reactor.
+            || (!self.blocked.is_empty() && !self.shared.quiesced.load(Ordering::Relaxed))
             || !self.bm_wait.is_empty()
     }
 }

@@ -233,6 +233,9 @@ pub fn create(rt: &RuntimeHandle, opts: MirrorOpts) -> Result<Arc<Bdev>> {
         last: Mutex::new(None),
         deleted: AtomicBool::new(false),
         cancel: AtomicBool::new(false),
+        quiesced: AtomicBool::new(false),
+        pause: Mutex::default(),
+        pause_cv: std::sync::Condvar::new(),
         rt: rt.clone(),
     });
     if !is_new {

@@ -34,12 +34,13 @@ mod bitmap;
 mod channel;
 mod create;
 pub mod heal;
+pub mod quiesce;
 pub mod rebuild;
 pub mod superblock;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use ballast_reactor::RuntimeHandle;
@@ -50,6 +51,7 @@ use crate::bdev::{BackendChannel, BdevBackend, IoStatus, IoType};
 use crate::error::{Error, Result};
 pub use bitmap::{MAX_REGION, MIN_REGION};
 pub use create::{add_member, create, remove_member, wipe_superblock};
+pub use quiesce::{quiesce, unquiesce};
 pub use superblock::{Member, MemberState, Superblock, MAX_MEMBERS, META_BYTES, SLOT_BYTES};
 
 /// Options of [`create`].
@@ -230,6 +232,11 @@ pub(crate) struct Shared {
     pub(crate) deleted: AtomicBool,
     /// The running rebuild is to stop (its target is being removed).
     pub(crate) cancel: AtomicBool,
+    /// Writes are paused ([`quiesce`]): every write waits as if inside the rebuild window.
+    pub(crate) quiesced: AtomicBool,
+    /// The pause's deadline, and its watchdog's wake-up.
+    pub(crate) pause: Mutex<quiesce::Pause>,
+    pub(crate) pause_cv: Condvar,
     /// The reactors (for the control path: rebuilds, healing).
     pub(crate) rt: RuntimeHandle,
 }
@@ -429,6 +436,8 @@ pub struct MirrorInfo {
     pub dirty_regions: u64,
     /// How the last rebuild ended.
     pub last_rebuild: Option<rebuild::Outcome>,
+    /// Writes are paused ([`quiesce`]) for this long yet, unless resumed before.
+    pub quiesced_for: Option<Duration>,
 }
 
 /// Every mirror.
@@ -454,6 +463,7 @@ fn info(s: &Shared) -> MirrorInfo {
         region_bytes: s.region_bytes,
         dirty_regions: s.bitmap.count(),
         last_rebuild: s.last.lock().unwrap().clone(),
+        quiesced_for: quiesce::remaining(s),
     }
 }
 
@@ -520,6 +530,8 @@ impl BdevBackend for MirrorBackend {
     fn destroy(&self) {
         // First: a rebuild still running stops without taking anyone out.
         self.shared.deleted.store(true, Ordering::Release);
+        // A pause ends with the mirror (its watchdog too).
+        quiesce::end(&self.shared);
         for c in &self.shared.children {
             c.desc.lock().unwrap().take();
         }

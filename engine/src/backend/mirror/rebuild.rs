@@ -257,16 +257,7 @@ pub(crate) fn sweep(rt: &RuntimeHandle, s: &Shared) -> Result<u64> {
     if cands.iter().all(|&c| c == 0) {
         return Ok(0);
     }
-    let bs = s.block_size as u64;
-    let flushes = (0..s.children.len())
-        .map(|child| CtlIo {
-            child,
-            op: IoType::Flush,
-            offset: s.data_offset * bs,
-            len: s.num_blocks * bs,
-            data: Vec::new(),
-        })
-        .collect();
+    let flushes = flush_ios(s, 0..s.children.len());
     for (i, r) in control_io(rt, &s.descs(), flushes)?.into_iter().enumerate() {
         match r {
             Ok(_) | Err(IoStatus::NotSupported) => {}
@@ -291,6 +282,20 @@ pub(crate) fn sweep(rt: &RuntimeHandle, s: &Shared) -> Result<u64> {
         persist(rt, s)?;
     }
     Ok(cleared)
+}
+
+/// A flush of the data area of each of `children` (control-path I/O).
+pub(crate) fn flush_ios(s: &Shared, children: impl Iterator<Item = usize>) -> Vec<CtlIo> {
+    let bs = s.block_size as u64;
+    children
+        .map(|child| CtlIo {
+            child,
+            op: IoType::Flush,
+            offset: s.data_offset * bs,
+            len: s.num_blocks * bs,
+            data: Vec::new(),
+        })
+        .collect()
 }
 
 /// Moves member `i` from state `from` to `to` (refused if it is no longer `from`: a fault
@@ -347,14 +352,13 @@ fn copy_io(
 }
 
 /// Bumps the window epoch, wakes every reactor and waits until every channel acknowledged
-/// it (and, with `drain`, the writes they counted inside the window are done).
-fn announce(rt: &RuntimeHandle, s: &Shared, drain: bool) -> Result<()> {
+/// it (and, with `drain`, the writes they counted inside the window are done), until `until`.
+pub(crate) fn announce(rt: &RuntimeHandle, s: &Shared, drain: bool, until: Instant) -> Result<()> {
     let epoch = s.lock_epoch.fetch_add(1, Ordering::AcqRel) + 1;
     // An idle reactor runs its pollers (and so the acknowledgement) only when woken.
     for core in rt.cores() {
         let _ = rt.send_retry(core, || {});
     }
-    let until = Instant::now() + DRAIN_TIMEOUT;
     loop {
         let acked = s
             .channel_acks
@@ -367,9 +371,7 @@ fn announce(rt: &RuntimeHandle, s: &Shared, drain: bool) -> Result<()> {
             return Ok(());
         }
         if Instant::now() > until {
-            return Err(bad(format!(
-                "the mirror's channels did not answer in {DRAIN_TIMEOUT:?}"
-            )));
+            return Err(bad("the mirror's channels did not answer in time".into()));
         }
         std::thread::sleep(Duration::from_micros(200));
     }
@@ -380,13 +382,13 @@ fn announce(rt: &RuntimeHandle, s: &Shared, drain: bool) -> Result<()> {
 fn lock_window(rt: &RuntimeHandle, s: &Shared, start: u64, end: u64) -> Result<()> {
     s.lock_start.store(start, Ordering::Release);
     s.lock_end.store(end, Ordering::Release);
-    announce(rt, s, true)
+    announce(rt, s, true, Instant::now() + DRAIN_TIMEOUT)
 }
 
 /// Releases the window and waits until every channel let its blocked writes go.
 fn unlock_window(rt: &RuntimeHandle, s: &Shared) -> Result<()> {
     s.lock_end.store(0, Ordering::Release);
-    announce(rt, s, false)
+    announce(rt, s, false, Instant::now() + DRAIN_TIMEOUT)
 }
 
 /// Ends a rebuild on every path (a panic included): the window is released and the progress
@@ -590,7 +592,7 @@ fn copy_all(rt: &RuntimeHandle, s: &Shared, t: usize, kind: Kind) -> Result<()> 
     transition(rt, s, t, MemberState::Faulted, MemberState::Rebuilding)?;
     // Barrier: every write submitted before it was sent without the member and set its bits;
     // every one after goes to the member too.
-    announce(rt, s, false)?;
+    announce(rt, s, false, Instant::now() + DRAIN_TIMEOUT)?;
     let window = (options().window_bytes / s.block_size as u64).max(1);
     let ranges = match kind {
         Kind::Full => vec![(0, s.num_blocks)],

@@ -234,6 +234,23 @@ pub enum Stages {
         /// Name of the mirror.
         name: String,
     },
+    /// ballast's: pause a mirror's writes (held, never failed), wait for those in flight and
+    /// flush every member, for a snapshot of each; resumes by itself after the timeout.
+    #[command(name = "bdev_raid_quiesce")]
+    BdevRaidQuiesce {
+        /// Name of the mirror.
+        name: String,
+        /// Milliseconds until it resumes by itself (1 to 600000; default 10000).
+        #[arg(short = 't', long)]
+        timeout_ms: Option<u64>,
+    },
+    /// ballast's: end a mirror's pause (prints false if none was in force: its deadline
+    /// passed, or it was never quiesced).
+    #[command(name = "bdev_raid_unquiesce")]
+    BdevRaidUnquiesce {
+        /// Name of the mirror.
+        name: String,
+    },
 }
 
 impl Stages {
@@ -367,6 +384,13 @@ impl Stages {
             S::BdevRaidDelete { name } => Params::new()
                 .set("name", name.as_str())
                 .call("bdev_raid_delete"),
+            S::BdevRaidQuiesce { name, timeout_ms } => Params::new()
+                .set("name", name.as_str())
+                .opt("timeout_ms", *timeout_ms)
+                .call("bdev_raid_quiesce"),
+            S::BdevRaidUnquiesce { name } => Params::new()
+                .set("name", name.as_str())
+                .call("bdev_raid_unquiesce"),
         }
     }
 }
@@ -406,6 +430,21 @@ pub mod tests {
             (
                 "bdev_raid_delete R0",
                 "bdev_raid_delete",
+                Some(json!({"name": "R0"})),
+            ),
+            (
+                "bdev_raid_quiesce R0 -t 2500",
+                "bdev_raid_quiesce",
+                Some(json!({"name": "R0", "timeout_ms": 2500})),
+            ),
+            (
+                "bdev_raid_quiesce R0",
+                "bdev_raid_quiesce",
+                Some(json!({"name": "R0"})),
+            ),
+            (
+                "bdev_raid_unquiesce R0",
+                "bdev_raid_unquiesce",
                 Some(json!({"name": "R0"})),
             ),
             (
@@ -519,6 +558,9 @@ pub mod tests {
     }
 
     pub const MALFORMED: &[&str] = &[
+        "bdev_raid_quiesce",
+        "bdev_raid_quiesce R0 -t soon",
+        "bdev_raid_unquiesce",
         "bdev_compress_create",
         "bdev_compress_create Malloc0",
         "bdev_compress_create -b Malloc0 -a lz5",
