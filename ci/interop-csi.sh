@@ -22,6 +22,9 @@
 #          9 ControllerPublish to B, NodeStage + NodePublish on B: the files are there, same
 #            checksums ("restaged on another node")
 #         10 NodeUnpublish/NodeUnstage on B, ControllerUnpublish, DeleteVolume, ListVolumes
+#         11 a block volume: a pattern written through node B's published device file; on
+#            node A in a reader mode it reads back, the disk is read-only in the kernel and a
+#            write to it fails
 #   host   the volume's subsystem and lvol are gone; ballast-csi and ballastd exit cleanly
 #
 # Each check prints "ok - WHAT" or "not ok - WHAT: DETAIL"; ends with "N passed, M failed".
@@ -219,6 +222,43 @@ c $CTRL DeleteVolume '{"volume_id":"'"$VOL"'"}'
 c $CTRL ListVolumes '{}'
 echo "$OUT" | grep -q "$VOL" && fail "still listed: $OUT"
 pass "NodeUnpublish/NodeUnstage on B, ControllerUnpublish, DeleteVolume"
+
+step "11 a block volume: written on B, read-only on A"
+BW='{"access_type":{"block":{}},"access_mode":{"mode":1}}'
+BR='{"access_type":{"block":{}},"access_mode":{"mode":3}}'
+c $CTRL CreateVolume '{"name":"pvc-blk","capacity_range":{"required_bytes":16777216},"volume_capabilities":['"$BW"']}'
+BVOL=$(jf volume_id)
+c $CTRL ControllerPublishVolume '{"volume_id":"'"$BVOL"'","node_id":"'"$HB"'","volume_capability":'"$BW"'}'
+CTX=$(echo "$OUT" | sed -n 's/.*"publish_context":\({[^}]*}\).*/\1/p')
+c $NB NodeStageVolume '{"volume_id":"'"$BVOL"'","publish_context":'"$CTX"',"staging_target_path":"/mnt/b/bstage","volume_capability":'"$BW"'}'
+c $NB NodePublishVolume '{"volume_id":"'"$BVOL"'","staging_target_path":"/mnt/b/bstage","target_path":"/mnt/b/blk","volume_capability":'"$BW"'}'
+printf 'ballast-block' >/tmp/pattern
+dd if=/tmp/pattern of=/mnt/b/blk bs=512 count=1 conv=notrunc,fsync 2>/tmp/dd.err || {
+    cat /tmp/dd.err; fail "writing the block volume on B"; }
+c $NB NodeUnpublishVolume '{"volume_id":"'"$BVOL"'","target_path":"/mnt/b/blk"}'
+c $NB NodeUnstageVolume '{"volume_id":"'"$BVOL"'","staging_target_path":"/mnt/b/bstage"}'
+c $CTRL ControllerUnpublishVolume '{"volume_id":"'"$BVOL"'","node_id":"'"$HB"'"}'
+c $CTRL ControllerPublishVolume '{"volume_id":"'"$BVOL"'","node_id":"'"$HA"'","volume_capability":'"$BR"'}'
+CTX=$(echo "$OUT" | sed -n 's/.*"publish_context":\({[^}]*}\).*/\1/p')
+c $NA NodeStageVolume '{"volume_id":"'"$BVOL"'","publish_context":'"$CTX"',"staging_target_path":"/mnt/a/bstage","volume_capability":'"$BR"'}'
+c $NA NodePublishVolume '{"volume_id":"'"$BVOL"'","staging_target_path":"/mnt/a/bstage","target_path":"/mnt/a/blk","volume_capability":'"$BR"'}'
+[ "$(head -c 13 /mnt/a/blk)" = ballast-block ] || fail "block data: $(head -c 13 /mnt/a/blk | od -c | head -2)"
+BU=${BVOL##*:}
+BDISK=''
+for d in /sys/block/nvme*n*; do
+    case ${d##*/} in nvme*c*) continue ;; esac   # a multipath path device, not the disk
+    if [ "$(cat "$d/uuid" 2>/dev/null)" = "$BU" ]; then BDISK=${d##*/}; break; fi
+done
+[ -n "$BDISK" ] && [ "$(cat /sys/block/$BDISK/ro)" = 1 ] || fail "disk $BDISK not read-only"
+if dd if=/dev/zero of=/mnt/a/blk bs=512 count=1 conv=notrunc,fsync 2>/dev/null; then
+    fail "a write went to a read-only block volume"
+fi
+[ "$(head -c 13 /mnt/a/blk)" = ballast-block ] || fail "block data changed"
+c $NA NodeUnpublishVolume '{"volume_id":"'"$BVOL"'","target_path":"/mnt/a/blk"}'
+c $NA NodeUnstageVolume '{"volume_id":"'"$BVOL"'","staging_target_path":"/mnt/a/bstage"}'
+c $CTRL ControllerUnpublishVolume '{"volume_id":"'"$BVOL"'","node_id":"'"$HA"'"}'
+c $CTRL DeleteVolume '{"volume_id":"'"$BVOL"'"}'
+pass "block volume: written through B's device file, read on A in a reader mode: the disk read-only in the kernel ($BDISK), a write refused"
 EOF
 GLOG=$LOGDIR/guest.log
 cp "$GUEST_LOG" "$GLOG" 2>/dev/null || true

@@ -278,7 +278,13 @@ impl Inner {
                 ))
             })?;
         let Access::Mount { fs, flags } = a else {
-            return Ok(()); // block volumes are used as the disk itself
+            // Block volumes are used as the disk itself; in a reader mode the disk is made
+            // read-only in the kernel (a read-only bind mount of a device node would not stop
+            // a process opening it for writing).
+            if reader {
+                mount::set_read_only(&disk.dev)?;
+            }
+            return Ok(());
         };
         mkdir(staging)?;
         let dev = mount::dev_number(&disk.dev)?;

@@ -275,6 +275,26 @@ pub fn bind(src: &Path, target: &Path, ro: bool) -> Result<()> {
     Ok(())
 }
 
+/// Linux's BLKROSET (`_IO(0x12, 93)`): set a block device read-only.
+const BLKROSET: libc::c_ulong = 0x125d;
+
+/// Makes block device `dev` read-only in the kernel (what `blockdev --setro` does).
+pub fn set_read_only(dev: &Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let f =
+        std::fs::File::open(dev).map_err(|e| Error::io(format!("opening {}", dev.display()), e))?;
+    let one: libc::c_int = 1;
+    // SAFETY: a valid open fd and a pointer to a live c_int, as BLKROSET takes.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), BLKROSET as _, &one as *const libc::c_int) };
+    if r != 0 {
+        return Err(Error::io(
+            format!("BLKROSET {}", dev.display()),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
 /// Unmounts `target`; false when it was not a mount point. EBUSY → FAILED_PRECONDITION.
 pub fn umount(target: &Path) -> Result<bool> {
     let t = cpath(target)?;
