@@ -200,7 +200,32 @@ impl NodeHandle {
         self.rpc.call("bdev_lvol_resize", Some(p)).await.map(|_| ())
     }
 
-    fn bad(&self, method: &str, v: &Value) -> Error {
+    /// Calls `method`; "no such device" (the object is not there) is None.
+    pub(crate) async fn call_opt(&self, method: &str, params: Value) -> Result<Option<Value>> {
+        match self.rpc.call(method, Some(params)).await {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.rpc_code() == Some(rpc_code::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Calls `method`; an error with code `ok_code` (the state is already what the call
+    /// makes) counts as success.
+    pub(crate) async fn call_tolerating(
+        &self,
+        method: &str,
+        params: Value,
+        ok_code: i64,
+    ) -> Result<()> {
+        match self.rpc.call(method, Some(params)).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.rpc_code() == Some(ok_code) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A Protocol error for an answer of `method` this driver cannot read (quoted, short).
+    pub(crate) fn bad(&self, method: &str, v: &Value) -> Error {
         let mut s = v.to_string();
         s.truncate(200);
         Error::Protocol {

@@ -21,7 +21,7 @@
 use std::collections::HashMap;
 
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::error::{rpc_code, Error, Result};
 use crate::nodes::{Lvol, NodeHandle};
@@ -107,24 +107,15 @@ impl Export {
 
 /// The export subsystem of `lvol_uuid` on `n`, if there is one.
 pub async fn export(n: &NodeHandle, lvol_uuid: &str) -> Result<Option<Export>> {
-    let nqn = export_nqn(lvol_uuid);
-    match n
-        .rpc
-        .call("nvmf_get_subsystems", Some(json!({ "nqn": nqn })))
-        .await
-    {
-        Ok(v) => {
-            let mut list: Vec<Export> =
-                serde_json::from_value(v.clone()).map_err(|e| Error::Protocol {
-                    node: n.id().into(),
-                    method: "nvmf_get_subsystems".into(),
-                    detail: format!("{e}: {}", truncated(&v)),
-                })?;
-            Ok(list.pop())
-        }
-        Err(e) if e.rpc_code() == Some(rpc_code::ENODEV) => Ok(None),
-        Err(e) => Err(e),
-    }
+    let m = "nvmf_get_subsystems";
+    let Some(v) = n
+        .call_opt(m, json!({ "nqn": export_nqn(lvol_uuid) }))
+        .await?
+    else {
+        return Ok(None);
+    };
+    let mut list: Vec<Export> = serde_json::from_value(v.clone()).map_err(|_| n.bad(m, &v))?;
+    Ok(list.pop())
 }
 
 /// Deletes the export subsystem of `lvol_uuid` if it has no hosts (a publish cut short);
@@ -143,15 +134,12 @@ pub async fn remove_unused_export(n: &NodeHandle, lvol_uuid: &str) -> Result<()>
 }
 
 async fn delete_subsystem(n: &NodeHandle, nqn: &str) -> Result<()> {
-    match n
-        .rpc
-        .call("nvmf_delete_subsystem", Some(json!({ "nqn": nqn })))
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(e) if e.rpc_code() == Some(rpc_code::ENODEV) => Ok(()),
-        Err(e) => Err(e),
-    }
+    n.call_tolerating(
+        "nvmf_delete_subsystem",
+        json!({ "nqn": nqn }),
+        rpc_code::ENODEV,
+    )
+    .await
 }
 
 /// Model numbers of export subsystems: the access class they were made for, so that a
@@ -227,8 +215,7 @@ pub async fn publish(
         Some(e) => e,
         None => {
             let serial: String = l.uuid.chars().filter(|c| *c != '-').take(17).collect();
-            call_tolerating(
-                n,
+            n.call_tolerating(
                 "nvmf_create_subsystem",
                 json!({
                     "nqn": nqn,
@@ -326,8 +313,7 @@ pub async fn unpublish(n: &NodeHandle, lvol_uuid: &str, host: &str) -> Result<()
         if !host.is_empty() && h != host {
             continue;
         }
-        call_tolerating(
-            n,
+        n.call_tolerating(
             "nvmf_subsystem_remove_host",
             json!({"nqn": e.nqn, "host": h}),
             rpc_code::INVALID_PARAMS,
@@ -341,22 +327,6 @@ pub async fn unpublish(n: &NodeHandle, lvol_uuid: &str, host: &str) -> Result<()
         tracing::info!(node = n.id(), nqn = %e.nqn, "export subsystem deleted");
     }
     Ok(())
-}
-
-/// Calls `method`; an error with code `ok_code` (the state is already what the call makes)
-/// counts as success.
-async fn call_tolerating(n: &NodeHandle, method: &str, p: Value, ok_code: i64) -> Result<()> {
-    match n.rpc.call(method, Some(p)).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.rpc_code() == Some(ok_code) => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-fn truncated(v: &Value) -> String {
-    let mut s = v.to_string();
-    s.truncate(200);
-    s
 }
 
 #[cfg(test)]

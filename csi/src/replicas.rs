@@ -195,15 +195,6 @@ impl Ctrlr {
     }
 }
 
-/// A call whose ENODEV answer means "not there": None.
-async fn call_opt(n: &NodeHandle, method: &str, params: Value) -> Result<Option<Value>> {
-    match n.rpc.call(method, Some(params)).await {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if e.rpc_code() == Some(rpc_code::ENODEV) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
 fn protocol(n: &NodeHandle, method: &str, detail: impl Into<String>) -> Error {
     Error::Protocol {
         node: n.id().into(),
@@ -222,7 +213,10 @@ pub async fn raids(n: &NodeHandle) -> Result<Vec<Raid>> {
 /// Mirror `name`, if the node has it.
 pub async fn raid(n: &NodeHandle, name: &str) -> Result<Option<Raid>> {
     let m = "bdev_raid_get_bdevs";
-    match call_opt(n, m, json!({"category": "all", "name": name})).await? {
+    match n
+        .call_opt(m, json!({"category": "all", "name": name}))
+        .await?
+    {
         None => Ok(None),
         Some(v) => {
             let v: Vec<Raid> =
@@ -246,7 +240,7 @@ pub async fn subsystems(n: &NodeHandle) -> Result<Vec<Value>> {
 }
 
 async fn subsystem(n: &NodeHandle, nqn: &str) -> Result<Option<Value>> {
-    Ok(call_opt(n, "nvmf_get_subsystems", json!({"nqn": nqn}))
+    Ok(n.call_opt("nvmf_get_subsystems", json!({"nqn": nqn}))
         .await?
         .and_then(|v| v.as_array().and_then(|a| a.first().cloned())))
 }
@@ -337,7 +331,7 @@ async fn ensure_export(n: &NodeHandle, nqn: &str, bdev: &str, host: &str) -> Res
 }
 
 async fn delete_subsystem(n: &NodeHandle, nqn: &str) -> Result<()> {
-    call_opt(n, "nvmf_delete_subsystem", json!({"nqn": nqn}))
+    n.call_opt("nvmf_delete_subsystem", json!({"nqn": nqn}))
         .await
         .map(|_| ())
 }
@@ -374,14 +368,14 @@ async fn attach(p: &NodeHandle, r: &NodeHandle, replica_uuid: &str) -> Result<St
 }
 
 async fn detach(p: &NodeHandle, name: &str) -> Result<()> {
-    call_opt(p, "bdev_nvme_detach_controller", json!({"name": name}))
+    p.call_opt("bdev_nvme_detach_controller", json!({"name": name}))
         .await
         .map(|_| ())
 }
 
 /// Deletes mirror `name` (gone already: fine). A mirror that is exported is in use.
 async fn delete_raid(p: &NodeHandle, name: &str) -> Result<()> {
-    match call_opt(p, "bdev_raid_delete", json!({"name": name})).await {
+    match p.call_opt("bdev_raid_delete", json!({"name": name})).await {
         Err(e) if e.rpc_code() == Some(rpc_code::EBUSY) => Err(Error::FailedPrecondition(format!(
             "node {}: mirror {name} is in use (published?): {e}",
             p.id()

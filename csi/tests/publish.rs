@@ -49,6 +49,20 @@ fn hosts(e: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
+/// DeleteVolume of published volume `id` is FAILED_PRECONDITION and keeps its lvol.
+async fn delete_is_refused(c: &mut Csi, d: &Daemon, id: &str, lvol: &str) {
+    let (k, m) = code(
+        c.ctrl
+            .delete_volume(pb::DeleteVolumeRequest {
+                volume_id: id.into(),
+                ..Default::default()
+            })
+            .await,
+    );
+    assert_eq!(k, Code::FailedPrecondition, "{m}");
+    assert!(d.lvol(lvol).is_some());
+}
+
 async fn setup() -> (Daemon, Csi, u16) {
     let d = Daemon::with_store();
     let port = free_port();
@@ -191,16 +205,7 @@ async fn publish_allows_exactly_the_node_and_unpublish_removes_it() {
     assert_eq!(hosts(&export(&d, &lvol).unwrap()), vec![HOST_A.to_string()]);
 
     // Deleting a published volume is refused and keeps it.
-    let (k, m) = code(
-        c.ctrl
-            .delete_volume(pb::DeleteVolumeRequest {
-                volume_id: id.clone(),
-                ..Default::default()
-            })
-            .await,
-    );
-    assert_eq!(k, Code::FailedPrecondition, "{m}");
-    assert!(d.lvol(&lvol).is_some());
+    delete_is_refused(&mut c, &d, &id, &lvol).await;
 
     // Unpublished from A, it can go to several readers; a writer is then refused.
     c.ctrl
@@ -227,17 +232,8 @@ async fn publish_allows_exactly_the_node_and_unpublish_removes_it() {
     );
     assert_eq!(k, Code::AlreadyExists, "{msg}");
 
-    // Deleting a published volume is refused and keeps it.
-    let (k, m) = code(
-        c.ctrl
-            .delete_volume(pb::DeleteVolumeRequest {
-                volume_id: id.clone(),
-                ..Default::default()
-            })
-            .await,
-    );
-    assert_eq!(k, Code::FailedPrecondition, "{m}");
-    assert!(d.lvol(&lvol).is_some());
+    // Published to readers: refused as well.
+    delete_is_refused(&mut c, &d, &id, &lvol).await;
 
     // Unpublish A: B stays; unpublish B: the subsystem goes; again: OK.
     c.ctrl

@@ -244,8 +244,7 @@ impl Inner {
             tracing::info!(volume = %r.volume_id, %nqn, %ctrl, "connected");
             made = Some(ctrl);
         }
-        let r2 = r.clone();
-        let out = self.stage_disk(&r2, &v, &nqn, &staging, a, reader);
+        let out = self.stage_disk(&r, &v, &nqn, &staging, a, reader);
         if out.is_err() {
             // kubelet does not call NodeUnstage after a failed stage: do not leave the
             // controller this call made (it would reconnect for ctrl_loss_tmo).
